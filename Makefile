@@ -1,0 +1,57 @@
+# billingd — run `make help` for the targets.
+SHELL := /bin/bash
+GO    ?= go
+TOOL  := $(GO) tool -modfile=tools/go.mod
+PKGS  := ./...
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show the targets.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: tools
+tools: ## Build the pinned developer tools (tools/go.mod) into the Go build cache.
+	$(TOOL) -n buf >/dev/null
+	$(TOOL) -n protoc-gen-go >/dev/null
+	$(TOOL) -n protoc-gen-go-grpc >/dev/null
+	$(TOOL) -n staticcheck >/dev/null
+	$(TOOL) -n stripe-mock >/dev/null
+	$(TOOL) -n grpcurl >/dev/null
+	$(TOOL) -n ghz >/dev/null
+
+.PHONY: generate
+generate: ## Regenerate gen/ from proto/ with buf and local plugins.
+	$(TOOL) buf generate
+
+.PHONY: checkgenerate
+checkgenerate: generate ## Fail if gen/ differs from what proto/ generates.
+	@if [ -n "$$(git status --porcelain -- gen)" ]; then \
+		echo "gen/ is out of date with proto/: run 'make generate' and commit"; \
+		git status --porcelain -- gen; git diff --stat -- gen; exit 1; \
+	fi
+
+.PHONY: lint
+lint: ## go vet, staticcheck, gofmt, buf lint, buf format.
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
+		if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(TOOL) staticcheck $(PKGS)
+	$(TOOL) buf lint
+	$(TOOL) buf format -d --exit-code
+
+.PHONY: build
+build: ## Build bin/billingd.
+	$(GO) build -trimpath -o bin/billingd ./cmd/billingd
+
+.PHONY: test
+test: ## Run every test with the race detector, in shuffled order.
+	$(GO) test -race -shuffle=on -timeout 15m $(PKGS)
+
+.PHONY: run
+run: build ## Serve on 127.0.0.1:50051 with ./data/billingd.db and the built-in Stripe simulator.
+	./bin/billingd serve --stripe-sim
+
+.PHONY: clean
+clean: ## Remove build output.
+	rm -rf bin
