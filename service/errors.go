@@ -1,0 +1,93 @@
+package service
+
+import (
+	"errors"
+	"time"
+)
+
+// Reason is the UPPER_SNAKE reason in google.rpc.ErrorInfo; it decides the gRPC
+// code (DESIGN.md §4). The strings are part of the API: never change one.
+type Reason string
+
+// The reasons billingd answers with.
+const (
+	ReasonInvalidArgument      Reason = "INVALID_ARGUMENT"
+	ReasonRequestIDReused      Reason = "REQUEST_ID_REUSED"
+	ReasonCardDeclined         Reason = "CARD_DECLINED"
+	ReasonStripeInvalidRequest Reason = "STRIPE_INVALID_REQUEST"
+	ReasonStripeState          Reason = "STRIPE_STATE"
+	ReasonResourceMissing      Reason = "RESOURCE_MISSING"
+	ReasonStripeAuth           Reason = "STRIPE_AUTH"
+	ReasonIdempotencyMismatch  Reason = "STRIPE_IDEMPOTENCY_MISMATCH"
+	ReasonRequestInProgress    Reason = "REQUEST_IN_PROGRESS"
+	ReasonUpstreamRateLimited  Reason = "UPSTREAM_RATE_LIMITED"
+	ReasonUpstreamUnavailable  Reason = "UPSTREAM_UNAVAILABLE"
+	ReasonOutcomePending       Reason = "OUTCOME_PENDING_RECONCILIATION"
+	ReasonStorageUnavailable   Reason = "STORAGE_UNAVAILABLE"
+	ReasonNotCreated           Reason = "NOT_CREATED"
+	ReasonNotFound             Reason = "NOT_FOUND"
+)
+
+// Error is an outcome billingd reports to a caller. It holds only caller-safe
+// text: no Stripe key, no client_secret, no stripe-go error dump. It is stored
+// with FAILED records and replayed as is, so a replay is identical to the
+// original answer. The edge (interceptors.ErrorStatus) turns it into a gRPC
+// status through the methods below.
+type Error struct {
+	Reason     Reason
+	Message    string
+	Metadata   map[string]string // ErrorInfo metadata: stripe_request_id, code, decline_code, param
+	Violations []FieldViolation  // BadRequest
+	// ResourceType and ResourceName fill ResourceInfo (RESOURCE_MISSING).
+	ResourceType string
+	ResourceName string
+	// RetryAfter fills RetryInfo when positive.
+	RetryAfter time.Duration
+}
+
+// FieldViolation is one bad field of a request.
+type FieldViolation struct {
+	Field       string
+	Description string
+}
+
+func (e *Error) Error() string { return "service: " + string(e.Reason) + ": " + e.Message }
+
+// ErrorReason, PublicMessage, ErrorMetadata, RetryDelay, FieldViolations and
+// Resource let interceptors translate an Error without importing this package.
+
+// ErrorReason returns the ErrorInfo reason.
+func (e *Error) ErrorReason() string { return string(e.Reason) }
+
+// PublicMessage returns the caller-safe message.
+func (e *Error) PublicMessage() string { return e.Message }
+
+// ErrorMetadata returns the ErrorInfo metadata.
+func (e *Error) ErrorMetadata() map[string]string { return e.Metadata }
+
+// RetryDelay returns how long a caller should wait before retrying (0: no RetryInfo).
+func (e *Error) RetryDelay() time.Duration { return e.RetryAfter }
+
+// FieldViolations returns the BadRequest violations as (field, description) pairs.
+func (e *Error) FieldViolations() [][2]string {
+	if len(e.Violations) == 0 {
+		return nil
+	}
+	out := make([][2]string, len(e.Violations))
+	for i, v := range e.Violations {
+		out[i] = [2]string{v.Field, v.Description}
+	}
+	return out
+}
+
+// Resource returns the ResourceInfo type and name ("" when none).
+func (e *Error) Resource() (typ, name string) { return e.ResourceType, e.ResourceName }
+
+// ReasonOf returns the Reason of err's *Error, or "" if it has none.
+func ReasonOf(err error) Reason {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Reason
+	}
+	return ""
+}

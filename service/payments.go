@@ -1,0 +1,93 @@
+package service
+
+import (
+	"context"
+	"time"
+)
+
+// ChargeParams is a card payment as sent to Stripe: create and confirm a
+// PaymentIntent.
+type ChargeParams struct {
+	Amount          int64
+	Currency        string
+	CustomerID      string // optional; set → off_session
+	PaymentMethodID string
+	Description     string
+	Metadata        map[string]string // caller's metadata plus billingd_request_key and billingd_caller
+}
+
+// SubscribeParams is a subscription as sent to Stripe.
+type SubscribeParams struct {
+	CustomerID string
+	PriceID    string
+	Quantity   int64
+	Metadata   map[string]string // caller's metadata plus billingd_request_key and billingd_caller
+}
+
+// Payments is what billingd needs from Stripe. Create calls send key as the
+// Idempotency-Key, so repeating one with the same key and params returns the
+// original object. Failures are *UpstreamError (or context errors).
+type Payments interface {
+	CreatePaymentIntent(ctx context.Context, key string, p ChargeParams) (Result, error)
+	CreateSubscription(ctx context.Context, key string, p SubscribeParams) (Result, error)
+	// FindPaymentIntent and FindSubscription look up the object tagged
+	// metadata[billingd_request_key] = requestKey (Stripe search: eventually
+	// consistent). found=false when none is visible.
+	FindPaymentIntent(ctx context.Context, requestKey string) (r Result, found bool, err error)
+	FindSubscription(ctx context.Context, requestKey string) (r Result, found bool, err error)
+}
+
+// UpstreamKind classifies a failed Stripe call by what billingd must do next.
+type UpstreamKind int
+
+// The kinds, per DESIGN.md §4.
+const (
+	// UpstreamUnavailable: network error, timeout, 503 or Stripe-Should-Retry
+	// after our retries: nothing definitive, the record stays PENDING.
+	UpstreamUnavailable UpstreamKind = iota + 1
+	// UpstreamRateLimited: 429 after retries; PENDING.
+	UpstreamRateLimited
+	// UpstreamInUse: 409 idempotency_key_in_use after retries; PENDING.
+	UpstreamInUse
+	// UpstreamServerError: POST answered 500/502/504; Stripe cached it under the
+	// key, the outcome is unknown: INDETERMINATE.
+	UpstreamServerError
+	// UpstreamDeclined: 402 card_error; FAILED.
+	UpstreamDeclined
+	// UpstreamInvalidRequest: 400 invalid_request_error after execution; FAILED.
+	UpstreamInvalidRequest
+	// UpstreamObjectState: 400 with an object-state code; FAILED.
+	UpstreamObjectState
+	// UpstreamMissing: resource_missing (400 or 404); FAILED.
+	UpstreamMissing
+	// UpstreamAuth: 401/403, billingd's Stripe key is wrong; PENDING.
+	UpstreamAuth
+	// UpstreamIdempotencyMismatch: Stripe's idempotency_error; a billingd bug.
+	UpstreamIdempotencyMismatch
+)
+
+// UpstreamError is a failed Stripe call, reduced to caller-safe facts: never
+// the API key, never a client_secret.
+type UpstreamError struct {
+	Kind        UpstreamKind
+	HTTPStatus  int    // 0 for network errors
+	Type        string // Stripe error type, e.g. card_error
+	Code        string // Stripe error code, e.g. card_declined
+	DeclineCode string
+	Param       string
+	Message     string // Stripe's human message (safe: it never holds secrets)
+	RequestID   string // Stripe's Request-Id
+	ObjectID    string // the object Stripe created despite the error (e.g. a declined PaymentIntent)
+	RetryAfter  time.Duration
+}
+
+func (e *UpstreamError) Error() string {
+	msg := "stripe: " + e.Type
+	if e.Code != "" {
+		msg += " " + e.Code
+	}
+	if e.Message != "" {
+		msg += ": " + e.Message
+	}
+	return msg
+}

@@ -1,0 +1,97 @@
+package service
+
+import (
+	"context"
+	"time"
+)
+
+// State is where a record stands in the state machine of DESIGN.md §2.
+type State int32
+
+// The record states. The numbers are stored on disk and match Operation.State
+// in the public API: never renumber.
+const (
+	StateUnspecified   State = 0
+	StatePending       State = 1
+	StateSucceeded     State = 2
+	StateFailed        State = 3
+	StateIndeterminate State = 4
+)
+
+// Final reports whether the state can no longer change.
+func (s State) Final() bool { return s == StateSucceeded || s == StateFailed }
+
+func (s State) String() string {
+	switch s {
+	case StatePending:
+		return "PENDING"
+	case StateSucceeded:
+		return "SUCCEEDED"
+	case StateFailed:
+		return "FAILED"
+	case StateIndeterminate:
+		return "INDETERMINATE"
+	}
+	return "UNSPECIFIED"
+}
+
+// Method names the operation a record belongs to; it is part of the fingerprint.
+type Method string
+
+// The methods that move money.
+const (
+	MethodCharge    Method = "Charge"
+	MethodSubscribe Method = "Subscribe"
+)
+
+// Record is what billingd stores per (caller, request_id).
+type Record struct {
+	Caller    string
+	RequestID string
+	Method    Method
+	// Fingerprint is SHA-256 over the method and the canonical request without
+	// request_id: same (caller, request_id) with another fingerprint is REQUEST_ID_REUSED.
+	Fingerprint []byte
+	// StripeKey is the Idempotency-Key sent to Stripe, derived from (caller, request_id, step).
+	StripeKey string
+	// RequestKey is the hash stored in the Stripe object's metadata[billingd_request_key].
+	RequestKey string
+	// Params is the canonical encoding of the request without request_id, kept
+	// so a record can be re-driven or reconciled without its caller.
+	Params []byte
+
+	State    State
+	Attempts int
+	// Created is when the record was claimed; FirstAttempt when the first
+	// request went to Stripe (zero: never sent); Updated when it last changed.
+	Created      time.Time
+	FirstAttempt time.Time
+	Updated      time.Time
+
+	// Result is set once SUCCEEDED.
+	Result Result
+	// Err is the final error once FAILED, or the latest one while PENDING or
+	// INDETERMINATE. Nil otherwise.
+	Err *Error
+}
+
+// Result is a successful Stripe outcome.
+type Result struct {
+	ObjectID string // pi_… or sub_…
+	Status   string // Stripe's status of the object
+	Amount   int64  // charges only, minor units
+	Currency string // charges only
+}
+
+// Records is the durable record store billingd needs. Every write is durable
+// (fsync'd) before it returns.
+type Records interface {
+	// Claim stores rec if no record exists for (rec.Caller, rec.RequestID) and
+	// returns it with created=true; otherwise it returns the stored record
+	// unchanged with created=false. Check and write are one transaction.
+	Claim(ctx context.Context, rec Record) (stored Record, created bool, err error)
+	// Get returns the record for (caller, requestID); found=false if none.
+	Get(ctx context.Context, caller, requestID string) (rec Record, found bool, err error)
+	// Put replaces the stored record with rec.
+	Put(ctx context.Context, rec Record) error
+}
