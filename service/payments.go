@@ -32,7 +32,8 @@ type Payments interface {
 	CreateSubscription(ctx context.Context, key string, p SubscribeParams) (Result, error)
 	// FindPaymentIntent and FindSubscription look up the object tagged
 	// metadata[billingd_request_key] = requestKey (Stripe search: eventually
-	// consistent). found=false when none is visible.
+	// consistent). found=false when none is visible. A PaymentIntent whose
+	// payment failed comes back with Result.Failure (kind UpstreamDeclined).
 	FindPaymentIntent(ctx context.Context, requestKey string) (r Result, found bool, err error)
 	FindSubscription(ctx context.Context, requestKey string) (r Result, found bool, err error)
 }

@@ -81,6 +81,10 @@ type Result struct {
 	Status   string // Stripe's status of the object
 	Amount   int64  // charges only, minor units
 	Currency string // charges only
+	// Failure is set by a lookup (Payments.Find*) when the object records a
+	// failed payment, e.g. a declined PaymentIntent: the operation then failed
+	// although the object exists. Never stored.
+	Failure *UpstreamError
 }
 
 // Records is the durable record store billingd needs. Every write is durable

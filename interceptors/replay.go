@@ -1,0 +1,28 @@
+package interceptors
+
+import (
+	"context"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+)
+
+// ReplayedHeader is the response header that marks an answer served from a
+// stored record instead of a new Stripe call (DESIGN.md §2).
+const ReplayedHeader = "idempotent-replayed"
+
+// ReplayHeader sends the response header "idempotent-replayed: true" when the
+// handler's response reports GetReplayed() == true, so callers and proxies can
+// tell a replay without decoding the body.
+func ReplayHeader() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		resp, err := handler(ctx, req)
+		if r, ok := resp.(interface{ GetReplayed() bool }); ok && err == nil && r.GetReplayed() {
+			// SetHeader fails only when headers were already sent, which a
+			// unary handler cannot have done; the response matters more
+			// than the header, so it is sent either way.
+			_ = grpc.SetHeader(ctx, metadata.Pairs(ReplayedHeader, "true"))
+		}
+		return resp, err
+	}
+}

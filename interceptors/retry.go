@@ -1,0 +1,350 @@
+package interceptors
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// The reasons a RetryObserver is told about, one per retried attempt.
+const (
+	RetryReasonNetwork     = "network"      // connection error, EOF or reset, before or after the request was sent
+	RetryReasonTimeout     = "timeout"      // the per-attempt timeout fired
+	RetryReasonInUse       = "in_use"       // 409 idempotency_key_in_use
+	RetryReasonRateLimited = "rate_limited" // 429
+	RetryReasonUnavailable = "unavailable"  // 503, or 500/502/504 to an idempotent method
+	RetryReasonShouldRetry = "should_retry" // Stripe-Should-Retry: true
+)
+
+// peekLimit bounds how much of a 409 body is read to find its error code,
+// and how much of a discarded body is drained so its connection is reused.
+const peekLimit = 64 << 10
+
+// RetryOption configures Retry.
+type RetryOption func(*retryConfig)
+
+type retryConfig struct {
+	maxAttempts    int
+	base, max      time.Duration
+	attemptTimeout time.Duration
+	observe        func(reason string)
+	jitter         func(limit time.Duration) time.Duration
+}
+
+// WithMaxAttempts sets the total number of attempts, the first included
+// (default 4). Values below 1 mean 1: no retries.
+func WithMaxAttempts(n int) RetryOption {
+	return func(c *retryConfig) { c.maxAttempts = max(n, 1) }
+}
+
+// WithBackoff sets the exponential backoff: before retry n (1-based) Retry
+// waits a random duration in [0, min(max, base·2^(n-1))] (full jitter).
+// Defaults: 100ms, 2s.
+func WithBackoff(base, max time.Duration) RetryOption {
+	return func(c *retryConfig) { c.base, c.max = base, max }
+}
+
+// WithAttemptTimeout bounds each attempt, from sending the request to closing
+// the response body; an attempt that runs out is retried. 0 (the default)
+// leaves attempts bounded only by the request's context.
+func WithAttemptTimeout(d time.Duration) RetryOption {
+	return func(c *retryConfig) { c.attemptTimeout = d }
+}
+
+// WithRetryObserver calls observe with one of the RetryReason constants
+// before each retry, for metrics. It must not block.
+func WithRetryObserver(observe func(reason string)) RetryOption {
+	return func(c *retryConfig) { c.observe = observe }
+}
+
+// WithJitter replaces the random source of the backoff: jitter receives the
+// capped exponential delay and returns the wait, normally in [0, limit].
+// Tests use it to make waits deterministic.
+func WithJitter(jitter func(limit time.Duration) time.Duration) RetryOption {
+	return func(c *retryConfig) { c.jitter = jitter }
+}
+
+// Retry returns a RoundTripper that retries what DESIGN.md §3 rule 5 says is
+// safe to retry, and nothing else.
+//
+// Retried: connection errors (even after the request was sent: every Stripe
+// POST carries an Idempotency-Key, so Stripe executes it at most once), attempt
+// timeouts, 409 whose JSON error.code is idempotency_key_in_use, 429, 503, any
+// response with Stripe-Should-Retry: true, and 500/502/504 to idempotent
+// methods (GET, HEAD, OPTIONS, DELETE, PUT). Never retried: a response with
+// Stripe-Should-Retry: false (it beats every other rule); a POST answered
+// 500/502/504: Stripe has cached that answer under the key, so it is returned
+// as is and the record becomes INDETERMINATE; a connection error or timeout of
+// a POST without an Idempotency-Key, which might execute twice; certificate
+// errors, which do not heal in seconds.
+//
+// Every attempt sends the same body and headers (so the same Idempotency-Key).
+// When attempts run out the last response or error is returned; a response
+// that is returned always has its body intact. Every wait ends early when the
+// request's context is done, returning the context's error. Retry never logs.
+// A nil next means http.DefaultTransport.
+func Retry(next http.RoundTripper, opts ...RetryOption) http.RoundTripper {
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	cfg := retryConfig{
+		maxAttempts: 4,
+		base:        100 * time.Millisecond,
+		max:         2 * time.Second,
+		jitter:      fullJitter,
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return &retryTransport{next: next, cfg: cfg}
+}
+
+func fullJitter(limit time.Duration) time.Duration {
+	if limit <= 0 {
+		return 0
+	}
+	return time.Duration(rand.Int64N(int64(limit) + 1))
+}
+
+type retryTransport struct {
+	next http.RoundTripper
+	cfg  retryConfig
+}
+
+func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	first, getBody, err := bodySource(req)
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 1; ; attempt++ {
+		body := first // the next RoundTripper closes it
+		if attempt > 1 && getBody != nil {
+			if body, err = getBody(); err != nil {
+				return nil, err
+			}
+		}
+		resp, err := t.attempt(req, body)
+		if ctx.Err() != nil {
+			// The caller is gone: stop now. A response that made it back
+			// is still the truth about what Stripe did; return it.
+			if resp != nil {
+				return resp, nil
+			}
+			return nil, err
+		}
+		var reason string
+		if err != nil {
+			reason = errorReason(req, err)
+		} else {
+			reason = responseReason(req.Method, resp)
+		}
+		if reason == "" || attempt >= t.cfg.maxAttempts {
+			return resp, err
+		}
+		discard(resp)
+		if t.cfg.observe != nil {
+			t.cfg.observe(reason)
+		}
+		if err := wait(ctx, t.cfg.jitter(t.backoff(attempt))); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// bodySource returns the body of the first attempt and how to get a fresh
+// copy for later ones: GetBody when the request has one (stripe-go sets it),
+// otherwise a buffer read once here. req is not modified.
+func bodySource(req *http.Request) (io.ReadCloser, func() (io.ReadCloser, error), error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return req.Body, nil, nil
+	}
+	if req.GetBody != nil {
+		return req.Body, req.GetBody, nil
+	}
+	b, err := io.ReadAll(req.Body)
+	req.Body.Close()
+	if err != nil {
+		return nil, nil, err
+	}
+	fresh := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	first, _ := fresh()
+	return first, fresh, nil
+}
+
+// attempt sends one copy of req with body. With an attempt timeout, the
+// timeout's context lives until the returned body is closed.
+func (t *retryTransport) attempt(req *http.Request, body io.ReadCloser) (*http.Response, error) {
+	if t.cfg.attemptTimeout <= 0 {
+		r := req.Clone(req.Context())
+		r.Body = body
+		return t.next.RoundTrip(r)
+	}
+	ctx, cancel := context.WithTimeoutCause(req.Context(), t.cfg.attemptTimeout, errAttemptTimeout)
+	r := req.Clone(ctx)
+	r.Body = body
+	resp, err := t.next.RoundTrip(r)
+	if err != nil {
+		if context.Cause(ctx) == errAttemptTimeout {
+			err = &attemptTimeoutError{err: err}
+		}
+		cancel()
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+var errAttemptTimeout = errors.New("interceptors: attempt timeout")
+
+// attemptTimeoutError marks an error caused by the per-attempt timeout. It is
+// a net.Error with Timeout() true, so callers see a timeout, not a cancellation.
+type attemptTimeoutError struct{ err error }
+
+func (e *attemptTimeoutError) Error() string   { return "retry: attempt timed out: " + e.err.Error() }
+func (e *attemptTimeoutError) Unwrap() error   { return e.err }
+func (e *attemptTimeoutError) Timeout() bool   { return true }
+func (e *attemptTimeoutError) Temporary() bool { return true }
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+// errorReason says why a failed attempt should be retried, "" if it must not.
+// A request that may have reached Stripe is resent only when resending is
+// harmless: an idempotent method, or an Idempotency-Key.
+func errorReason(req *http.Request, err error) string {
+	var (
+		verr  *tls.CertificateVerificationError
+		uaerr x509.UnknownAuthorityError
+		herr  x509.HostnameError
+		cierr x509.CertificateInvalidError
+	)
+	if errors.As(err, &verr) || errors.As(err, &uaerr) || errors.As(err, &herr) || errors.As(err, &cierr) {
+		return ""
+	}
+	if !idempotent(req.Method) && req.Header.Get("Idempotency-Key") == "" {
+		return ""
+	}
+	var ate *attemptTimeoutError
+	if errors.As(err, &ate) {
+		return RetryReasonTimeout
+	}
+	return RetryReasonNetwork
+}
+
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodDelete, http.MethodPut, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
+// responseReason says why resp should be retried, "" if it must be returned.
+// For a 409 it reads the body to find the error code, and puts it back.
+func responseReason(method string, resp *http.Response) string {
+	switch strings.ToLower(strings.TrimSpace(resp.Header.Get("Stripe-Should-Retry"))) {
+	case "false":
+		return ""
+	case "true":
+		return RetryReasonShouldRetry
+	}
+	switch resp.StatusCode {
+	case http.StatusConflict:
+		if errorCode(resp) == "idempotency_key_in_use" {
+			return RetryReasonInUse
+		}
+	case http.StatusTooManyRequests:
+		return RetryReasonRateLimited
+	case http.StatusServiceUnavailable:
+		return RetryReasonUnavailable
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusGatewayTimeout:
+		if idempotent(method) {
+			return RetryReasonUnavailable
+		}
+	}
+	return ""
+}
+
+// errorCode returns error.code of a Stripe error body, leaving resp.Body
+// readable from its first byte.
+func errorCode(resp *http.Response) string {
+	if resp.Body == nil || resp.Body == http.NoBody {
+		return ""
+	}
+	peeked, err := io.ReadAll(io.LimitReader(resp.Body, peekLimit))
+	rest := resp.Body
+	if err != nil {
+		rest = io.NopCloser(errReader{err}) // replay the read error after the peeked bytes
+	}
+	resp.Body = &peekedBody{Reader: io.MultiReader(bytes.NewReader(peeked), rest), closer: resp.Body}
+	var e struct {
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(peeked, &e) != nil {
+		return ""
+	}
+	return e.Error.Code
+}
+
+// peekedBody replays the peeked bytes, then the rest of the original body.
+type peekedBody struct {
+	io.Reader
+	closer io.Closer
+}
+
+func (p *peekedBody) Close() error { return p.closer.Close() }
+
+// errReader fails every read with err.
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+func discard(resp *http.Response) {
+	if resp == nil || resp.Body == nil {
+		return
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, peekLimit))
+	resp.Body.Close()
+}
+
+// backoff returns the capped exponential delay before retry n (1-based).
+func (t *retryTransport) backoff(n int) time.Duration {
+	d := t.cfg.base
+	for i := 1; i < n && d < t.cfg.max; i++ {
+		d *= 2
+	}
+	return min(d, t.cfg.max)
+}
+
+func wait(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return nil
+	}
+}

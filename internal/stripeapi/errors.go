@@ -1,0 +1,186 @@
+package stripeapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/stripe/stripe-go/v76"
+
+	"github.com/billingd/billingd/service"
+)
+
+// call is what the last HTTP exchange of one API call looked like. stripe-go
+// drops the response when its body is not JSON (a proxy's 502 page), so the
+// recorder keeps the facts classification needs.
+type call struct {
+	status     int // 0: no response
+	requestID  string
+	retryAfter time.Duration
+}
+
+type callKey struct{}
+
+func withCall(ctx context.Context) (context.Context, *call) {
+	c := &call{}
+	return context.WithValue(ctx, callKey{}, c), c
+}
+
+// recorder is the outermost RoundTripper: it sees the response stripe-go
+// gets, after retries. http.Client calls it on the caller's goroutine, so the
+// call it fills is read after Do returns without a race.
+type recorder struct{ next http.RoundTripper }
+
+func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := r.next.RoundTrip(req)
+	if c, ok := req.Context().Value(callKey{}).(*call); ok && resp != nil {
+		c.status = resp.StatusCode
+		c.requestID = resp.Header.Get("Request-Id")
+		c.retryAfter = retryAfter(resp.Header.Get("Retry-After"))
+	}
+	return resp, err
+}
+
+// retryAfter parses a Retry-After in seconds; dates and junk give 0.
+func retryAfter(v string) time.Duration {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return time.Duration(n) * time.Second
+}
+
+// isObjectState reports whether a 4xx code describes the state of an
+// existing object rather than a bad request; such errors become
+// UpstreamObjectState (STRIPE_STATE, FAILED_PRECONDITION). The set is small on
+// purpose: codes reachable from creating a card PaymentIntent or a
+// subscription, plus any code ending in _unexpected_state or _invalid_state
+// (payment_intent_unexpected_state, intent_invalid_state, ...).
+func isObjectState(code string) bool {
+	switch code {
+	case "customer_max_subscriptions",
+		"customer_max_payment_methods",
+		"resource_already_exists",
+		"status_transition_invalid",
+		"payment_method_unactivated",
+		"product_inactive",
+		"charge_already_captured",
+		"charge_already_refunded",
+		"charge_expired_for_capture":
+		return true
+	}
+	return strings.HasSuffix(code, "_unexpected_state") || strings.HasSuffix(code, "_invalid_state")
+}
+
+// classify reduces a stripe-go error to a *service.UpstreamError, or to the
+// context's error when the caller's context ended first. It never keeps the
+// stripe-go error: its Error() serialises the PaymentIntent, client_secret
+// included.
+func (c *Client) classify(ctx context.Context, method string, rec *call, err error) error {
+	var se *stripe.Error
+	if errors.As(err, &se) {
+		return c.fromStripe(method, rec, se)
+	}
+	if rec.status != 0 {
+		// A response came back but was not a Stripe error object
+		// (non-JSON body, or a body cut short): go by its status.
+		return &service.UpstreamError{
+			Kind:       kindOf(method, rec.status, false, "", ""),
+			HTTPStatus: rec.status,
+			RequestID:  rec.requestID,
+			RetryAfter: rec.retryAfter,
+		}
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return ctxErr
+	}
+	// Network error, timeout (http.Client.Timeout included): nothing
+	// definitive is known.
+	return &service.UpstreamError{Kind: service.UpstreamUnavailable}
+}
+
+func (c *Client) fromStripe(method string, rec *call, se *stripe.Error) *service.UpstreamError {
+	ue := &service.UpstreamError{
+		HTTPStatus:  se.HTTPStatusCode,
+		Type:        string(se.Type),
+		Code:        string(se.Code),
+		DeclineCode: string(se.DeclineCode),
+		Param:       se.Param,
+		Message:     c.scrub(se.Msg),
+		RequestID:   se.RequestID,
+		RetryAfter:  rec.retryAfter,
+	}
+	if ue.HTTPStatus == 0 {
+		ue.HTTPStatus = rec.status
+	}
+	if ue.RequestID == "" && se.LastResponse != nil {
+		ue.RequestID = se.LastResponse.RequestID
+	}
+	if ue.RequestID == "" {
+		ue.RequestID = rec.requestID
+	}
+	if se.PaymentIntent != nil {
+		ue.ObjectID = se.PaymentIntent.ID
+	}
+	ue.Kind = kindOf(method, ue.HTTPStatus, true, ue.Type, ue.Code)
+	return ue
+}
+
+// kindOf is the table of DESIGN.md §4, Stripe side. stripeError says the body
+// was a Stripe error object, with typ and code from it.
+func kindOf(method string, status int, stripeError bool, typ, code string) service.UpstreamKind {
+	switch {
+	case typ == string(stripe.ErrorTypeIdempotency):
+		return service.UpstreamIdempotencyMismatch
+	case status == http.StatusConflict:
+		// idempotency_key_in_use, or another conflict with a concurrent
+		// request: nothing was executed, retrying the key is the way on.
+		return service.UpstreamInUse
+	case status == http.StatusTooManyRequests:
+		return service.UpstreamRateLimited
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return service.UpstreamAuth
+	case status >= 500:
+		if method == http.MethodPost && (status == 500 || status == 502 || status == 504) {
+			return service.UpstreamServerError
+		}
+		return service.UpstreamUnavailable
+	case !stripeError:
+		// Not a Stripe error object (a proxy's page, say): nothing
+		// definitive, even for a 4xx.
+		return service.UpstreamUnavailable
+	case status == http.StatusPaymentRequired || typ == string(stripe.ErrorTypeCard):
+		return service.UpstreamDeclined
+	case code == string(stripe.ErrorCodeResourceMissing):
+		return service.UpstreamMissing
+	case status >= 400 && isObjectState(code):
+		return service.UpstreamObjectState
+	case status >= 400:
+		return service.UpstreamInvalidRequest
+	}
+	return service.UpstreamUnavailable
+}
+
+// emptyAnswer is a 2xx whose object has no id: a broken answer, not an
+// outcome. Sending the same key again gets Stripe's stored answer.
+func emptyAnswer(rec *call) error {
+	return &service.UpstreamError{Kind: service.UpstreamUnavailable, HTTPStatus: rec.status, RequestID: rec.requestID}
+}
+
+// secretLike matches Stripe API keys (even masked: sk_test_****1234) and
+// client secrets (pi_..._secret_...), which a message must never carry.
+var secretLike = regexp.MustCompile(`\b(?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9*]+|\b[A-Za-z0-9]+_[A-Za-z0-9]+_secret_[A-Za-z0-9]+`)
+
+// scrub removes secrets from Stripe's human message. Stripe's messages are
+// safe by design; this is a second line for the 401 message, which echoes a
+// masked key.
+func (c *Client) scrub(msg string) string {
+	if c.key != "" {
+		msg = strings.ReplaceAll(msg, c.key, "[redacted]")
+	}
+	return secretLike.ReplaceAllString(msg, "[redacted]")
+}

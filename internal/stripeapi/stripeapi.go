@@ -1,0 +1,279 @@
+// Package stripeapi implements service.Payments on stripe-go v76, with
+// stripe-go's own retries and logging off and billingd's retry policy
+// (interceptors.Retry) on the wire.
+package stripeapi
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/stripe/stripe-go/v76"
+	"github.com/stripe/stripe-go/v76/client"
+
+	"github.com/billingd/billingd/interceptors"
+	"github.com/billingd/billingd/service"
+)
+
+// RequestKeyMetadata is the metadata key every billingd object carries and
+// the Find methods search on (DESIGN.md §3 rule 4).
+const RequestKeyMetadata = "billingd_request_key"
+
+// Errors of New and of the Create methods. They report misuse by billingd
+// itself, before anything is sent to Stripe.
+var (
+	ErrNoAPIKey          = errors.New("stripeapi: no Stripe API key")
+	ErrIdempotencyKey    = errors.New("stripeapi: idempotency key must be 1 to 255 characters")
+	ErrNoRequestKeyValue = errors.New("stripeapi: empty request key")
+)
+
+// Config configures New. Key is required; zero values of the rest take the
+// defaults of DefaultConfig.
+type Config struct {
+	// Key is the Stripe secret key. It is sent only as the Authorization
+	// header: never logged, never part of an error.
+	Key string
+	// URL is the API base, e.g. a stripe-mock or fake; "" means Stripe.
+	URL string
+	// Transport carries the requests. New always wraps it in
+	// interceptors.Retry(Transport, RetryOptions...), so pass an unwrapped
+	// transport; to turn retries off, pass interceptors.WithMaxAttempts(1).
+	// nil means a transport tuned for many concurrent calls to one host
+	// (MaxIdleConnsPerHost idle connections, explicit timeouts, HTTP/2).
+	Transport http.RoundTripper
+	// MaxIdleConnsPerHost sizes the idle pool of the default transport
+	// (ignored when Transport is set). stripe-go's default of 2 redials
+	// under load.
+	MaxIdleConnsPerHost int
+	// Timeout bounds one call, retries and backoff included.
+	Timeout time.Duration
+	// RetryOptions tune interceptors.Retry.
+	RetryOptions []interceptors.RetryOption
+}
+
+// DefaultConfig returns the defaults New applies to zero fields.
+func DefaultConfig() Config {
+	return Config{MaxIdleConnsPerHost: 256, Timeout: 30 * time.Second}
+}
+
+// Client is service.Payments on the Stripe API.
+type Client struct {
+	api *client.API
+	key string // only to scrub it from Stripe's messages
+}
+
+var _ service.Payments = (*Client)(nil)
+
+// New returns a Client for cfg.
+func New(cfg Config) (*Client, error) {
+	if strings.TrimSpace(cfg.Key) == "" {
+		return nil, ErrNoAPIKey
+	}
+	def := DefaultConfig()
+	if cfg.MaxIdleConnsPerHost <= 0 {
+		cfg.MaxIdleConnsPerHost = def.MaxIdleConnsPerHost
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = def.Timeout
+	}
+	transport := cfg.Transport
+	if transport == nil {
+		transport = newTransport(cfg.MaxIdleConnsPerHost)
+	}
+	httpClient := &http.Client{
+		Transport: &recorder{next: interceptors.Retry(transport, cfg.RetryOptions...)},
+		Timeout:   cfg.Timeout,
+		// Stripe does not redirect; following one could resend a POST.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	bc := &stripe.BackendConfig{
+		HTTPClient:        httpClient,
+		MaxNetworkRetries: stripe.Int64(0), // one retry layer, ours (DESIGN.md §3 rule 5)
+		LeveledLogger:     silent{},
+	}
+	if cfg.URL != "" {
+		bc.URL = stripe.String(cfg.URL)
+	}
+	b := stripe.GetBackendWithConfig(stripe.APIBackend, bc)
+	return &Client{
+		api: client.New(cfg.Key, &stripe.Backends{API: b, Connect: b, Uploads: b}),
+		key: cfg.Key,
+	}, nil
+}
+
+func newTransport(idlePerHost int) *http.Transport {
+	t, ok := http.DefaultTransport.(*http.Transport)
+	if !ok { // replaced by someone: start from net/http's own defaults
+		t = &http.Transport{Proxy: http.ProxyFromEnvironment}
+	}
+	t = t.Clone()
+	t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	t.TLSHandshakeTimeout = 10 * time.Second
+	// Past this an attempt is cut and retried with the same key, which is
+	// safe, while the default 30 s call budget still leaves room for it.
+	t.ResponseHeaderTimeout = 20 * time.Second
+	t.ExpectContinueTimeout = time.Second
+	t.IdleConnTimeout = 90 * time.Second
+	t.MaxIdleConnsPerHost = idlePerHost
+	t.MaxIdleConns = max(idlePerHost, t.MaxIdleConns)
+	t.ForceAttemptHTTP2 = true
+	return t
+}
+
+// silent is a stripe-go logger that logs nothing: stripe-go's messages can
+// hold response bodies, and billingd logs at its edge only.
+type silent struct{}
+
+func (silent) Debugf(string, ...any) {}
+func (silent) Infof(string, ...any)  {}
+func (silent) Warnf(string, ...any)  {}
+func (silent) Errorf(string, ...any) {}
+
+// CreatePaymentIntent creates and confirms a card PaymentIntent with key as
+// its Idempotency-Key.
+func (c *Client) CreatePaymentIntent(ctx context.Context, key string, p service.ChargeParams) (service.Result, error) {
+	if err := checkKey(key); err != nil {
+		return service.Result{}, err
+	}
+	ctx, call := withCall(ctx)
+	params := &stripe.PaymentIntentParams{
+		Params:        stripe.Params{Context: ctx, IdempotencyKey: stripe.String(key)},
+		Amount:        stripe.Int64(p.Amount),
+		Currency:      stripe.String(p.Currency),
+		PaymentMethod: stripe.String(p.PaymentMethodID),
+		Confirm:       stripe.Bool(true),
+		// Card only: no redirect-based method, so no return_url is needed.
+		PaymentMethodTypes: stripe.StringSlice([]string{"card"}),
+		Metadata:           p.Metadata,
+	}
+	if p.CustomerID != "" {
+		params.Customer = stripe.String(p.CustomerID)
+		params.OffSession = stripe.Bool(true)
+	}
+	if p.Description != "" {
+		params.Description = stripe.String(p.Description)
+	}
+	pi, err := c.api.PaymentIntents.New(params)
+	if err != nil {
+		return service.Result{}, c.classify(ctx, http.MethodPost, call, err)
+	}
+	if pi.ID == "" {
+		return service.Result{}, emptyAnswer(call)
+	}
+	return service.Result{ObjectID: pi.ID, Status: string(pi.Status), Amount: pi.Amount, Currency: string(pi.Currency)}, nil
+}
+
+// CreateSubscription creates a one-item subscription with key as its
+// Idempotency-Key.
+func (c *Client) CreateSubscription(ctx context.Context, key string, p service.SubscribeParams) (service.Result, error) {
+	if err := checkKey(key); err != nil {
+		return service.Result{}, err
+	}
+	ctx, call := withCall(ctx)
+	item := &stripe.SubscriptionItemsParams{Price: stripe.String(p.PriceID)}
+	if p.Quantity > 0 {
+		item.Quantity = stripe.Int64(p.Quantity)
+	}
+	params := &stripe.SubscriptionParams{
+		Params:   stripe.Params{Context: ctx, IdempotencyKey: stripe.String(key)},
+		Customer: stripe.String(p.CustomerID),
+		Items:    []*stripe.SubscriptionItemsParams{item},
+		Metadata: p.Metadata,
+	}
+	sub, err := c.api.Subscriptions.New(params)
+	if err != nil {
+		return service.Result{}, c.classify(ctx, http.MethodPost, call, err)
+	}
+	if sub.ID == "" {
+		return service.Result{}, emptyAnswer(call)
+	}
+	return service.Result{ObjectID: sub.ID, Status: string(sub.Status)}, nil
+}
+
+// FindPaymentIntent returns the PaymentIntent whose metadata
+// billingd_request_key is requestKey, as far as Stripe's eventually
+// consistent search sees it.
+func (c *Client) FindPaymentIntent(ctx context.Context, requestKey string) (service.Result, bool, error) {
+	if requestKey == "" {
+		return service.Result{}, false, ErrNoRequestKeyValue
+	}
+	ctx, call := withCall(ctx)
+	it := c.api.PaymentIntents.Search(&stripe.PaymentIntentSearchParams{SearchParams: searchParams(ctx, requestKey)})
+	if err := it.Err(); err != nil {
+		return service.Result{}, false, c.classify(ctx, http.MethodGet, call, err)
+	}
+	if !it.Next() {
+		return service.Result{}, false, nil
+	}
+	pi := it.PaymentIntent()
+	res := service.Result{ObjectID: pi.ID, Status: string(pi.Status), Amount: pi.Amount, Currency: string(pi.Currency)}
+	res.Failure = c.paymentFailure(pi, call)
+	return res, true, nil
+}
+
+// paymentFailure reports the failed payment a found PaymentIntent records: a
+// confirm that was declined leaves the object behind in
+// requires_payment_method with last_payment_error set, and the operation
+// failed even though the object exists.
+func (c *Client) paymentFailure(pi *stripe.PaymentIntent, rec *call) *service.UpstreamError {
+	lpe := pi.LastPaymentError
+	if pi.Status != stripe.PaymentIntentStatusRequiresPaymentMethod || lpe == nil {
+		return nil
+	}
+	return &service.UpstreamError{
+		Kind:        service.UpstreamDeclined,
+		HTTPStatus:  http.StatusPaymentRequired,
+		Type:        string(lpe.Type),
+		Code:        string(lpe.Code),
+		DeclineCode: string(lpe.DeclineCode),
+		Param:       lpe.Param,
+		Message:     c.scrub(lpe.Msg),
+		RequestID:   rec.requestID,
+		ObjectID:    pi.ID,
+	}
+}
+
+// FindSubscription is FindPaymentIntent for subscriptions.
+func (c *Client) FindSubscription(ctx context.Context, requestKey string) (service.Result, bool, error) {
+	if requestKey == "" {
+		return service.Result{}, false, ErrNoRequestKeyValue
+	}
+	ctx, call := withCall(ctx)
+	it := c.api.Subscriptions.Search(&stripe.SubscriptionSearchParams{SearchParams: searchParams(ctx, requestKey)})
+	if err := it.Err(); err != nil {
+		return service.Result{}, false, c.classify(ctx, http.MethodGet, call, err)
+	}
+	if !it.Next() {
+		return service.Result{}, false, nil
+	}
+	sub := it.Subscription()
+	return service.Result{ObjectID: sub.ID, Status: string(sub.Status)}, true, nil
+}
+
+func searchParams(ctx context.Context, requestKey string) stripe.SearchParams {
+	return stripe.SearchParams{
+		Context: ctx,
+		Query:   SearchQuery(requestKey),
+		Limit:   stripe.Int64(1),
+		Single:  true, // one page: the first hit is the answer
+	}
+}
+
+// SearchQuery returns the Stripe search query matching objects whose
+// billingd_request_key metadata is requestKey, quotes and backslashes escaped.
+func SearchQuery(requestKey string) string {
+	v := strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(requestKey)
+	return "metadata['" + RequestKeyMetadata + "']:'" + v + "'"
+}
+
+// checkKey refuses keys stripe-go would reject locally or, empty, send
+// without idempotency.
+func checkKey(key string) error {
+	if k := strings.TrimSpace(key); k == "" || len(k) > 255 {
+		return ErrIdempotencyKey
+	}
+	return nil
+}
