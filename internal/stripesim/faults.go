@@ -1,0 +1,209 @@
+package stripesim
+
+import (
+	"context"
+	"strings"
+	"time"
+)
+
+// Fault is one scripted or random failure the simulator can inject. Each
+// mirrors a way a real Stripe call fails, and they differ in the one thing
+// billingd cares about: whether the charge happened.
+type Fault int
+
+// The faults. "Nothing processed" faults leave no object and no idempotency
+// entry behind, so a retry with the same key executes for the first time.
+// "After processing" faults leave the object and the cached result behind.
+const (
+	FaultNone Fault = iota
+	// FaultRateLimit answers 429 rate_limit before the idempotency layer; nothing processed.
+	FaultRateLimit
+	// FaultUnavailable answers 503 with Stripe-Should-Retry: true; nothing processed, nothing cached.
+	FaultUnavailable
+	// FaultDropBefore closes the connection without answering; nothing processed.
+	FaultDropBefore
+	// FaultDropAfter processes the request fully (object created, result cached
+	// under the idempotency key), then closes the connection without answering.
+	FaultDropAfter
+	// FaultServerError processes the request fully, then answers 500 api_error;
+	// that 500 is what is cached under the idempotency key.
+	FaultServerError
+	// FaultShouldRetryFalse answers 503 with Stripe-Should-Retry: false;
+	// nothing processed, nothing cached. It tests that a client honours the header.
+	FaultShouldRetryFalse
+	// FaultLockTimeout answers 429 lock_timeout with Stripe-Should-Retry: true;
+	// nothing processed, nothing cached.
+	FaultLockTimeout
+)
+
+func (f Fault) String() string {
+	switch f {
+	case FaultNone:
+		return "none"
+	case FaultRateLimit:
+		return "rate_limit"
+	case FaultUnavailable:
+		return "unavailable"
+	case FaultDropBefore:
+		return "drop_before"
+	case FaultDropAfter:
+		return "drop_after"
+	case FaultServerError:
+		return "server_error"
+	case FaultShouldRetryFalse:
+		return "should_retry_false"
+	case FaultLockTimeout:
+		return "lock_timeout"
+	}
+	return "fault(" + itoa(int64(f)) + ")"
+}
+
+// beforeProcessing reports whether f answers before the request reaches the
+// idempotency layer, so that nothing is processed or cached.
+func (f Fault) beforeProcessing() bool {
+	switch f {
+	case FaultRateLimit, FaultUnavailable, FaultDropBefore, FaultShouldRetryFalse, FaultLockTimeout:
+		return true
+	}
+	return false
+}
+
+// Faults are random failures, each a probability in [0, 1] applied to every
+// authenticated POST. One uniform number is drawn per POST from an RNG seeded
+// by Config.Seed, so the same sequence of POSTs meets the same faults. If the
+// probabilities sum past 1 the later ones are cut short.
+type Faults struct {
+	RateLimit                  float64
+	Unavailable                float64
+	DropBeforeProcessing       float64
+	DropAfterProcessing        float64
+	ServerErrorAfterProcessing float64
+	// Latency is added to every request. For a POST that executes, it is spent
+	// while the idempotency key is held, which is what makes 409
+	// idempotency_key_in_use observable.
+	Latency time.Duration
+	// LatencyJitter adds a uniform random [0, LatencyJitter) to Latency.
+	LatencyJitter time.Duration
+}
+
+type scriptedFault struct {
+	fault Fault
+	left  int
+}
+
+// SetFaults replaces the random fault configuration; requests already
+// admitted keep the fault they drew.
+func (s *Sim) SetFaults(f Faults) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = f
+}
+
+// FailNext makes the next n requests to path get fault f, ahead of any random
+// fault, so a test can script an exact failure sequence. path is a URL path
+// such as "/v1/payment_intents", meaning POSTs to it, or "METHOD /path" such
+// as "GET /v1/payment_intents/search" to script other methods. Calls queue up:
+// FailNext(p, FaultRateLimit, 2) then FailNext(p, FaultDropAfter, 1) fails
+// the next three requests in that order. n <= 0 does nothing.
+func (s *Sim) FailNext(path string, f Fault, n int) {
+	if n <= 0 || f == FaultNone {
+		return
+	}
+	key := path
+	if !strings.Contains(path, " ") {
+		key = "POST " + path
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.scripted[key] = append(s.scripted[key], scriptedFault{fault: f, left: n})
+}
+
+// nextFaultLocked picks the fault for one request. Random faults apply to
+// POSTs only and consume one draw per POST whether or not a scripted fault
+// wins, which keeps the random sequence independent of the script.
+func (s *Sim) nextFaultLocked(method, path string) Fault {
+	post := method == "POST"
+	var u float64
+	if post {
+		u = s.faultRNG.Float64()
+	}
+	if len(s.scripted) > 0 {
+		key := method + " " + path
+		if q := s.scripted[key]; len(q) > 0 {
+			f := q[0].fault
+			if q[0].left--; q[0].left == 0 {
+				q = q[1:]
+			}
+			if len(q) == 0 {
+				delete(s.scripted, key)
+			} else {
+				s.scripted[key] = q
+			}
+			return f
+		}
+	}
+	if !post {
+		return FaultNone
+	}
+	fs := &s.faults
+	for _, c := range [...]struct {
+		p float64
+		f Fault
+	}{
+		{fs.RateLimit, FaultRateLimit},
+		{fs.Unavailable, FaultUnavailable},
+		{fs.DropBeforeProcessing, FaultDropBefore},
+		{fs.DropAfterProcessing, FaultDropAfter},
+		{fs.ServerErrorAfterProcessing, FaultServerError},
+	} {
+		if c.p <= 0 {
+			continue
+		}
+		if u < c.p {
+			return c.f
+		}
+		u -= c.p
+	}
+	return FaultNone
+}
+
+// delayLocked draws the latency for one request.
+func (s *Sim) delayLocked() time.Duration {
+	d := s.faults.Latency
+	if j := s.faults.LatencyJitter; j > 0 {
+		d += time.Duration(s.jitterRNG.Int64N(int64(j)))
+	}
+	return d
+}
+
+// sleep waits d or until ctx is done. A request whose client has gone away
+// still executes afterwards, as it would at Stripe, which cannot tell; it
+// merely executes sooner.
+func sleep(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// faultFailure is the answer of a fault that answers at all.
+func faultFailure(f Fault) *failure {
+	switch f {
+	case FaultRateLimit:
+		return rateLimited()
+	case FaultUnavailable:
+		return unavailable("true")
+	case FaultShouldRetryFalse:
+		return unavailable("false")
+	case FaultLockTimeout:
+		return lockTimeout()
+	case FaultServerError:
+		return serverError()
+	}
+	return nil
+}

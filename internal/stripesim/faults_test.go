@@ -1,0 +1,141 @@
+package stripesim_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/billingd/billingd/internal/stripesim"
+)
+
+// outcomes runs n sequential charges and records what each got: a status,
+// or 0 for a dropped connection, plus the created ids.
+func outcomes(t *testing.T, cfg stripesim.Config, n int) (statuses []int, ids []string) {
+	t.Helper()
+	sim, srv := newSim(t, cfg)
+	for i := range n {
+		r := post(t, srv, "/v1/payment_intents", fmt.Sprintf("key-%d", i), charge("pm_card_visa"))
+		statuses = append(statuses, r.status)
+	}
+	for _, pi := range sim.PaymentIntents() {
+		ids = append(ids, pi.ID)
+	}
+	return statuses, ids
+}
+
+func TestSeededFaultsAreReproducible(t *testing.T) {
+	t.Parallel()
+	faults := stripesim.Faults{RateLimit: 0.1, Unavailable: 0.1, DropBeforeProcessing: 0.1, DropAfterProcessing: 0.1, ServerErrorAfterProcessing: 0.1}
+	s1, ids1 := outcomes(t, stripesim.Config{Seed: 7, Faults: faults}, 60)
+	s2, ids2 := outcomes(t, stripesim.Config{Seed: 7, Faults: faults}, 60)
+	s3, _ := outcomes(t, stripesim.Config{Seed: 8, Faults: faults}, 60)
+
+	if !slices.Equal(s1, s2) || !slices.Equal(ids1, ids2) {
+		t.Errorf("same seed, different runs:\n%v\n%v", s1, s2)
+	}
+	if slices.Equal(s1, s3) {
+		t.Errorf("seeds 7 and 8 gave the same fault sequence %v", s1)
+	}
+	seen := map[int]bool{}
+	for _, s := range s1 {
+		seen[s] = true
+	}
+	for _, want := range []int{0, 200, 429, 500, 503} {
+		if !seen[want] {
+			t.Errorf("60 requests at 50%% faults never produced %d: %v", want, s1)
+		}
+	}
+}
+
+func TestFailNextQueuesInOrder(t *testing.T) {
+	t.Parallel()
+	sim, srv := newSim(t, stripesim.Config{})
+	sim.FailNext("/v1/payment_intents", stripesim.FaultRateLimit, 2)
+	sim.FailNext("/v1/payment_intents", stripesim.FaultUnavailable, 1)
+	sim.FailNext("GET /v1/payment_intents/search", stripesim.FaultUnavailable, 1)
+
+	var got []int
+	for range 4 {
+		got = append(got, post(t, srv, "/v1/payment_intents", "k", charge("pm_card_visa")).status)
+	}
+	if want := []int{429, 429, 503, 200}; !slices.Equal(got, want) {
+		t.Errorf("statuses = %v, want %v", got, want)
+	}
+	// Other paths are unaffected; the scripted GET fault fires once.
+	if r := post(t, srv, "/v1/customers", "", nil); r.status != 200 {
+		t.Errorf("customers: %d", r.status)
+	}
+	search := "/v1/payment_intents/search?query=status:'succeeded'"
+	if a, b := get(t, srv, search).status, get(t, srv, search).status; a != 503 || b != 200 {
+		t.Errorf("search statuses = %d, %d, want 503, 200", a, b)
+	}
+	st := sim.Stats()
+	if st.Faults[stripesim.FaultRateLimit] != 2 || st.Faults[stripesim.FaultUnavailable] != 2 {
+		t.Errorf("faults = %v", st.Faults)
+	}
+	if st.Count("POST", "/v1/payment_intents", 429) != 2 || st.Count("POST", "/v1/payment_intents", 200) != 1 ||
+		st.Count("GET", "/v1/payment_intents/search", 503) != 1 {
+		t.Errorf("requests = %v", st.Requests)
+	}
+}
+
+func TestLatencyIsCutShortByTheClient(t *testing.T) {
+	t.Parallel()
+	sim, srv := newSim(t, stripesim.Config{Faults: stripesim.Faults{Latency: 5 * time.Second}})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	r := requestCtx(ctx, t, srv, http.MethodPost, "/v1/payment_intents", testKey, "gone", charge("pm_card_visa").Encode())
+	if r.err == nil {
+		t.Fatalf("answered %d despite the client's timeout", r.status)
+	}
+	// The request reached Stripe, so it executes anyway, and a retry with
+	// the same key gets its result.
+	waitFor(t, "the abandoned request to execute", func() bool { return len(sim.PaymentIntents()) == 1 })
+	if elapsed := time.Since(start); elapsed > 2*time.Second {
+		t.Errorf("the handler waited %v; latency should stop when the client leaves", elapsed)
+	}
+	sim.SetFaults(stripesim.Faults{})
+	retry := post(t, srv, "/v1/payment_intents", "gone", charge("pm_card_visa"))
+	if retry.status != 200 || retry.header.Get("Idempotent-Replayed") != "true" || retry.id(t) != sim.PaymentIntents()[0].ID {
+		t.Errorf("retry = %d %s", retry.status, retry.raw)
+	}
+}
+
+func TestConcurrentDuplicatesChargeOnce(t *testing.T) {
+	t.Parallel()
+	sim, srv := newSim(t, stripesim.Config{Faults: stripesim.Faults{Latency: 5 * time.Millisecond, LatencyJitter: 5 * time.Millisecond}})
+	const keys, copies = 8, 8
+	var wg sync.WaitGroup
+	statuses := make([][]int, keys)
+	for k := range keys {
+		statuses[k] = make([]int, copies)
+		for c := range copies {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				statuses[k][c] = post(t, srv, "/v1/payment_intents", fmt.Sprintf("dup-%d", k), charge("pm_card_visa")).status
+			}()
+		}
+	}
+	wg.Wait()
+	for k, ss := range statuses {
+		for _, s := range ss {
+			if s != 200 && s != 409 {
+				t.Errorf("key %d: statuses %v, want only 200 and 409", k, ss)
+				break
+			}
+		}
+	}
+	st := sim.Stats()
+	if got := len(sim.PaymentIntents()); got != keys || st.PaymentIntentsCreated != keys {
+		t.Errorf("payment intents = %d (stats %d), want exactly %d, one per key", got, st.PaymentIntentsCreated, keys)
+	}
+	if st.InFlight != 0 {
+		t.Errorf("in flight after all answered = %d", st.InFlight)
+	}
+}

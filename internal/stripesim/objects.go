@@ -1,0 +1,203 @@
+package stripesim
+
+import (
+	"maps"
+	"slices"
+	"time"
+)
+
+// PaymentIntent is a snapshot of a PaymentIntent held by the simulator, for
+// tests to assert what was charged. Fields mirror the Stripe object.
+type PaymentIntent struct {
+	ID       string
+	Amount   int64
+	Currency string
+	Customer string
+	// PaymentMethod is empty after a failed attempt, as on the Stripe
+	// object; LastPaymentError.PaymentMethod names what was tried.
+	PaymentMethod    string
+	Status           string // succeeded, requires_payment_method, requires_confirmation, requires_action, requires_capture
+	CaptureMethod    string
+	Description      string
+	Metadata         map[string]string
+	OffSession       bool
+	ClientSecret     string
+	LatestCharge     string
+	LastPaymentError *PaymentError
+	Created          time.Time
+	// IdempotencyKey is the Idempotency-Key of the request that created the
+	// object, "" if none, so tests can check which key billingd derived.
+	IdempotencyKey string
+}
+
+// PaymentError is the reason a payment attempt failed.
+type PaymentError struct {
+	Type          string
+	Code          string
+	DeclineCode   string
+	Message       string
+	PaymentMethod string
+	Charge        string
+}
+
+// Subscription is a snapshot of a Subscription held by the simulator.
+type Subscription struct {
+	ID                   string
+	Customer             string
+	Status               string // active or incomplete
+	Currency             string
+	Items                []SubscriptionItem
+	DefaultPaymentMethod string // the default_payment_method parameter, "" if not given
+	// ChargedPaymentMethod is the payment method the first invoice was
+	// charged to, "" when payment_behavior=default_incomplete.
+	ChargedPaymentMethod string
+	PaymentBehavior      string
+	LastPaymentError     *PaymentError
+	Metadata             map[string]string
+	Created              time.Time
+	CurrentPeriodEnd     time.Time
+	IdempotencyKey       string
+}
+
+// SubscriptionItem is one price on a Subscription.
+type SubscriptionItem struct {
+	ID       string
+	Price    string
+	Quantity int64
+}
+
+// Customer is a customer the simulator knows, created over the API or with
+// AddCustomer.
+type Customer struct {
+	ID          string
+	Email       string
+	Name        string
+	Phone       string
+	Description string
+	// PaymentMethods are the attached test payment methods (for example
+	// "pm_card_visa"); the simulator keeps Stripe's magic ids rather than
+	// minting a pm_ clone on attach.
+	PaymentMethods       []string
+	DefaultPaymentMethod string // invoice_settings.default_payment_method
+	Metadata             map[string]string
+	Created              time.Time
+	IdempotencyKey       string
+}
+
+// Price is a recurring price subscriptions can use.
+type Price struct {
+	ID            string
+	Product       string
+	Currency      string
+	UnitAmount    int64
+	Interval      string // day, week, month or year
+	IntervalCount int64
+	Nickname      string
+	Created       time.Time
+}
+
+func (p PaymentIntent) clone() PaymentIntent {
+	p.Metadata = maps.Clone(p.Metadata)
+	if p.LastPaymentError != nil {
+		e := *p.LastPaymentError
+		p.LastPaymentError = &e
+	}
+	return p
+}
+
+func (s Subscription) clone() Subscription {
+	s.Metadata = maps.Clone(s.Metadata)
+	s.Items = slices.Clone(s.Items)
+	if s.LastPaymentError != nil {
+		e := *s.LastPaymentError
+		s.LastPaymentError = &e
+	}
+	return s
+}
+
+func (c Customer) clone() Customer {
+	c.Metadata = maps.Clone(c.Metadata)
+	c.PaymentMethods = slices.Clone(c.PaymentMethods)
+	return c
+}
+
+// record is one stored object with its encoded JSON. Records never change
+// after they are stored, so their JSON is encoded once and shared by every
+// later GET and search without holding the lock.
+type record[T any] struct {
+	id      string
+	created time.Time
+	meta    map[string]string
+	obj     T
+	json    []byte
+}
+
+// store holds one kind of object in creation order, with an index on
+// metadata pairs because metadata search is how billingd reconciles.
+type store[T any] struct {
+	byID   map[string]*record[T]
+	all    []*record[T]
+	byMeta map[string][]*record[T]
+}
+
+func newStore[T any]() store[T] {
+	return store[T]{byID: map[string]*record[T]{}, byMeta: map[string][]*record[T]{}}
+}
+
+func metaKey(k, v string) string { return k + "\x00" + v }
+
+func (st *store[T]) add(r *record[T]) {
+	st.byID[r.id] = r
+	st.all = append(st.all, r)
+	for k, v := range r.meta {
+		mk := metaKey(k, v)
+		st.byMeta[mk] = append(st.byMeta[mk], r)
+	}
+}
+
+// search returns the records matching every term and created at or before
+// cutoff, newest first, skipping offset and returning at most limit.
+func (st *store[T]) search(terms []term, field func(*T, string) string, cutoff time.Time, offset, limit int) (out []*record[T], hasMore bool) {
+	candidates := st.all
+	for _, t := range terms {
+		if t.field == "metadata" {
+			candidates = st.byMeta[metaKey(t.key, t.value)]
+			break
+		}
+	}
+	skipped := 0
+	for i := len(candidates) - 1; i >= 0; i-- {
+		r := candidates[i]
+		if r.created.After(cutoff) || !matches(r, terms, field) {
+			continue
+		}
+		if skipped < offset {
+			skipped++
+			continue
+		}
+		if len(out) == limit {
+			return out, true
+		}
+		out = append(out, r)
+	}
+	return out, false
+}
+
+func matches[T any](r *record[T], terms []term, field func(*T, string) string) bool {
+	for _, t := range terms {
+		var got string
+		if t.field == "metadata" {
+			v, ok := r.meta[t.key]
+			if !ok {
+				return false
+			}
+			got = v
+		} else {
+			got = field(&r.obj, t.field)
+		}
+		if got != t.value {
+			return false
+		}
+	}
+	return true
+}

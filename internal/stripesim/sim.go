@@ -1,0 +1,452 @@
+package stripesim
+
+import (
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// APIVersion is the Stripe API version the simulator speaks, the one
+// stripe-go v76 pins. Requests naming an older version get that version's
+// default for automatic_payment_methods; everything else is the same.
+const APIVersion = "2023-10-16"
+
+// DefaultMaxSubscriptionsPerCustomer is the per-customer subscription cap
+// used when Config.MaxSubscriptionsPerCustomer is zero.
+const DefaultMaxSubscriptionsPerCustomer = 25
+
+// maxBody bounds a request body; Stripe's own limit is far above anything
+// billingd sends.
+const maxBody = 1 << 20
+
+// Config configures a Sim. The zero value is ready to use: real time,
+// seed 0, no faults, search consistent immediately, any sk_test_ key.
+type Config struct {
+	// Seed makes ids, random faults and latency jitter reproducible: the same
+	// sequence of requests gets the same answers. Concurrent requests are
+	// admitted in scheduling order, so only sequential runs repeat exactly.
+	Seed   int64
+	Faults Faults
+	// Clock drives created timestamps, the idempotency window and search lag;
+	// nil means the system clock.
+	Clock Clock
+	// SearchLag is how long after creation an object becomes visible to
+	// search (by Clock), since Stripe search is eventually consistent.
+	// Retrieval by id is immediate, as at Stripe.
+	SearchLag time.Duration
+	// APIKeys are the accepted secret keys; empty accepts any key beginning
+	// with sk_test_.
+	APIKeys []string
+	// ForbiddenKeys are recognised keys that get 403 on every request, like
+	// a restricted key lacking permissions.
+	ForbiddenKeys []string
+	// MaxSubscriptionsPerCustomer caps subscriptions per customer;
+	// zero means DefaultMaxSubscriptionsPerCustomer.
+	MaxSubscriptionsPerCustomer int
+}
+
+// Sim is a stateful Stripe API simulator. It is an http.Handler: serve it
+// with httptest.NewServer or any http.Server and point stripe-go at its URL.
+//
+// One mutex guards all state. Nothing slow happens under it: latency is
+// spent outside it, and JSON is encoded outside it.
+type Sim struct {
+	clock     Clock
+	searchLag time.Duration
+	keys      map[string]bool // read-only after New
+	forbidden map[string]bool // read-only after New
+	maxSubs   int
+
+	mu        sync.Mutex
+	ids       *rand.Rand // object and request ids
+	faultRNG  *rand.Rand // one draw per POST
+	jitterRNG *rand.Rand // one draw per request when jitter is on
+	faults    Faults
+	scripted  map[string][]scriptedFault
+	idem      map[idemKey]*idemEntry
+	idemQueue []*idemEntry // insertion order, for pruning
+	pis       store[PaymentIntent]
+	subs      store[Subscription]
+	customers store[Customer]
+	prices    store[Price]
+	subsOf    map[string]int // customer id -> subscriptions
+	stats     Stats
+}
+
+// New returns a simulator holding the fixtures described in the package
+// documentation.
+func New(cfg Config) *Sim {
+	seed := uint64(cfg.Seed)
+	s := &Sim{
+		clock:     cfg.Clock,
+		searchLag: cfg.SearchLag,
+		keys:      setOf(cfg.APIKeys),
+		forbidden: setOf(cfg.ForbiddenKeys),
+		maxSubs:   cfg.MaxSubscriptionsPerCustomer,
+		ids:       rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)),
+		faultRNG:  rand.New(rand.NewPCG(seed, 0xbf58476d1ce4e5b9)),
+		jitterRNG: rand.New(rand.NewPCG(seed, 0x94d049bb133111eb)),
+		faults:    cfg.Faults,
+		scripted:  map[string][]scriptedFault{},
+		idem:      map[idemKey]*idemEntry{},
+		pis:       newStore[PaymentIntent](),
+		subs:      newStore[Subscription](),
+		customers: newStore[Customer](),
+		prices:    newStore[Price](),
+		subsOf:    map[string]int{},
+		stats:     Stats{Requests: map[RequestKey]int{}, Faults: map[Fault]int{}},
+	}
+	if s.clock == nil {
+		s.clock = systemClock{}
+	}
+	if s.maxSubs <= 0 {
+		s.maxSubs = DefaultMaxSubscriptionsPerCustomer
+	}
+	s.addFixtures()
+	return s
+}
+
+func setOf(keys []string) map[string]bool {
+	m := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		m[k] = true
+	}
+	return m
+}
+
+// exchange is one request on its way through the simulator.
+type exchange struct {
+	method, path string
+	route        route
+	pathID       string
+	apiKey       string
+	idemKey      string
+	version      string
+	form         url.Values
+	fingerprint  [32]byte
+
+	// Parsed parameters; invalid is a parameter validation failure of a
+	// create, which the idempotency layer answers without caching.
+	pi      *piParams
+	sub     *subParams
+	cus     *cusParams
+	list    listRequest
+	invalid *failure
+
+	// Decided in the first critical section.
+	reqID     string
+	fault     Fault
+	delay     time.Duration
+	now       time.Time
+	fail      *failure   // the answer, when no execution is needed (or it failed early)
+	replay    *response  // a cached answer
+	claim     *idemEntry // the key this request executes under
+	executing bool
+	piPlan    *piPlan
+	subPlan   *subPlan
+	cusPlan   *cusPlan
+}
+
+// response is an encoded answer, as cached under an idempotency key.
+type response struct {
+	status      int
+	body        []byte
+	shouldRetry string
+	requestID   string // the request that produced it, for Original-Request on replay
+}
+
+// created holds the objects one request made, committed together.
+type created struct {
+	pi  *record[PaymentIntent]
+	sub *record[Subscription]
+	cus *record[Customer]
+}
+
+// ServeHTTP answers one Stripe API request. The order of layers is
+// Stripe's: authentication, routing and parsing; then faults that strike
+// before processing; then the idempotency layer; then latency (spent while
+// the key is held) and execution; then faults that strike after processing.
+func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	x := &exchange{
+		method:  r.Method,
+		path:    r.URL.Path,
+		idemKey: strings.TrimSpace(r.Header.Get("Idempotency-Key")),
+		version: r.Header.Get("Stripe-Version"),
+	}
+	if r.Method != http.MethodPost {
+		x.idemKey = "" // Stripe ignores idempotency keys on GET
+	}
+	x.route, x.pathID = matchRoute(r.Method, r.URL.Path)
+	early := s.prepare(w, x, r)
+
+	s.mu.Lock()
+	x.reqID = randomID(s.ids, "req_", shortID)
+	x.delay = s.delayLocked()
+	x.now = s.clock.Now()
+	if early == nil {
+		x.fault = s.nextFaultLocked(x.method, x.path)
+		if x.fault != FaultNone {
+			s.stats.Faults[x.fault]++
+		}
+		if !x.fault.beforeProcessing() && x.route.creates() {
+			s.admitLocked(x, x.now)
+			if x.fail == nil && x.replay == nil {
+				x.executing = true
+				s.stats.InFlight++
+				x.fail = s.planLocked(x)
+			}
+		}
+	}
+	s.mu.Unlock()
+
+	finished := false
+	defer func() {
+		if !finished && x.executing {
+			s.mu.Lock()
+			s.stats.InFlight--
+			if x.claim != nil {
+				s.releaseLocked(x.claim)
+			}
+			s.mu.Unlock()
+		}
+	}()
+
+	sleep(r.Context(), x.delay)
+
+	var (
+		resp response
+		made created
+		drop = x.fault == FaultDropBefore || x.fault == FaultDropAfter
+	)
+	switch {
+	case early != nil:
+		resp, drop = early.response(), false
+	case x.fault.beforeProcessing():
+		if f := faultFailure(x.fault); f != nil {
+			resp = f.response()
+		}
+	case x.replay != nil:
+		resp = *x.replay
+	case x.fail != nil:
+		resp = x.fail.response()
+	case x.executing:
+		resp, made = s.build(x)
+	}
+	var serverErr response
+	if x.fault == FaultServerError {
+		serverErr = serverError().response()
+	}
+
+	var (
+		lst     *listing
+		getFail *failure
+	)
+	s.mu.Lock()
+	if early == nil && !x.fault.beforeProcessing() && !x.route.creates() {
+		resp, getFail, lst = s.readLocked(x)
+	}
+	s.commitLocked(made)
+	if x.fault == FaultServerError {
+		resp, getFail, lst = serverErr, nil, nil
+	}
+	if getFail != nil {
+		resp.status = getFail.status
+	}
+	if x.executing {
+		s.stats.InFlight--
+		if x.claim != nil {
+			resp.requestID = x.reqID
+			s.completeLocked(x.claim, resp)
+		}
+	}
+	status := resp.status
+	if drop {
+		status = 0
+	}
+	s.stats.Requests[RequestKey{Method: x.method, Path: x.route.pattern(), Status: status}]++
+	finished = true
+	s.mu.Unlock()
+
+	if drop {
+		hangUp(w)
+		return
+	}
+	switch {
+	case getFail != nil:
+		resp = getFail.response()
+	case lst != nil:
+		resp.body = lst.encode()
+	}
+	s.write(w, x, resp)
+}
+
+// prepare authenticates, routes and parses a request, returning the answer
+// if the request goes no further. None of it touches state.
+func (s *Sim) prepare(w http.ResponseWriter, x *exchange, r *http.Request) *failure {
+	key, f := s.authenticate(r.Header.Get("Authorization"))
+	if f != nil {
+		return f
+	}
+	x.apiKey = key
+	if x.route == routeUnknown {
+		return notFoundURL(r.Method, r.URL.Path)
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	if err := r.ParseForm(); err != nil {
+		return invalidValue("", "Invalid request: could not parse the form-encoded body")
+	}
+	x.form = r.Form
+	switch x.route {
+	case routeCreatePaymentIntent:
+		x.pi, x.invalid = parsePaymentIntent(x.form, x.version)
+	case routeCreateCustomer:
+		x.cus, x.invalid = parseCustomer(x.form)
+	case routeCreateSubscription:
+		x.sub, x.invalid = parseSubscription(x.form)
+	case routeSearchPaymentIntents:
+		x.list, f = parseSearch(x.form, paymentIntentSearchField, "payment_intents")
+	case routeSearchSubscriptions:
+		x.list, f = parseSearch(x.form, subscriptionSearchField, "subscriptions")
+	case routeSearchCustomers:
+		x.list, f = parseSearch(x.form, customerSearchField, "customers")
+	case routeListCustomers:
+		x.list.limit, f = parseLimit(x.form)
+		x.list.startingAfter = x.form.Get("starting_after")
+		x.list.email = x.form.Get("email")
+	}
+	if x.route.creates() {
+		x.fingerprint = fingerprint(x.form)
+	}
+	return f
+}
+
+// planLocked does the part of execution that reads or reserves state. A
+// failure it returns is an executed error: cached under the key.
+func (s *Sim) planLocked(x *exchange) *failure {
+	switch x.route {
+	case routeCreatePaymentIntent:
+		return s.planPaymentIntentLocked(x)
+	case routeCreateCustomer:
+		return s.planCustomerLocked(x)
+	case routeCreateSubscription:
+		return s.planSubscriptionLocked(x)
+	}
+	return nil
+}
+
+// build finishes execution without the lock: it assembles and encodes the
+// new object and the answer.
+func (s *Sim) build(x *exchange) (response, created) {
+	switch x.route {
+	case routeCreatePaymentIntent:
+		resp, rec := buildPaymentIntent(x)
+		return resp, created{pi: rec}
+	case routeCreateCustomer:
+		resp, rec := buildCustomer(x)
+		return resp, created{cus: rec}
+	case routeCreateSubscription:
+		resp, rec := buildSubscription(x)
+		return resp, created{sub: rec}
+	}
+	return response{}, created{}
+}
+
+// commitLocked stores new objects. It is the one place objects come into
+// existence, so it is where webhook events will be emitted.
+func (s *Sim) commitLocked(c created) {
+	if c.pi != nil {
+		s.pis.add(c.pi)
+		s.stats.PaymentIntentsCreated++
+	}
+	if c.sub != nil {
+		s.subs.add(c.sub)
+		s.stats.SubscriptionsCreated++
+	}
+	if c.cus != nil {
+		s.customers.add(c.cus)
+		s.stats.CustomersCreated++
+	}
+}
+
+// readLocked answers a GET. It returns either a response, a failure, or a
+// listing whose body is assembled after the lock is released.
+func (s *Sim) readLocked(x *exchange) (response, *failure, *listing) {
+	ok := func(b []byte) (response, *failure, *listing) { return response{status: 200, body: b}, nil, nil }
+	missing := func(kind string) (response, *failure, *listing) {
+		return response{}, resourceMissing(404, "id", kind, x.pathID), nil
+	}
+	listed := func(l listing) (response, *failure, *listing) { return response{status: 200}, nil, &l }
+	switch x.route {
+	case routeGetPaymentIntent:
+		if r := s.pis.byID[x.pathID]; r != nil {
+			return ok(r.json)
+		}
+		return missing("payment_intent")
+	case routeGetSubscription:
+		if r := s.subs.byID[x.pathID]; r != nil {
+			return ok(r.json)
+		}
+		return missing("subscription")
+	case routeGetCustomer:
+		if r := s.customers.byID[x.pathID]; r != nil {
+			return ok(r.json)
+		}
+		return missing("customer")
+	case routeSearchPaymentIntents:
+		return listed(searchLocked(&s.pis, x.list, paymentIntentField, s, "/v1/payment_intents/search"))
+	case routeSearchSubscriptions:
+		return listed(searchLocked(&s.subs, x.list, subscriptionField, s, "/v1/subscriptions/search"))
+	case routeSearchCustomers:
+		return listed(searchLocked(&s.customers, x.list, customerField, s, "/v1/customers/search"))
+	case routeListCustomers:
+		l, f := s.listCustomersLocked(x.list)
+		if f != nil {
+			return response{}, f, nil
+		}
+		return listed(l)
+	}
+	return response{}, notFoundURL(x.method, x.path), nil
+}
+
+// write sends an answer with the headers Stripe sends.
+func (s *Sim) write(w http.ResponseWriter, x *exchange, resp response) {
+	h := w.Header()
+	h["Content-Type"] = []string{"application/json"}
+	h["Content-Length"] = []string{strconv.Itoa(len(resp.body))}
+	h["Request-Id"] = []string{x.reqID}
+	v := x.version
+	if v == "" {
+		v = APIVersion
+	}
+	h["Stripe-Version"] = []string{v}
+	if x.idemKey != "" {
+		h["Idempotency-Key"] = []string{x.idemKey}
+	}
+	if x.replay != nil {
+		h["Idempotent-Replayed"] = []string{"true"}
+		h["Original-Request"] = []string{resp.requestID}
+	}
+	if resp.shouldRetry != "" {
+		h["Stripe-Should-Retry"] = []string{resp.shouldRetry}
+	}
+	if resp.status == http.StatusUnauthorized {
+		h["Www-Authenticate"] = []string{`Bearer realm="Stripe"`}
+	}
+	w.WriteHeader(resp.status)
+	_, _ = w.Write(resp.body) // the client going away is its own business
+}
+
+// hangUp closes the connection without answering, the way a network
+// failure looks to a client. Where hijacking is impossible (HTTP/2) the
+// stream is aborted instead.
+func hangUp(w http.ResponseWriter) {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	_ = conn.Close()
+}

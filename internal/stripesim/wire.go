@@ -1,0 +1,311 @@
+package stripesim
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// The *Wire types are the JSON shapes of Stripe objects (API version
+// 2023-10-16, the one stripe-go v76 pins). Expandable references are ids,
+// nullable fields are pointers so they encode as null like Stripe's.
+
+type apmWire struct {
+	AllowRedirects string `json:"allow_redirects"`
+	Enabled        bool   `json:"enabled"`
+}
+
+type nextActionWire struct {
+	Type         string   `json:"type"`
+	UseStripeSDK struct{} `json:"use_stripe_sdk"`
+}
+
+type paymentIntentWire struct {
+	ID                      string            `json:"id"`
+	Object                  string            `json:"object"`
+	Amount                  int64             `json:"amount"`
+	AmountCapturable        int64             `json:"amount_capturable"`
+	AmountReceived          int64             `json:"amount_received"`
+	Application             *string           `json:"application"`
+	ApplicationFeeAmount    *int64            `json:"application_fee_amount"`
+	AutomaticPaymentMethods *apmWire          `json:"automatic_payment_methods"`
+	CanceledAt              *int64            `json:"canceled_at"`
+	CancellationReason      *string           `json:"cancellation_reason"`
+	CaptureMethod           string            `json:"capture_method"`
+	ClientSecret            string            `json:"client_secret"`
+	ConfirmationMethod      string            `json:"confirmation_method"`
+	Created                 int64             `json:"created"`
+	Currency                string            `json:"currency"`
+	Customer                *string           `json:"customer"`
+	Description             *string           `json:"description"`
+	Invoice                 *string           `json:"invoice"`
+	LastPaymentError        *apiError         `json:"last_payment_error"`
+	LatestCharge            *string           `json:"latest_charge"`
+	Livemode                bool              `json:"livemode"`
+	Metadata                map[string]string `json:"metadata"`
+	NextAction              *nextActionWire   `json:"next_action"`
+	OnBehalfOf              *string           `json:"on_behalf_of"`
+	PaymentMethod           *string           `json:"payment_method"`
+	PaymentMethodTypes      []string          `json:"payment_method_types"`
+	ReceiptEmail            *string           `json:"receipt_email"`
+	SetupFutureUsage        *string           `json:"setup_future_usage"`
+	Status                  string            `json:"status"`
+	TransferGroup           *string           `json:"transfer_group"`
+}
+
+type cardWire struct {
+	Brand    string `json:"brand"`
+	Country  string `json:"country"`
+	ExpMonth int64  `json:"exp_month"`
+	ExpYear  int64  `json:"exp_year"`
+	Funding  string `json:"funding"`
+	Last4    string `json:"last4"`
+}
+
+type billingDetailsWire struct {
+	Address *struct{} `json:"address"`
+	Email   *string   `json:"email"`
+	Name    *string   `json:"name"`
+	Phone   *string   `json:"phone"`
+}
+
+type paymentMethodWire struct {
+	ID             string             `json:"id"`
+	Object         string             `json:"object"`
+	BillingDetails billingDetailsWire `json:"billing_details"`
+	Card           cardWire           `json:"card"`
+	Created        int64              `json:"created"`
+	Customer       *string            `json:"customer"`
+	Livemode       bool               `json:"livemode"`
+	Metadata       map[string]string  `json:"metadata"`
+	Type           string             `json:"type"`
+}
+
+type invoiceSettingsWire struct {
+	CustomFields         *struct{} `json:"custom_fields"`
+	DefaultPaymentMethod *string   `json:"default_payment_method"`
+	Footer               *string   `json:"footer"`
+	RenderingOptions     *struct{} `json:"rendering_options"`
+}
+
+type customerWire struct {
+	ID                  string              `json:"id"`
+	Object              string              `json:"object"`
+	Address             *struct{}           `json:"address"`
+	Balance             int64               `json:"balance"`
+	Created             int64               `json:"created"`
+	Currency            *string             `json:"currency"`
+	DefaultSource       *string             `json:"default_source"`
+	Delinquent          bool                `json:"delinquent"`
+	Description         *string             `json:"description"`
+	Discount            *struct{}           `json:"discount"`
+	Email               *string             `json:"email"`
+	InvoicePrefix       string              `json:"invoice_prefix"`
+	InvoiceSettings     invoiceSettingsWire `json:"invoice_settings"`
+	Livemode            bool                `json:"livemode"`
+	Metadata            map[string]string   `json:"metadata"`
+	Name                *string             `json:"name"`
+	NextInvoiceSequence int64               `json:"next_invoice_sequence"`
+	Phone               *string             `json:"phone"`
+	PreferredLocales    []string            `json:"preferred_locales"`
+	Shipping            *struct{}           `json:"shipping"`
+	TaxExempt           string              `json:"tax_exempt"`
+	TestClock           *string             `json:"test_clock"`
+}
+
+type recurringWire struct {
+	AggregateUsage *string `json:"aggregate_usage"`
+	Interval       string  `json:"interval"`
+	IntervalCount  int64   `json:"interval_count"`
+	UsageType      string  `json:"usage_type"`
+}
+
+type priceWire struct {
+	ID                string            `json:"id"`
+	Object            string            `json:"object"`
+	Active            bool              `json:"active"`
+	BillingScheme     string            `json:"billing_scheme"`
+	Created           int64             `json:"created"`
+	Currency          string            `json:"currency"`
+	Livemode          bool              `json:"livemode"`
+	LookupKey         *string           `json:"lookup_key"`
+	Metadata          map[string]string `json:"metadata"`
+	Nickname          *string           `json:"nickname"`
+	Product           string            `json:"product"`
+	Recurring         recurringWire     `json:"recurring"`
+	TaxBehavior       string            `json:"tax_behavior"`
+	Type              string            `json:"type"`
+	UnitAmount        int64             `json:"unit_amount"`
+	UnitAmountDecimal string            `json:"unit_amount_decimal"`
+}
+
+type subscriptionItemWire struct {
+	ID           string            `json:"id"`
+	Object       string            `json:"object"`
+	Created      int64             `json:"created"`
+	Metadata     map[string]string `json:"metadata"`
+	Price        json.RawMessage   `json:"price"`
+	Quantity     int64             `json:"quantity"`
+	Subscription string            `json:"subscription"`
+}
+
+type subscriptionItemListWire struct {
+	Object     string                 `json:"object"`
+	Data       []subscriptionItemWire `json:"data"`
+	HasMore    bool                   `json:"has_more"`
+	TotalCount int                    `json:"total_count"`
+	URL        string                 `json:"url"`
+}
+
+type subscriptionWire struct {
+	ID                   string                   `json:"id"`
+	Object               string                   `json:"object"`
+	Application          *string                  `json:"application"`
+	BillingCycleAnchor   int64                    `json:"billing_cycle_anchor"`
+	CancelAt             *int64                   `json:"cancel_at"`
+	CancelAtPeriodEnd    bool                     `json:"cancel_at_period_end"`
+	CanceledAt           *int64                   `json:"canceled_at"`
+	CollectionMethod     string                   `json:"collection_method"`
+	Created              int64                    `json:"created"`
+	Currency             string                   `json:"currency"`
+	CurrentPeriodEnd     int64                    `json:"current_period_end"`
+	CurrentPeriodStart   int64                    `json:"current_period_start"`
+	Customer             string                   `json:"customer"`
+	DefaultPaymentMethod *string                  `json:"default_payment_method"`
+	Description          *string                  `json:"description"`
+	EndedAt              *int64                   `json:"ended_at"`
+	Items                subscriptionItemListWire `json:"items"`
+	LatestInvoice        *string                  `json:"latest_invoice"`
+	Livemode             bool                     `json:"livemode"`
+	Metadata             map[string]string        `json:"metadata"`
+	StartDate            int64                    `json:"start_date"`
+	Status               string                   `json:"status"`
+	TrialEnd             *int64                   `json:"trial_end"`
+	TrialStart           *int64                   `json:"trial_start"`
+}
+
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func nonNil(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Every value passed here is one of our own wire structs.
+		panic(fmt.Sprintf("stripesim: encode %T: %v", v, err))
+	}
+	return b
+}
+
+func encodePaymentMethod(c testCard, created time.Time) []byte {
+	return mustJSON(paymentMethodWire{
+		ID: c.id, Object: "payment_method",
+		Card:    cardWire{Brand: c.brand, Country: "US", ExpMonth: 12, ExpYear: int64(created.Year() + 3), Funding: c.funding, Last4: c.last4},
+		Created: created.Unix(), Metadata: map[string]string{}, Type: "card",
+	})
+}
+
+// piEncoding carries what the wire form needs beyond the snapshot.
+type piEncoding struct {
+	apm      *apmWire
+	pmTypes  []string
+	sfu      string
+	receipt  string
+	failedPM json.RawMessage // the failed payment method, for last_payment_error
+}
+
+func encodePaymentIntent(p *PaymentIntent, e piEncoding) []byte {
+	w := paymentIntentWire{
+		ID: p.ID, Object: "payment_intent", Amount: p.Amount,
+		AutomaticPaymentMethods: e.apm, CaptureMethod: p.CaptureMethod,
+		ClientSecret: p.ClientSecret, ConfirmationMethod: "automatic",
+		Created: p.Created.Unix(), Currency: p.Currency,
+		Customer: nullable(p.Customer), Description: nullable(p.Description),
+		LatestCharge: nullable(p.LatestCharge), Metadata: nonNil(p.Metadata),
+		PaymentMethod: nullable(p.PaymentMethod), PaymentMethodTypes: e.pmTypes,
+		ReceiptEmail: nullable(e.receipt), SetupFutureUsage: nullable(e.sfu), Status: p.Status,
+	}
+	switch p.Status {
+	case "succeeded":
+		w.AmountReceived = p.Amount
+	case "requires_capture":
+		w.AmountCapturable = p.Amount
+	case "requires_action":
+		w.NextAction = &nextActionWire{Type: "use_stripe_sdk"}
+	}
+	if le := p.LastPaymentError; le != nil {
+		w.LastPaymentError = &apiError{Type: le.Type, Code: le.Code, DeclineCode: le.DeclineCode,
+			Message: le.Message, DocURL: docURL(le.Code), Charge: le.Charge, PaymentMethod: e.failedPM}
+	}
+	return mustJSON(w)
+}
+
+func encodeCustomer(c *Customer) []byte {
+	return mustJSON(customerWire{
+		ID: c.ID, Object: "customer", Created: c.Created.Unix(),
+		Description: nullable(c.Description), Email: nullable(c.Email),
+		InvoicePrefix:       invoicePrefix(c.ID),
+		InvoiceSettings:     invoiceSettingsWire{DefaultPaymentMethod: nullable(c.DefaultPaymentMethod)},
+		Metadata:            nonNil(c.Metadata),
+		Name:                nullable(c.Name),
+		NextInvoiceSequence: 1,
+		Phone:               nullable(c.Phone),
+		PreferredLocales:    []string{},
+		TaxExempt:           "none",
+	})
+}
+
+// invoicePrefix derives a stable prefix from the id, so fixtures need no RNG.
+func invoicePrefix(id string) string {
+	var h uint32 = 2166136261
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint32(id[i])) * 16777619
+	}
+	const letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	b := make([]byte, 8)
+	for i := range b {
+		b[i] = letters[h%uint32(len(letters))]
+		h = h/uint32(len(letters)) + uint32(i)*2654435761
+	}
+	return string(b)
+}
+
+func encodePrice(p *Price) []byte {
+	return mustJSON(priceWire{
+		ID: p.ID, Object: "price", Active: true, BillingScheme: "per_unit",
+		Created: p.Created.Unix(), Currency: p.Currency, Metadata: map[string]string{},
+		Nickname: nullable(p.Nickname), Product: p.Product,
+		Recurring:   recurringWire{Interval: p.Interval, IntervalCount: p.IntervalCount, UsageType: "licensed"},
+		TaxBehavior: "unspecified", Type: "recurring",
+		UnitAmount: p.UnitAmount, UnitAmountDecimal: strconv.FormatInt(p.UnitAmount, 10),
+	})
+}
+
+func encodeSubscription(s *Subscription, prices []json.RawMessage) []byte {
+	items := make([]subscriptionItemWire, len(s.Items))
+	for i, it := range s.Items {
+		items[i] = subscriptionItemWire{ID: it.ID, Object: "subscription_item", Created: s.Created.Unix(),
+			Metadata: map[string]string{}, Price: prices[i], Quantity: it.Quantity, Subscription: s.ID}
+	}
+	return mustJSON(subscriptionWire{
+		ID: s.ID, Object: "subscription",
+		BillingCycleAnchor: s.Created.Unix(), CollectionMethod: "charge_automatically",
+		Created: s.Created.Unix(), Currency: s.Currency,
+		CurrentPeriodEnd: s.CurrentPeriodEnd.Unix(), CurrentPeriodStart: s.Created.Unix(),
+		Customer: s.Customer, DefaultPaymentMethod: nullable(s.DefaultPaymentMethod),
+		Items: subscriptionItemListWire{Object: "list", Data: items, TotalCount: len(items),
+			URL: "/v1/subscription_items?subscription=" + s.ID},
+		Metadata: nonNil(s.Metadata), StartDate: s.Created.Unix(), Status: s.Status,
+	})
+}
