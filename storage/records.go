@@ -1,0 +1,276 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/billingd/billingd/service"
+)
+
+// Claim stores rec if no record exists for (rec.Caller, rec.RequestID) and
+// returns it with created=true; otherwise it returns the stored record
+// unchanged with created=false. The lookup and the write happen in one write
+// transaction, so of any number of concurrent claims exactly one creates.
+// The returned record is the stored form (times in UTC, RetryAfter in whole
+// milliseconds), identical to what Get returns later.
+func (db *DB) Claim(ctx context.Context, rec service.Record) (service.Record, bool, error) {
+	o, err := db.newOp(true, &rec)
+	if err != nil {
+		return service.Record{}, false, fmt.Errorf("claim: %w", err)
+	}
+	if err := db.submit(ctx, o); err != nil {
+		return service.Record{}, false, fmt.Errorf("claim: %w", err)
+	}
+	if !o.created {
+		return o.existing, false, nil
+	}
+	stored, err := decodeRecord(o.val)
+	if err != nil {
+		return service.Record{}, false, fmt.Errorf("claim: %w", err)
+	}
+	return stored, true, nil
+}
+
+// Put stores rec, replacing the record for (rec.Caller, rec.RequestID) or
+// creating it if there is none (a lost record is better rewritten than an
+// outcome dropped). It returns once the write is fsync'd.
+func (db *DB) Put(ctx context.Context, rec service.Record) error {
+	o, err := db.newOp(false, &rec)
+	if err != nil {
+		return fmt.Errorf("put: %w", err)
+	}
+	if err := db.submit(ctx, o); err != nil {
+		return fmt.Errorf("put: %w", err)
+	}
+	return nil
+}
+
+// Get returns the record for (caller, requestID); found=false if none. It is
+// one read-only transaction and one decode.
+func (db *DB) Get(ctx context.Context, caller, requestID string) (service.Record, bool, error) {
+	if err := db.checkOpen(); err != nil {
+		return service.Record{}, false, fmt.Errorf("get: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return service.Record{}, false, fmt.Errorf("get: %w", err)
+	}
+	// No record can be stored under such a caller, and the key of one with
+	// 0x00 could name another caller's record.
+	if caller == "" || strings.IndexByte(caller, 0) >= 0 {
+		return service.Record{}, false, nil
+	}
+	key := recordKey(caller, requestID)
+	var (
+		rec   service.Record
+		found bool
+	)
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRecords)
+		if b == nil {
+			return nil
+		}
+		v := b.Get(key)
+		if v == nil {
+			return nil
+		}
+		r, err := decodeRecord(v)
+		if err != nil {
+			return err
+		}
+		rec, found = r, true
+		return nil
+	})
+	if err != nil {
+		return service.Record{}, false, fmt.Errorf("get: %w", boltError(err))
+	}
+	return rec, found, nil
+}
+
+// ListOpen returns up to limit PENDING and INDETERMINATE records, oldest
+// Created first, for the reconciler after a restart. It reads the open index
+// only, so its cost follows the number of open records, not the store size.
+// limit <= 0 means all.
+func (db *DB) ListOpen(ctx context.Context, limit int) ([]service.Record, error) {
+	if err := db.checkOpen(); err != nil {
+		return nil, fmt.Errorf("list open: %w", err)
+	}
+	var out []service.Record
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		idx, recs := tx.Bucket(bucketOpen), tx.Bucket(bucketRecords)
+		if idx == nil || recs == nil {
+			return nil
+		}
+		c := idx.Cursor()
+		for k, _ := c.First(); k != nil && (limit <= 0 || len(out) < limit); k, _ = c.Next() {
+			if len(out)%64 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			v := recs.Get(k[tsLen:])
+			if v == nil {
+				return fmt.Errorf("%w: open index entry %q has no record", ErrCorrupt, k[tsLen:])
+			}
+			r, err := decodeRecord(v)
+			if err != nil {
+				return fmt.Errorf("record %q: %w", k[tsLen:], err)
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list open: %w", boltError(err))
+	}
+	return out, nil
+}
+
+// CountByState returns how many records are in each state, for metrics. It
+// reads counters kept in the write transactions, so it costs the same at any
+// store size. Every known state is present in the map, zero included.
+func (db *DB) CountByState(ctx context.Context) (map[service.State]int, error) {
+	if err := db.checkOpen(); err != nil {
+		return nil, fmt.Errorf("count by state: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("count by state: %w", err)
+	}
+	out := map[service.State]int{
+		service.StatePending:       0,
+		service.StateSucceeded:     0,
+		service.StateFailed:        0,
+		service.StateIndeterminate: 0,
+	}
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketCounts)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			if len(k) != 1 || len(v) != 8 {
+				return fmt.Errorf("%w: count entry %x", ErrCorrupt, k)
+			}
+			out[service.State(k[0])] = int(binary.BigEndian.Uint64(v))
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count by state: %w", boltError(err))
+	}
+	return out, nil
+}
+
+// Sweep deletes up to limit SUCCEEDED or FAILED records last updated before
+// updatedBefore, oldest first, and returns how many it deleted. It walks the
+// final index from its oldest end, so it touches only what it deletes, and
+// one call is one bounded transaction: call it again while it returns limit.
+// PENDING and INDETERMINATE records are never in that index and never swept.
+func (db *DB) Sweep(ctx context.Context, updatedBefore time.Time, limit int) (int, error) {
+	if err := db.checkWritable(); err != nil {
+		return 0, fmt.Errorf("sweep: %w", err)
+	}
+	if limit <= 0 {
+		return 0, fmt.Errorf("sweep: limit %d: must be positive", limit)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("sweep: %w", err)
+	}
+	if updatedBefore.IsZero() {
+		return 0, nil
+	}
+	cutoff := tsKey(nil, updatedBefore.UnixNano())
+	deleted := 0
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		deleted = 0
+		idx, recs := tx.Bucket(bucketFinal), tx.Bucket(bucketRecords)
+		// Collect first: deleting under a bbolt cursor can skip keys.
+		var keys [][]byte
+		c := idx.Cursor()
+		for k, _ := c.First(); k != nil && len(keys) < limit && bytes.Compare(k[:tsLen], cutoff) < 0; k, _ = c.Next() {
+			keys = append(keys, bytes.Clone(k))
+		}
+		for _, ik := range keys {
+			key := ik[tsLen:]
+			m, err := decodeProto(recs.Get(key))
+			if err != nil {
+				return fmt.Errorf("record %q: %w", key, err)
+			}
+			// The index is written in the same transactions as the records,
+			// so this holds; checked anyway because a wrong delete here loses
+			// an open payment.
+			if b, ts := indexFor(m.State, m.CreateUnixNano, m.UpdateUnixNano); !bytes.Equal(b, bucketFinal) || !bytes.Equal(indexKey(ts, key), ik) {
+				return fmt.Errorf("%w: final index entry %q does not match its record", ErrCorrupt, key)
+			}
+			if err := deleteRecord(tx, key, m); err != nil {
+				return err
+			}
+			deleted++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sweep: %w", boltError(err))
+	}
+	return deleted, nil
+}
+
+// scanChunk is how many records Scan decodes per read transaction.
+const scanChunk = 256
+
+// Scan calls fn for every record in key order (caller, then request_id)
+// until fn returns false. It reads in chunks of short read transactions and
+// calls fn outside them, so a slow fn neither pins old pages nor blocks the
+// file from growing, and fn may call other methods of db. The price: Scan is
+// not a snapshot; a record written during the scan is seen if its key sorts
+// after the current position. No record is seen twice.
+func (db *DB) Scan(ctx context.Context, fn func(service.Record) bool) error {
+	var after []byte
+	for {
+		if err := db.checkOpen(); err != nil {
+			return fmt.Errorf("scan: %w", err)
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("scan: %w", err)
+		}
+		chunk := make([]service.Record, 0, scanChunk)
+		err := db.bolt.View(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketRecords)
+			if b == nil {
+				return nil
+			}
+			c := b.Cursor()
+			var k, v []byte
+			if after == nil {
+				k, v = c.First()
+			} else if k, v = c.Seek(after); k != nil && bytes.Equal(k, after) {
+				k, v = c.Next()
+			}
+			for ; k != nil && len(chunk) < scanChunk; k, v = c.Next() {
+				r, err := decodeRecord(v)
+				if err != nil {
+					return fmt.Errorf("record %q: %w", k, err)
+				}
+				chunk = append(chunk, r)
+				after = append(after[:0], k...)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("scan: %w", boltError(err))
+		}
+		for _, r := range chunk {
+			if !fn(r) {
+				return nil
+			}
+		}
+		if len(chunk) < scanChunk {
+			return nil
+		}
+	}
+}
