@@ -83,6 +83,16 @@ func (e *Error) FieldViolations() [][2]string {
 // Resource returns the ResourceInfo type and name ("" when none).
 func (e *Error) Resource() (typ, name string) { return e.ResourceType, e.ResourceName }
 
+// final reports whether an error with this reason settles its record FAILED:
+// every later identical request is answered with it, as a replay.
+func (r Reason) final() bool {
+	switch r {
+	case ReasonCardDeclined, ReasonStripeInvalidRequest, ReasonStripeState, ReasonResourceMissing, ReasonNotCreated:
+		return true
+	}
+	return false
+}
+
 // ReasonOf returns the Reason of err's *Error, or "" if it has none.
 func ReasonOf(err error) Reason {
 	var e *Error

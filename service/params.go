@@ -1,0 +1,214 @@
+package service
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"slices"
+	"strings"
+)
+
+// ChargeRequest is one Charge call, as the service sees it.
+type ChargeRequest struct {
+	RequestID       string
+	Amount          int64
+	Currency        string
+	CustomerID      string
+	PaymentMethodID string
+	Description     string
+	Metadata        map[string]string
+}
+
+// SubscribeRequest is one Subscribe call, as the service sees it.
+type SubscribeRequest struct {
+	RequestID  string
+	CustomerID string
+	PriceID    string
+	Quantity   int64
+	Metadata   map[string]string
+}
+
+// Metadata keys billingd puts on every Stripe object it creates (DESIGN.md §3.4).
+const (
+	MetadataRequestKey = "billingd_request_key"
+	MetadataCaller     = "billingd_caller"
+	reservedPrefix     = "billingd_"
+)
+
+// encoder appends a canonical, self-delimiting encoding: every field is
+// length-prefixed and map entries are sorted, so equal requests encode to equal
+// bytes whatever order the caller built them in. It is both the fingerprint's
+// input and the stored form that lets a record be re-driven without its caller.
+type encoder []byte
+
+func (e *encoder) str(s string) {
+	*e = binary.AppendUvarint(*e, uint64(len(s)))
+	*e = append(*e, s...)
+}
+
+func (e *encoder) int(v int64) { *e = binary.AppendVarint(*e, v) }
+
+func (e *encoder) meta(m map[string]string) {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	*e = binary.AppendUvarint(*e, uint64(len(keys)))
+	for _, k := range keys {
+		e.str(k)
+		e.str(m[k])
+	}
+}
+
+var errBadParams = errors.New("service: malformed stored params")
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) str() string {
+	n, k := binary.Uvarint(d.b)
+	if k <= 0 || uint64(len(d.b)-k) < n {
+		d.err = errBadParams
+		return ""
+	}
+	s := string(d.b[k : k+int(n)])
+	d.b = d.b[k+int(n):]
+	return s
+}
+
+func (d *decoder) int() int64 {
+	v, k := binary.Varint(d.b)
+	if k <= 0 {
+		d.err = errBadParams
+		return 0
+	}
+	d.b = d.b[k:]
+	return v
+}
+
+func (d *decoder) meta() map[string]string {
+	n, k := binary.Uvarint(d.b)
+	if k <= 0 || n > uint64(len(d.b)) {
+		d.err = errBadParams
+		return nil
+	}
+	d.b = d.b[k:]
+	if n == 0 {
+		return nil
+	}
+	m := make(map[string]string, n)
+	for range n {
+		key := d.str()
+		m[key] = d.str()
+	}
+	return m
+}
+
+// paramsVersion leads every encoding, so the format can change later.
+const paramsVersion = 1
+
+func (r *ChargeRequest) encode() []byte {
+	e := encoder{paramsVersion}
+	e.str(string(MethodCharge))
+	e.int(r.Amount)
+	e.str(r.Currency)
+	e.str(r.CustomerID)
+	e.str(r.PaymentMethodID)
+	e.str(r.Description)
+	e.meta(r.Metadata)
+	return e
+}
+
+func (r *SubscribeRequest) encode() []byte {
+	e := encoder{paramsVersion}
+	e.str(string(MethodSubscribe))
+	e.str(r.CustomerID)
+	e.str(r.PriceID)
+	e.int(r.Quantity)
+	e.meta(r.Metadata)
+	return e
+}
+
+// decodeParams turns a stored encoding back into the request it came from
+// (*ChargeRequest or *SubscribeRequest, RequestID left empty).
+func decodeParams(b []byte) (any, error) {
+	if len(b) == 0 || b[0] != paramsVersion {
+		return nil, errBadParams
+	}
+	d := decoder{b: b[1:]}
+	var out any
+	switch Method(d.str()) {
+	case MethodCharge:
+		out = &ChargeRequest{Amount: d.int(), Currency: d.str(), CustomerID: d.str(),
+			PaymentMethodID: d.str(), Description: d.str(), Metadata: d.meta()}
+	case MethodSubscribe:
+		out = &SubscribeRequest{CustomerID: d.str(), PriceID: d.str(), Quantity: d.int(), Metadata: d.meta()}
+	default:
+		return nil, errBadParams
+	}
+	if d.err != nil || len(d.b) != 0 {
+		return nil, errBadParams
+	}
+	return out, nil
+}
+
+// Fingerprint is SHA-256 over a canonical request encoding (which names the
+// method and excludes request_id): equal fingerprints mean the same request.
+func Fingerprint(params []byte) []byte {
+	sum := sha256.Sum256(params)
+	return sum[:]
+}
+
+// StripeKey derives the Idempotency-Key of one Stripe call of an operation
+// (DESIGN.md §3.3). It is deterministic, so a lost or restored database still
+// cannot produce a second charge within Stripe's 24 h window, and it hides the
+// raw request_id. Stripe allows 255 characters; this is 47.
+func StripeKey(caller, requestID, step string) string {
+	return "bd1_" + hashParts(caller, requestID, step)
+}
+
+// RequestKey is the value of metadata[billingd_request_key]: it finds the
+// operation's Stripe object in search and webhooks without the raw request_id.
+func RequestKey(caller, requestID string) string {
+	return "rk1_" + hashParts(caller, requestID)
+}
+
+func hashParts(parts ...string) string {
+	h := sha256.New()
+	for i, p := range parts {
+		if i > 0 {
+			h.Write([]byte{0})
+		}
+		h.Write([]byte(p))
+	}
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
+}
+
+// checkMetadata rejects caller metadata that collides with billingd's own keys.
+// The edge validates this too; the service re-checks because reconciliation
+// depends on it.
+func checkMetadata(m map[string]string) []FieldViolation {
+	var out []FieldViolation
+	for k := range m {
+		if strings.HasPrefix(k, reservedPrefix) {
+			out = append(out, FieldViolation{Field: "metadata[" + k + "]", Description: "keys starting with billingd_ are reserved"})
+		}
+	}
+	slices.SortFunc(out, func(a, b FieldViolation) int { return strings.Compare(a.Field, b.Field) })
+	return out
+}
+
+// stripeMetadata is the caller's metadata plus billingd's reconciliation keys.
+func stripeMetadata(caller, requestKey string, m map[string]string) map[string]string {
+	out := make(map[string]string, len(m)+2)
+	for k, v := range m {
+		out[k] = v
+	}
+	out[MetadataRequestKey] = requestKey
+	out[MetadataCaller] = caller
+	return out
+}

@@ -1,0 +1,433 @@
+// Package service is billingd's idempotency state machine: it turns Charge and
+// Subscribe calls into at most one Stripe object per (caller, request_id).
+package service
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Clock tells the time; tests move it to cross the 23 h and retention windows.
+type Clock interface{ Now() time.Time }
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// Config holds the service's tunables; DefaultConfig returns the defaults.
+type Config struct {
+	// CallBudget bounds one drive of a record (Stripe call plus retries). It runs
+	// on a server-owned context, so a caller that hangs up does not abandon it.
+	CallBudget time.Duration
+	// KeyWindow is how long after the first attempt the Stripe key is trusted.
+	// Stripe keeps keys 24 h; past this window billingd searches before sending.
+	KeyWindow time.Duration
+	// SearchLag is how long Stripe search may lag: an INDETERMINATE record with
+	// nothing found is settled NOT_CREATED only after this long.
+	SearchLag time.Duration
+	// CoalesceWait caps how long a duplicate waits for the in-flight original
+	// before it answers REQUEST_IN_PROGRESS (its own deadline caps it too).
+	CoalesceWait time.Duration
+	// SearchRate limits Stripe search calls (Stripe allows about 20 reads/s).
+	SearchRate rate.Limit
+	// RetryAfter is the RetryInfo delay suggested with UNAVAILABLE answers.
+	RetryAfter time.Duration
+}
+
+// DefaultConfig returns the production defaults.
+func DefaultConfig() Config {
+	return Config{
+		CallBudget:   60 * time.Second,
+		KeyWindow:    23 * time.Hour,
+		SearchLag:    time.Hour,
+		CoalesceWait: 20 * time.Second,
+		SearchRate:   10,
+		RetryAfter:   time.Second,
+	}
+}
+
+// Option sets an optional knob of New.
+type Option func(*Service)
+
+// WithConfig replaces DefaultConfig.
+func WithConfig(c Config) Option { return func(s *Service) { s.cfg = c } }
+
+// WithClock injects the clock.
+func WithClock(c Clock) Option { return func(s *Service) { s.clock = c } }
+
+// Service runs Charge and Subscribe exactly once per (caller, request_id).
+type Service struct {
+	records  Records
+	payments Payments
+	cfg      Config
+	clock    Clock
+	search   *rate.Limiter
+
+	// base is the server-owned parent of every drive; Close cancels it.
+	base   context.Context
+	cancel context.CancelFunc
+	drives sync.WaitGroup
+
+	mu       sync.Mutex
+	inflight map[string]*call
+}
+
+// call is one drive of a record, shared by every identical request that
+// arrives while it runs (DESIGN.md §3.7).
+type call struct {
+	fingerprint []byte
+	done        chan struct{}
+	// Set before done is closed.
+	result Result
+	err    error
+	sent   bool // the outcome came from a Stripe call made by this drive
+}
+
+// New returns a Service on the given record store and Stripe client.
+func New(records Records, payments Payments, opts ...Option) *Service {
+	s := &Service{
+		records:  records,
+		payments: payments,
+		cfg:      DefaultConfig(),
+		clock:    systemClock{},
+		inflight: make(map[string]*call),
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	s.search = rate.NewLimiter(s.cfg.SearchRate, 1)
+	s.base, s.cancel = context.WithCancel(context.Background())
+	return s
+}
+
+// Close waits for in-flight drives to finish, at most until ctx is done, and
+// then cancels them. Records of cancelled drives stay PENDING and are re-driven
+// later with the same Stripe key.
+func (s *Service) Close(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { s.drives.Wait(); close(done) }()
+	select {
+	case <-done:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+		s.cancel()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Outcome is a call's answer. Replayed is true when this call did not itself
+// cause the Stripe request: the answer came from the record or from a
+// concurrent identical call. With an error, Replayed marks a final failure
+// answered from the record.
+type Outcome struct {
+	Result   Result
+	Replayed bool
+}
+
+// Charge creates and confirms a PaymentIntent, once per (caller, request_id).
+func (s *Service) Charge(ctx context.Context, caller string, req ChargeRequest) (Outcome, error) {
+	if err := checkRequest(req.RequestID, req.Metadata); err != nil {
+		return Outcome{}, err
+	}
+	return s.do(ctx, caller, req.RequestID, MethodCharge, req.encode())
+}
+
+// Subscribe creates a Subscription, once per (caller, request_id).
+func (s *Service) Subscribe(ctx context.Context, caller string, req SubscribeRequest) (Outcome, error) {
+	if err := checkRequest(req.RequestID, req.Metadata); err != nil {
+		return Outcome{}, err
+	}
+	return s.do(ctx, caller, req.RequestID, MethodSubscribe, req.encode())
+}
+
+// GetOperation returns the caller's record of requestID.
+func (s *Service) GetOperation(ctx context.Context, caller, requestID string) (Record, error) {
+	rec, found, err := s.records.Get(ctx, caller, requestID)
+	if err != nil {
+		return Record{}, s.storageError(err)
+	}
+	if !found {
+		return Record{}, &Error{Reason: ReasonNotFound, Message: "no operation with this request_id"}
+	}
+	return rec, nil
+}
+
+func checkRequest(requestID string, metadata map[string]string) error {
+	var v []FieldViolation
+	if requestID == "" {
+		v = append(v, FieldViolation{Field: "request_id", Description: "value is required"})
+	}
+	v = append(v, checkMetadata(metadata)...)
+	if len(v) > 0 {
+		return &Error{Reason: ReasonInvalidArgument, Message: "invalid request", Violations: v}
+	}
+	return nil
+}
+
+// do joins the in-flight drive of (caller, requestID) or starts one, then
+// waits for its outcome within the caller's own context.
+func (s *Service) do(ctx context.Context, caller, requestID string, method Method, params []byte) (Outcome, error) {
+	fp := Fingerprint(params)
+	key := caller + "\x00" + requestID
+
+	s.mu.Lock()
+	c, joined := s.inflight[key]
+	if !joined {
+		c = &call{fingerprint: fp, done: make(chan struct{})}
+		s.inflight[key] = c
+		s.drives.Add(1)
+	}
+	s.mu.Unlock()
+
+	if joined && !bytes.Equal(c.fingerprint, fp) {
+		return Outcome{}, reusedError()
+	}
+	if !joined {
+		rec := s.newRecord(caller, requestID, method, params, fp)
+		go s.drive(key, c, rec)
+	}
+
+	// The original caller waits as long as its own deadline allows (and gets
+	// DEADLINE_EXCEEDED past it). A duplicate answers REQUEST_IN_PROGRESS just
+	// before its deadline instead: UNAVAILABLE tells it to retry the same id.
+	var giveUp <-chan time.Time
+	if joined {
+		wait := s.cfg.CoalesceWait
+		if dl, ok := ctx.Deadline(); ok {
+			wait = min(wait, time.Until(dl)*9/10)
+		}
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
+		giveUp = timer.C
+	}
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		return Outcome{}, ctx.Err()
+	case <-giveUp:
+		return Outcome{}, &Error{Reason: ReasonRequestInProgress,
+			Message: "an identical request is in progress; retry with the same request_id", RetryAfter: s.cfg.RetryAfter}
+	}
+	replayed := joined || !c.sent
+	if c.err != nil {
+		// A final failure answered from the record is a replay too.
+		return Outcome{Replayed: replayed && ReasonOf(c.err).final()}, c.err
+	}
+	return Outcome{Result: c.result, Replayed: replayed}, nil
+}
+
+func (s *Service) newRecord(caller, requestID string, method Method, params, fp []byte) Record {
+	now := s.clock.Now()
+	return Record{
+		Caller:      caller,
+		RequestID:   requestID,
+		Method:      method,
+		Fingerprint: fp,
+		StripeKey:   StripeKey(caller, requestID, stepOf(method)),
+		RequestKey:  RequestKey(caller, requestID),
+		Params:      params,
+		State:       StatePending,
+		// The claim is written just before the first send: counting that
+		// attempt now saves a second fsync on the hot path.
+		Attempts:     1,
+		Created:      now,
+		FirstAttempt: now,
+		Updated:      now,
+	}
+}
+
+func stepOf(m Method) string {
+	if m == MethodSubscribe {
+		return "create_subscription"
+	}
+	return "create_payment_intent"
+}
+
+// drive resolves one record on a server-owned context and publishes the
+// outcome to everyone waiting on c.
+func (s *Service) drive(key string, c *call, rec Record) {
+	defer s.drives.Done()
+	ctx, cancel := context.WithTimeout(s.base, s.cfg.CallBudget)
+	defer cancel()
+
+	c.result, c.sent, c.err = s.resolve(ctx, rec)
+
+	s.mu.Lock()
+	delete(s.inflight, key)
+	s.mu.Unlock()
+	close(c.done)
+}
+
+// resolve claims the record (or finds it) and moves it as far toward a final
+// state as it can. sent reports whether it called Stripe to create.
+func (s *Service) resolve(ctx context.Context, fresh Record) (Result, bool, error) {
+	rec, created, err := s.records.Claim(ctx, fresh)
+	if err != nil {
+		return Result{}, false, s.storageError(err)
+	}
+	if created {
+		return s.send(ctx, rec)
+	}
+	if !bytes.Equal(rec.Fingerprint, fresh.Fingerprint) {
+		return Result{}, false, reusedError()
+	}
+	switch rec.State {
+	case StateSucceeded:
+		return rec.Result, false, nil
+	case StateFailed:
+		return Result{}, false, rec.Err
+	case StateIndeterminate:
+		res, err := s.reconcile(ctx, rec)
+		return res, false, err
+	}
+	// PENDING: re-drive with the same key, but past the key window Stripe may
+	// have forgotten the key, so look for the object first.
+	if !rec.FirstAttempt.IsZero() && s.clock.Now().Sub(rec.FirstAttempt) >= s.cfg.KeyWindow {
+		res, found, err := s.find(ctx, rec)
+		if err != nil {
+			return Result{}, false, err
+		}
+		if found {
+			res, err := s.settleFound(ctx, &rec, res)
+			return res, false, err
+		}
+	}
+	rec.Attempts++
+	if rec.FirstAttempt.IsZero() {
+		rec.FirstAttempt = s.clock.Now()
+	}
+	rec.Updated = s.clock.Now()
+	if err := s.records.Put(ctx, rec); err != nil {
+		return Result{}, false, s.storageError(err)
+	}
+	return s.send(ctx, rec)
+}
+
+// send makes the Stripe call for a durably recorded attempt and records what
+// it learned before answering.
+func (s *Service) send(ctx context.Context, rec Record) (Result, bool, error) {
+	p, err := decodeParams(rec.Params)
+	if err != nil {
+		return Result{}, false, err
+	}
+	var res Result
+	switch p := p.(type) {
+	case *ChargeRequest:
+		res, err = s.payments.CreatePaymentIntent(ctx, rec.StripeKey, ChargeParams{
+			Amount: p.Amount, Currency: p.Currency, CustomerID: p.CustomerID,
+			PaymentMethodID: p.PaymentMethodID, Description: p.Description,
+			Metadata: stripeMetadata(rec.Caller, rec.RequestKey, p.Metadata),
+		})
+	case *SubscribeRequest:
+		res, err = s.payments.CreateSubscription(ctx, rec.StripeKey, SubscribeParams{
+			CustomerID: p.CustomerID, PriceID: p.PriceID, Quantity: p.Quantity,
+			Metadata: stripeMetadata(rec.Caller, rec.RequestKey, p.Metadata),
+		})
+	}
+	if err == nil {
+		return res, true, s.settle(ctx, &rec, StateSucceeded, res, nil)
+	}
+	state, e := s.translate(err, p)
+	if state == StateUnspecified { // the record is unchanged (our own bug)
+		return Result{}, true, e
+	}
+	var partial Result
+	var up *UpstreamError
+	if errors.As(err, &up) && up.ObjectID != "" {
+		partial.ObjectID = up.ObjectID
+	}
+	if serr := s.settle(ctx, &rec, state, partial, e); serr != nil {
+		return Result{}, true, serr
+	}
+	return Result{}, true, e
+}
+
+// settle writes the outcome durably; the RPC answers only after it.
+func (s *Service) settle(ctx context.Context, rec *Record, state State, res Result, e *Error) error {
+	rec.State = state
+	rec.Result = res
+	rec.Err = e
+	rec.Updated = s.clock.Now()
+	if err := s.records.Put(ctx, *rec); err != nil {
+		return s.storageError(err)
+	}
+	return nil
+}
+
+// settleFound settles a record on the object a lookup found: succeeded, or
+// failed as the object's own payment failure says (a declined PaymentIntent
+// exists at Stripe, but the charge did not happen).
+func (s *Service) settleFound(ctx context.Context, rec *Record, res Result) (Result, error) {
+	if res.Failure != nil {
+		state, e := s.translate(res.Failure, nil)
+		if err := s.settle(ctx, rec, state, Result{ObjectID: res.ObjectID}, e); err != nil {
+			return Result{}, err
+		}
+		return Result{}, e
+	}
+	return res, s.settle(ctx, rec, StateSucceeded, res, nil)
+}
+
+// reconcile resolves an INDETERMINATE record from what Stripe holds, never by
+// sending the create again.
+func (s *Service) reconcile(ctx context.Context, rec Record) (Result, error) {
+	pending := &Error{Reason: ReasonOutcomePending,
+		Message:    "Stripe's answer was inconclusive; the outcome is being reconciled, retry with the same request_id",
+		RetryAfter: 5 * s.cfg.RetryAfter}
+	if !s.search.Allow() {
+		return Result{}, pending
+	}
+	res, found, err := s.find(ctx, rec)
+	if err != nil {
+		return Result{}, pending
+	}
+	if found {
+		return s.settleFound(ctx, &rec, res)
+	}
+	if s.clock.Now().Sub(rec.FirstAttempt) < s.cfg.SearchLag {
+		return Result{}, pending
+	}
+	notCreated := &Error{Reason: ReasonNotCreated,
+		Message: "Stripe never created this operation's object; use a new request_id to try again"}
+	if err := s.settle(ctx, &rec, StateFailed, Result{}, notCreated); err != nil {
+		return Result{}, err
+	}
+	return Result{}, notCreated
+}
+
+func (s *Service) find(ctx context.Context, rec Record) (Result, bool, error) {
+	var (
+		res   Result
+		found bool
+		err   error
+	)
+	if rec.Method == MethodSubscribe {
+		res, found, err = s.payments.FindSubscription(ctx, rec.RequestKey)
+	} else {
+		res, found, err = s.payments.FindPaymentIntent(ctx, rec.RequestKey)
+	}
+	if err != nil {
+		_, e := s.translate(err, nil)
+		return Result{}, false, e
+	}
+	return res, found, nil
+}
+
+func reusedError() *Error {
+	return &Error{Reason: ReasonRequestIDReused,
+		Message: "request_id was already used with a different method or parameters"}
+}
+
+// storageError fails closed: the record could not be read or written, so
+// nothing more is sent to Stripe. The cause stays out of the caller's message.
+func (s *Service) storageError(error) *Error {
+	return &Error{Reason: ReasonStorageUnavailable,
+		Message: "billingd cannot record the request; retry with the same request_id", RetryAfter: s.cfg.RetryAfter}
+}
