@@ -1,0 +1,177 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func envMap(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestParseServe(t *testing.T) {
+	t.Parallel()
+	keyFile := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(keyFile, []byte("sk_test_fromfile\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		check   func(t *testing.T, c serveConfig)
+		wantErr string
+	}{
+		{
+			name: "defaults with simulator",
+			args: []string{"--stripe-sim"},
+			check: func(t *testing.T, c serveConfig) {
+				if c.Listen != "127.0.0.1:50051" || c.DB != "./data/billingd.db" || !c.StripeSim || c.stripeKey != "" {
+					t.Errorf("got %+v", c)
+				}
+				if c.ShutdownGrace != 20*time.Second {
+					t.Errorf("ShutdownGrace = %v", c.ShutdownGrace)
+				}
+			},
+		},
+		{
+			name: "environment sets flags",
+			env: map[string]string{
+				"BILLINGD_LISTEN": "127.0.0.1:6000", "BILLINGD_DB": "/tmp/x.db",
+				"BILLINGD_STRIPE_URL": "http://127.0.0.1:12111", "STRIPE_SECRET_KEY": "sk_test_env",
+				"BILLINGD_SHUTDOWN_GRACE": "3s",
+			},
+			check: func(t *testing.T, c serveConfig) {
+				if c.Listen != "127.0.0.1:6000" || c.DB != "/tmp/x.db" || c.StripeURL != "http://127.0.0.1:12111" {
+					t.Errorf("got %+v", c)
+				}
+				if c.stripeKey != "sk_test_env" || c.ShutdownGrace != 3*time.Second {
+					t.Errorf("key/grace not from env: %+v", c)
+				}
+			},
+		},
+		{
+			name: "flag beats environment",
+			args: []string{"--listen", "127.0.0.1:7000", "--stripe-sim"},
+			env:  map[string]string{"BILLINGD_LISTEN": "127.0.0.1:6000", "BILLINGD_STRIPE_SIM": "false"},
+			check: func(t *testing.T, c serveConfig) {
+				if c.Listen != "127.0.0.1:7000" || !c.StripeSim {
+					t.Errorf("got %+v", c)
+				}
+			},
+		},
+		{
+			name: "boolean from environment",
+			env:  map[string]string{"BILLINGD_STRIPE_SIM": "true"},
+			check: func(t *testing.T, c serveConfig) {
+				if !c.StripeSim {
+					t.Error("BILLINGD_STRIPE_SIM=true did not enable the simulator")
+				}
+			},
+		},
+		{
+			name: "key file",
+			args: []string{"--stripe-key-file", keyFile},
+			check: func(t *testing.T, c serveConfig) {
+				if c.stripeKey != "sk_test_fromfile" {
+					t.Errorf("stripeKey = %q", c.stripeKey)
+				}
+			},
+		},
+		{name: "no key, no simulator", wantErr: "no Stripe key"},
+		{name: "empty key file", args: []string{"--stripe-key-file", os.DevNull}, wantErr: "empty"},
+		{name: "missing key file", args: []string{"--stripe-key-file", "/nonexistent/key"}, wantErr: "read --stripe-key-file"},
+		{name: "sim and url", args: []string{"--stripe-sim", "--stripe-url", "http://x"}, wantErr: "exclusive"},
+		{name: "faults without sim", args: []string{"--stripe-sim-faults", "unavailable=0.1"}, env: map[string]string{"STRIPE_SECRET_KEY": "sk_test_x"}, wantErr: "needs --stripe-sim"},
+		{name: "bad env value", env: map[string]string{"BILLINGD_SHUTDOWN_GRACE": "soon"}, wantErr: "BILLINGD_SHUTDOWN_GRACE"},
+		{name: "bad log format", args: []string{"--stripe-sim", "--log-format", "xml"}, wantErr: "log-format"},
+		{name: "stray argument", args: []string{"--stripe-sim", "extra"}, wantErr: "unexpected arguments"},
+		{name: "key is not a flag", args: []string{"--stripe-key", "sk_test_x"}, wantErr: "not defined"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var stderr bytes.Buffer
+			c, err := parseServe(tt.args, envMap(tt.env), &stderr)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parseServe: %v", err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestRunRefusesToStartWithoutKey(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	db := filepath.Join(t.TempDir(), "b.db")
+	err := run(context.Background(), []string{"serve", "--listen", "127.0.0.1:0", "--db", db}, envMap(nil), &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "no Stripe key") {
+		t.Fatalf("run = %v, want refusal naming the missing key", err)
+	}
+	if strings.Count(err.Error(), "\n") != 0 {
+		t.Errorf("refusal is not one line: %q", err)
+	}
+	if _, statErr := os.Stat(db); !errors.Is(statErr, os.ErrNotExist) {
+		t.Errorf("refused start still created the database: %v", statErr)
+	}
+}
+
+func TestHelpNeverShowsSecrets(t *testing.T) {
+	t.Parallel()
+	const secret = "sk_live_supersecret"
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"serve", "--help"}, envMap(map[string]string{"STRIPE_SECRET_KEY": secret}), &stdout, &stderr)
+	if !errors.Is(err, errHelp) {
+		t.Fatalf("run --help = %v", err)
+	}
+	out := stdout.String() + stderr.String()
+	for _, want := range []string{"--listen", "BILLINGD_LISTEN", "--stripe-sim", "STRIPE_SECRET_KEY"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("help lacks %q", want)
+		}
+	}
+	if strings.Contains(out, secret) {
+		t.Error("help output contains the Stripe key")
+	}
+}
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"version"}, envMap(nil), &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(stdout.String(), "billingd ") || !strings.Contains(stdout.String(), "commit") {
+		t.Errorf("version = %q", stdout.String())
+	}
+}
+
+func TestParseFaults(t *testing.T) {
+	t.Parallel()
+	f, err := parseFaults("unavailable=0.1,drop_after=0.02,server_error=0.01,rate_limit=0.03,drop_before=0.04,latency=5ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Unavailable != 0.1 || f.DropAfterProcessing != 0.02 || f.ServerErrorAfterProcessing != 0.01 ||
+		f.RateLimit != 0.03 || f.DropBeforeProcessing != 0.04 || f.Latency != 5*time.Millisecond {
+		t.Errorf("got %+v", f)
+	}
+	for _, bad := range []string{"unavailable", "unavailable=2", "bogus=0.1", "latency=fast"} {
+		if _, err := parseFaults(bad); err == nil {
+			t.Errorf("parseFaults(%q) accepted", bad)
+		}
+	}
+}

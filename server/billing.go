@@ -1,0 +1,112 @@
+package server
+
+import (
+	"context"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	billingv1 "github.com/billingd/billingd/gen/billing/v1"
+	"github.com/billingd/billingd/interceptors"
+	"github.com/billingd/billingd/service"
+)
+
+// anonymous is the caller of every request when authentication is off
+// (loopback only).
+const anonymous = "anonymous"
+
+// billing adapts service.Service to the generated BillingServiceServer.
+type billing struct {
+	billingv1.UnimplementedBillingServiceServer
+	svc *service.Service
+}
+
+func callerOf(ctx context.Context) string {
+	if c, ok := interceptors.CallerFrom(ctx); ok {
+		return c
+	}
+	return anonymous
+}
+
+func (b *billing) Charge(ctx context.Context, req *billingv1.ChargeRequest) (*billingv1.ChargeResponse, error) {
+	out, err := b.svc.Charge(ctx, callerOf(ctx), service.ChargeRequest{
+		RequestID:       req.GetRequestId(),
+		Amount:          req.GetAmount(),
+		Currency:        req.GetCurrency(),
+		CustomerID:      req.GetCustomerId(),
+		PaymentMethodID: req.GetPaymentMethodId(),
+		Description:     req.GetDescription(),
+		Metadata:        req.GetMetadata(),
+	})
+	if err != nil {
+		return nil, replayedError(ctx, out, err)
+	}
+	return chargeResponse(out.Result, out.Replayed), nil
+}
+
+func (b *billing) Subscribe(ctx context.Context, req *billingv1.SubscribeRequest) (*billingv1.SubscribeResponse, error) {
+	out, err := b.svc.Subscribe(ctx, callerOf(ctx), service.SubscribeRequest{
+		RequestID:  req.GetRequestId(),
+		CustomerID: req.GetCustomerId(),
+		PriceID:    req.GetPriceId(),
+		Quantity:   req.GetQuantity(),
+		Metadata:   req.GetMetadata(),
+	})
+	if err != nil {
+		return nil, replayedError(ctx, out, err)
+	}
+	return subscribeResponse(out.Result, out.Replayed), nil
+}
+
+func (b *billing) GetOperation(ctx context.Context, req *billingv1.GetOperationRequest) (*billingv1.Operation, error) {
+	rec, err := b.svc.GetOperation(ctx, callerOf(ctx), req.GetRequestId())
+	if err != nil {
+		return nil, err
+	}
+	return operation(rec), nil
+}
+
+// replayedError marks a final failure answered from the record with the
+// idempotent-replayed header, as a replayed success is marked.
+func replayedError(ctx context.Context, out service.Outcome, err error) error {
+	if out.Replayed {
+		_ = grpc.SetHeader(ctx, metadata.Pairs(interceptors.ReplayedHeader, "true"))
+	}
+	return err
+}
+
+func chargeResponse(r service.Result, replayed bool) *billingv1.ChargeResponse {
+	return &billingv1.ChargeResponse{PaymentIntentId: r.ObjectID, Status: r.Status, Amount: r.Amount, Currency: r.Currency, Replayed: replayed}
+}
+
+func subscribeResponse(r service.Result, replayed bool) *billingv1.SubscribeResponse {
+	return &billingv1.SubscribeResponse{SubscriptionId: r.ObjectID, Status: r.Status, Replayed: replayed}
+}
+
+func operation(rec service.Record) *billingv1.Operation {
+	op := &billingv1.Operation{
+		RequestId:      rec.RequestID,
+		Method:         string(rec.Method),
+		State:          billingv1.Operation_State(rec.State),
+		CreateTime:     timestamppb.New(rec.Created),
+		UpdateTime:     timestamppb.New(rec.Updated),
+		Attempts:       int32(rec.Attempts),
+		StripeObjectId: rec.Result.ObjectID,
+	}
+	if !rec.FirstAttempt.IsZero() {
+		op.FirstAttemptTime = timestamppb.New(rec.FirstAttempt)
+	}
+	if rec.Err != nil {
+		op.Error = interceptors.StatusOf(rec.Err).Proto()
+	}
+	if rec.State == service.StateSucceeded {
+		switch rec.Method {
+		case service.MethodCharge:
+			op.Result = &billingv1.Operation_Charge{Charge: chargeResponse(rec.Result, true)}
+		case service.MethodSubscribe:
+			op.Result = &billingv1.Operation_Subscription{Subscription: subscribeResponse(rec.Result, true)}
+		}
+	}
+	return op
+}
