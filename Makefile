@@ -41,8 +41,9 @@ lint: ## go vet, staticcheck, gofmt, buf lint, buf format.
 	$(TOOL) buf format -d --exit-code
 
 .PHONY: build
+COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null)
 build: ## Build bin/billingd.
-	$(GO) build -trimpath -o bin/billingd ./cmd/billingd
+	$(GO) build -trimpath -ldflags "-X main.commit=$(COMMIT)" -o bin/billingd ./cmd/billingd
 
 .PHONY: test
 test: ## Run every test with the race detector, in shuffled order.
@@ -50,7 +51,11 @@ test: ## Run every test with the race detector, in shuffled order.
 
 .PHONY: run
 run: build ## Serve on 127.0.0.1:50051 with ./data/billingd.db and the built-in Stripe simulator.
-	./bin/billingd serve --stripe-sim
+	./bin/billingd serve --stripe-sim --log-format text
+
+.PHONY: faults
+faults: ## Run the seeded random-fault test verbosely and print its figures.
+	set -o pipefail; $(GO) test -race -count=1 -run 'TestRandomFaultsExactlyOnce' -v ./server/ | grep -E 'random faults|answers|^(--- |ok|FAIL)'
 
 .PHONY: clean
 clean: ## Remove build output.

@@ -25,7 +25,7 @@ import (
 func TestRandomFaultsExactlyOnce(t *testing.T) {
 	t.Parallel()
 	const (
-		ops       = 2000
+		ops       = 3000
 		workers   = 32
 		maxTries  = 60
 		seed      = 20261123
