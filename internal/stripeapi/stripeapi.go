@@ -52,6 +52,9 @@ type Config struct {
 	Timeout time.Duration
 	// RetryOptions tune interceptors.Retry.
 	RetryOptions []interceptors.RetryOption
+	// Observe, when set, is told about every finished call (after retries),
+	// for metrics. It must be cheap and safe for concurrent use.
+	Observe func(Observation)
 }
 
 // DefaultConfig returns the defaults New applies to zero fields.
@@ -61,8 +64,9 @@ func DefaultConfig() Config {
 
 // Client is service.Payments on the Stripe API.
 type Client struct {
-	api *client.API
-	key string // only to scrub it from Stripe's messages
+	api     *client.API
+	key     string // only to scrub it from Stripe's messages
+	observe func(Observation)
 }
 
 var _ service.Payments = (*Client)(nil)
@@ -99,8 +103,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	b := stripe.GetBackendWithConfig(stripe.APIBackend, bc)
 	return &Client{
-		api: client.New(cfg.Key, &stripe.Backends{API: b, Connect: b, Uploads: b}),
-		key: cfg.Key,
+		api:     client.New(cfg.Key, &stripe.Backends{API: b, Connect: b, Uploads: b}),
+		key:     cfg.Key,
+		observe: cfg.Observe,
 	}, nil
 }
 
@@ -132,9 +137,7 @@ func (silent) Infof(string, ...any)  {}
 func (silent) Warnf(string, ...any)  {}
 func (silent) Errorf(string, ...any) {}
 
-// CreatePaymentIntent creates and confirms a card PaymentIntent with key as
-// its Idempotency-Key.
-func (c *Client) CreatePaymentIntent(ctx context.Context, key string, p service.ChargeParams) (service.Result, error) {
+func (c *Client) createPaymentIntent(ctx context.Context, key string, p service.ChargeParams) (service.Result, error) {
 	if err := checkKey(key); err != nil {
 		return service.Result{}, err
 	}
@@ -166,9 +169,7 @@ func (c *Client) CreatePaymentIntent(ctx context.Context, key string, p service.
 	return service.Result{ObjectID: pi.ID, Status: string(pi.Status), Amount: pi.Amount, Currency: string(pi.Currency)}, nil
 }
 
-// CreateSubscription creates a one-item subscription with key as its
-// Idempotency-Key.
-func (c *Client) CreateSubscription(ctx context.Context, key string, p service.SubscribeParams) (service.Result, error) {
+func (c *Client) createSubscription(ctx context.Context, key string, p service.SubscribeParams) (service.Result, error) {
 	if err := checkKey(key); err != nil {
 		return service.Result{}, err
 	}
@@ -193,10 +194,7 @@ func (c *Client) CreateSubscription(ctx context.Context, key string, p service.S
 	return service.Result{ObjectID: sub.ID, Status: string(sub.Status)}, nil
 }
 
-// FindPaymentIntent returns the PaymentIntent whose metadata
-// billingd_request_key is requestKey, as far as Stripe's eventually
-// consistent search sees it.
-func (c *Client) FindPaymentIntent(ctx context.Context, requestKey string) (service.Result, bool, error) {
+func (c *Client) findPaymentIntent(ctx context.Context, requestKey string) (service.Result, bool, error) {
 	if requestKey == "" {
 		return service.Result{}, false, ErrNoRequestKeyValue
 	}
@@ -236,8 +234,7 @@ func (c *Client) paymentFailure(pi *stripe.PaymentIntent, rec *call) *service.Up
 	}
 }
 
-// FindSubscription is FindPaymentIntent for subscriptions.
-func (c *Client) FindSubscription(ctx context.Context, requestKey string) (service.Result, bool, error) {
+func (c *Client) findSubscription(ctx context.Context, requestKey string) (service.Result, bool, error) {
 	if requestKey == "" {
 		return service.Result{}, false, ErrNoRequestKeyValue
 	}

@@ -499,3 +499,48 @@ func TestMisuseSendsNothing(t *testing.T) {
 		t.Errorf("Stripe saw %d requests, want 0", n)
 	}
 }
+
+func TestObserveReportsEveryCall(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Request-Id", "req_obs")
+		w.WriteHeader(http.StatusPaymentRequired)
+		_, _ = w.Write([]byte(`{"error":{"type":"card_error","code":"card_declined","decline_code":"generic_decline","message":"Your card was declined."}}`))
+	}))
+	defer srv.Close()
+	var (
+		mu  sync.Mutex
+		got []stripeapi.Observation
+	)
+	c, err := stripeapi.New(stripeapi.Config{Key: "sk_test_obs", URL: srv.URL, Observe: func(o stripeapi.Observation) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, o)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = c.CreatePaymentIntent(t.Context(), "bd1_obs", service.ChargeParams{Amount: 100, Currency: "usd", PaymentMethodID: "pm_card_chargeDeclined"})
+
+	down, err := stripeapi.New(stripeapi.Config{Key: "sk_test_obs", URL: "http://127.0.0.1:1", Observe: func(o stripeapi.Observation) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, o)
+	}, RetryOptions: []interceptors.RetryOption{interceptors.WithMaxAttempts(1)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, _ = down.FindSubscription(t.Context(), "rk_x")
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 {
+		t.Fatalf("observations = %+v", got)
+	}
+	if o := got[0]; o.Endpoint != stripeapi.EndpointCreatePaymentIntent || o.Outcome != "declined" || o.ErrorType != "card_error" || o.Code != "card_declined" {
+		t.Errorf("decline observed as %+v", o)
+	}
+	if o := got[1]; o.Endpoint != stripeapi.EndpointSearchSubscription || o.Outcome != "unavailable" || o.ErrorType != "api_connection_error" {
+		t.Errorf("connection failure observed as %+v", o)
+	}
+}

@@ -1,0 +1,103 @@
+package stripeapi
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/billingd/billingd/service"
+)
+
+// The endpoints an Observation names.
+const (
+	EndpointCreatePaymentIntent = "payment_intents.create"
+	EndpointCreateSubscription  = "subscriptions.create"
+	EndpointSearchPaymentIntent = "payment_intents.search"
+	EndpointSearchSubscription  = "subscriptions.search"
+)
+
+// Observation is one finished Stripe call, after retries: what metrics count.
+type Observation struct {
+	Endpoint string
+	// Outcome is "ok", "canceled" (our context ended), or the failure class:
+	// declined, invalid_request, object_state, missing, auth,
+	// idempotency_mismatch, in_use, rate_limited, server_error, unavailable,
+	// or "local" for a call refused before sending.
+	Outcome string
+	// ErrorType is Stripe's error type (card_error, invalid_request_error,
+	// api_error, idempotency_error, …) or api_connection_error when no Stripe
+	// answer arrived: the signal to alert on when it spikes.
+	ErrorType string
+	Code      string // Stripe's error code, e.g. card_declined
+	Duration  time.Duration
+}
+
+var kindNames = map[service.UpstreamKind]string{
+	service.UpstreamUnavailable:         "unavailable",
+	service.UpstreamRateLimited:         "rate_limited",
+	service.UpstreamInUse:               "in_use",
+	service.UpstreamServerError:         "server_error",
+	service.UpstreamDeclined:            "declined",
+	service.UpstreamInvalidRequest:      "invalid_request",
+	service.UpstreamObjectState:         "object_state",
+	service.UpstreamMissing:             "missing",
+	service.UpstreamAuth:                "auth",
+	service.UpstreamIdempotencyMismatch: "idempotency_mismatch",
+}
+
+func (c *Client) observed(endpoint string, start time.Time, err error) {
+	if c.observe == nil {
+		return
+	}
+	o := Observation{Endpoint: endpoint, Outcome: "ok", Duration: time.Since(start)}
+	var ue *service.UpstreamError
+	switch {
+	case err == nil:
+	case errors.As(err, &ue):
+		o.Outcome, o.ErrorType, o.Code = kindNames[ue.Kind], ue.Type, ue.Code
+		if o.ErrorType == "" && ue.HTTPStatus == 0 {
+			o.ErrorType = "api_connection_error"
+		}
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		o.Outcome = "canceled"
+	default:
+		o.Outcome = "local"
+	}
+	c.observe(o)
+}
+
+// CreatePaymentIntent creates and confirms a card PaymentIntent with key as
+// its Idempotency-Key.
+func (c *Client) CreatePaymentIntent(ctx context.Context, key string, p service.ChargeParams) (service.Result, error) {
+	start := time.Now()
+	res, err := c.createPaymentIntent(ctx, key, p)
+	c.observed(EndpointCreatePaymentIntent, start, err)
+	return res, err
+}
+
+// CreateSubscription creates a one-item subscription with key as its
+// Idempotency-Key.
+func (c *Client) CreateSubscription(ctx context.Context, key string, p service.SubscribeParams) (service.Result, error) {
+	start := time.Now()
+	res, err := c.createSubscription(ctx, key, p)
+	c.observed(EndpointCreateSubscription, start, err)
+	return res, err
+}
+
+// FindPaymentIntent returns the PaymentIntent whose metadata
+// billingd_request_key is requestKey, as far as Stripe's eventually
+// consistent search sees it.
+func (c *Client) FindPaymentIntent(ctx context.Context, requestKey string) (service.Result, bool, error) {
+	start := time.Now()
+	res, found, err := c.findPaymentIntent(ctx, requestKey)
+	c.observed(EndpointSearchPaymentIntent, start, err)
+	return res, found, err
+}
+
+// FindSubscription is FindPaymentIntent for subscriptions.
+func (c *Client) FindSubscription(ctx context.Context, requestKey string) (service.Result, bool, error) {
+	start := time.Now()
+	res, found, err := c.findSubscription(ctx, requestKey)
+	c.observed(EndpointSearchSubscription, start, err)
+	return res, found, err
+}
