@@ -556,13 +556,15 @@ func TestConcurrentDuplicatesCoalesce(t *testing.T) {
 func TestDuplicatePastItsDeadlineGetsRequestInProgress(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, harnessOpts{})
-	h.sim.SetFaults(stripesim.Faults{Latency: time.Second})
+	// The original holds Stripe for 3 s; the duplicate's 1 s deadline leaves
+	// ample room for the round trip on a loaded machine.
+	h.sim.SetFaults(stripesim.Faults{Latency: 3 * time.Second})
 	ctx := h.ctx()
 	done := make(chan error, 1)
 	go func() { _, err := h.client.Charge(ctx, visa("slow")); done <- err }()
 	waitFor(t, func() bool { return h.sim.Stats().InFlight == 1 })
 
-	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	short, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	_, err := h.client.Charge(short, visa("slow"))
 	st, ei := errInfo(t, err, codes.Unavailable)

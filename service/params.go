@@ -212,3 +212,19 @@ func stripeMetadata(caller, requestKey string, m map[string]string) map[string]s
 	out[MetadataCaller] = caller
 	return out
 }
+
+// Request decodes the record's stored parameters into the *ChargeRequest or
+// *SubscribeRequest it was made from (RequestID set), for admin views.
+func (r Record) Request() (any, error) {
+	p, err := decodeParams(r.Params)
+	if err != nil {
+		return nil, err
+	}
+	switch p := p.(type) {
+	case *ChargeRequest:
+		p.RequestID = r.RequestID
+	case *SubscribeRequest:
+		p.RequestID = r.RequestID
+	}
+	return p, nil
+}

@@ -175,23 +175,16 @@ func checkRequest(requestID string, metadata map[string]string) error {
 // waits for its outcome within the caller's own context.
 func (s *Service) do(ctx context.Context, caller, requestID string, method Method, params []byte) (Outcome, error) {
 	fp := Fingerprint(params)
-	key := caller + "\x00" + requestID
+	key := inflightKey(caller, requestID)
 
-	s.mu.Lock()
-	c, joined := s.inflight[key]
-	if !joined {
-		c = &call{fingerprint: fp, done: make(chan struct{})}
-		s.inflight[key] = c
-		s.drives.Add(1)
-	}
-	s.mu.Unlock()
-
+	c, owner := s.own(key, fp)
+	joined := !owner
 	if joined && !bytes.Equal(c.fingerprint, fp) {
 		return Outcome{}, reusedError()
 	}
-	if !joined {
+	if owner {
 		rec := s.newRecord(caller, requestID, method, params, fp)
-		go s.drive(key, c, rec)
+		go s.run(key, c, func(ctx context.Context) (Result, bool, error) { return s.resolve(ctx, rec) })
 	}
 
 	// The original caller waits as long as its own deadline allows (and gets
@@ -250,14 +243,33 @@ func stepOf(m Method) string {
 	return "create_payment_intent"
 }
 
-// drive resolves one record on a server-owned context and publishes the
-// outcome to everyone waiting on c.
-func (s *Service) drive(key string, c *call, rec Record) {
+// inflightKey names a record in the in-flight map.
+func inflightKey(caller, requestID string) string { return caller + "\x00" + requestID }
+
+// own registers a drive of key in the in-flight map and returns it with
+// owner=true, or returns the drive already in flight with owner=false. Every
+// drive of a record (caller, reconciler, webhook) goes through here, so one
+// record is never driven twice at once. An owner must call run.
+func (s *Service) own(key string, fp []byte) (c *call, owner bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.inflight[key]; ok {
+		return c, false
+	}
+	c = &call{fingerprint: fp, done: make(chan struct{})}
+	s.inflight[key] = c
+	s.drives.Add(1)
+	return c, true
+}
+
+// run does an owned drive's work on a server-owned context and publishes
+// the outcome to everyone waiting on c.
+func (s *Service) run(key string, c *call, work func(context.Context) (Result, bool, error)) {
 	defer s.drives.Done()
 	ctx, cancel := context.WithTimeout(s.base, s.cfg.CallBudget)
 	defer cancel()
 
-	c.result, c.sent, c.err = s.resolve(ctx, rec)
+	c.result, c.sent, c.err = work(ctx)
 
 	s.mu.Lock()
 	delete(s.inflight, key)
@@ -278,19 +290,31 @@ func (s *Service) resolve(ctx context.Context, fresh Record) (Result, bool, erro
 	if !bytes.Equal(rec.Fingerprint, fresh.Fingerprint) {
 		return Result{}, false, reusedError()
 	}
+	return s.advance(ctx, rec, nil)
+}
+
+// advance moves a stored record toward a final state. bg is nil for a
+// caller's drive and set for the reconciler's, which differs in two ways: it
+// waits for the search limiter instead of giving up, and past the key window
+// it never sends again (nothing found after SearchLag settles NOT_CREATED).
+func (s *Service) advance(ctx context.Context, rec Record, bg *counters) (Result, bool, error) {
 	switch rec.State {
 	case StateSucceeded:
 		return rec.Result, false, nil
 	case StateFailed:
 		return Result{}, false, rec.Err
 	case StateIndeterminate:
-		res, err := s.reconcile(ctx, rec)
+		res, err := s.reconcile(ctx, rec, bg)
 		return res, false, err
 	}
 	// PENDING: re-drive with the same key, but past the key window Stripe may
 	// have forgotten the key, so look for the object first.
-	if !rec.FirstAttempt.IsZero() && s.clock.Now().Sub(rec.FirstAttempt) >= s.cfg.KeyWindow {
-		res, found, err := s.find(ctx, rec)
+	if s.pastKeyWindow(rec) {
+		if bg != nil {
+			res, err := s.reconcile(ctx, rec, bg)
+			return res, false, err
+		}
+		res, found, err := s.find(ctx, rec, nil)
 		if err != nil {
 			return Result{}, false, err
 		}
@@ -308,6 +332,10 @@ func (s *Service) resolve(ctx context.Context, fresh Record) (Result, bool, erro
 		return Result{}, false, s.storageError(err)
 	}
 	return s.send(ctx, rec)
+}
+
+func (s *Service) pastKeyWindow(rec Record) bool {
+	return !rec.FirstAttempt.IsZero() && s.clock.Now().Sub(rec.FirstAttempt) >= s.cfg.KeyWindow
 }
 
 // send makes the Stripe call for a durably recorded attempt and records what
@@ -375,23 +403,32 @@ func (s *Service) settleFound(ctx context.Context, rec *Record, res Result) (Res
 	return res, s.settle(ctx, rec, StateSucceeded, res, nil)
 }
 
-// reconcile resolves an INDETERMINATE record from what Stripe holds, never by
-// sending the create again.
-func (s *Service) reconcile(ctx context.Context, rec Record) (Result, error) {
+// reconcile resolves an INDETERMINATE record (or, for the reconciler, a
+// PENDING one past the key window) from what Stripe holds, never by sending
+// the create again. A caller's drive searches only if the limiter allows it
+// now; the reconciler (bg set) waits its turn.
+func (s *Service) reconcile(ctx context.Context, rec Record, bg *counters) (Result, error) {
 	pending := &Error{Reason: ReasonOutcomePending,
 		Message:    "Stripe's answer was inconclusive; the outcome is being reconciled, retry with the same request_id",
 		RetryAfter: 5 * s.cfg.RetryAfter}
-	if !s.search.Allow() {
+	if bg == nil {
+		if !s.search.Allow() {
+			return Result{}, pending
+		}
+	} else if err := s.search.Wait(ctx); err != nil {
 		return Result{}, pending
 	}
-	res, found, err := s.find(ctx, rec)
+	res, found, err := s.find(ctx, rec, bg)
 	if err != nil {
 		return Result{}, pending
 	}
 	if found {
 		return s.settleFound(ctx, &rec, res)
 	}
-	if s.clock.Now().Sub(rec.FirstAttempt) < s.cfg.SearchLag {
+	// Search lags behind creation: only when the last send is older than the
+	// lag can "nothing found" mean "nothing created". Updated is at or after
+	// the last send of an open record.
+	if s.clock.Now().Sub(rec.Updated) < s.cfg.SearchLag {
 		return Result{}, pending
 	}
 	notCreated := &Error{Reason: ReasonNotCreated,
@@ -402,18 +439,24 @@ func (s *Service) reconcile(ctx context.Context, rec Record) (Result, error) {
 	return Result{}, notCreated
 }
 
-func (s *Service) find(ctx context.Context, rec Record) (Result, bool, error) {
+func (s *Service) find(ctx context.Context, rec Record, bg *counters) (Result, bool, error) {
 	var (
 		res   Result
 		found bool
 		err   error
 	)
+	if bg != nil {
+		bg.searches.Add(1)
+	}
 	if rec.Method == MethodSubscribe {
 		res, found, err = s.payments.FindSubscription(ctx, rec.RequestKey)
 	} else {
 		res, found, err = s.payments.FindPaymentIntent(ctx, rec.RequestKey)
 	}
 	if err != nil {
+		if bg != nil {
+			bg.errors.Add(1)
+		}
 		_, e := s.translate(err, nil)
 		return Result{}, false, e
 	}

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -19,6 +20,9 @@ import (
 //	open     ts(created) ‖ caller 0x00 request_id   → state (1 byte)   PENDING, INDETERMINATE
 //	final    ts(updated) ‖ caller 0x00 request_id   → state (1 byte)   SUCCEEDED, FAILED
 //	counts   state (1 byte)                         → uint64 big-endian number of records
+//	reqkeys  request_key                            → caller 0x00 request_id (records with a request key)
+//	events   stripe event id                        → ts(seen)            webhook dedupe
+//	eventsts ts(seen) ‖ stripe event id             → nil                 events in sweep order
 //	meta     "layout"                               → layoutVersion (1 byte)
 //
 // ts is the record time in unix nanoseconds as 8 big-endian bytes with the
@@ -30,14 +34,21 @@ var (
 	bucketFinal   = []byte("final")
 	bucketCounts  = []byte("counts")
 	bucketMeta    = []byte("meta")
+	bucketReqKeys = []byte("reqkeys")
+	bucketEvents  = []byte("events")
+	bucketEventTs = []byte("eventsts")
 
 	metaLayout = []byte("layout")
 )
 
 // layoutVersion names the bucket layout above. A future change to the
 // buckets or index keys bumps it so that Open can migrate or refuse a file
-// instead of misreading it.
-const layoutVersion byte = 1
+// instead of misreading it. Version 1 had no reqkeys and events buckets;
+// Open migrates it by building the request-key index from the records.
+const layoutVersion byte = 2
+
+// allBuckets is every bucket of the current layout.
+var allBuckets = [][]byte{bucketRecords, bucketOpen, bucketFinal, bucketCounts, bucketMeta, bucketReqKeys, bucketEvents, bucketEventTs}
 
 // tsLen is the length of the time prefix of an index key.
 const tsLen = 8
@@ -87,6 +98,8 @@ func validate(rec *service.Record) error {
 		return fmt.Errorf("%w: empty request_id", ErrInvalidRecord)
 	case len(rec.Caller)+1+len(rec.RequestID) > maxRecordKey:
 		return fmt.Errorf("%w: key longer than %d bytes", ErrInvalidRecord, maxRecordKey)
+	case len(rec.RequestKey) > bolt.MaxKeySize:
+		return fmt.Errorf("%w: request key longer than %d bytes", ErrInvalidRecord, bolt.MaxKeySize)
 	case rec.State < service.StatePending || rec.State > service.StateIndeterminate:
 		return fmt.Errorf("%w: state %d", ErrInvalidRecord, rec.State)
 	case rec.Attempts < 0 || rec.Attempts > math.MaxInt32:
@@ -97,7 +110,7 @@ func validate(rec *service.Record) error {
 
 // createBuckets prepares a new file and checks the layout of an existing one.
 func createBuckets(tx *bolt.Tx) error {
-	for _, name := range [][]byte{bucketRecords, bucketOpen, bucketFinal, bucketCounts, bucketMeta} {
+	for _, name := range allBuckets {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
@@ -109,10 +122,31 @@ func createBuckets(tx *bolt.Tx) error {
 			return fmt.Errorf("%w: records without a layout version", ErrCorrupt)
 		}
 		return meta.Put(metaLayout, []byte{layoutVersion})
+	case len(v) == 1 && v[0] == 1:
+		if err := indexRequestKeys(tx); err != nil {
+			return fmt.Errorf("migrate layout 1: %w", err)
+		}
+		return meta.Put(metaLayout, []byte{layoutVersion})
 	case len(v) != 1 || v[0] != layoutVersion:
 		return fmt.Errorf("%w: layout version %v, want %d", ErrCorrupt, v, layoutVersion)
 	}
 	return nil
+}
+
+// indexRequestKeys builds the reqkeys bucket from the records, for a file
+// written before it existed.
+func indexRequestKeys(tx *bolt.Tx) error {
+	idx := tx.Bucket(bucketReqKeys)
+	return tx.Bucket(bucketRecords).ForEach(func(k, v []byte) error {
+		m, err := decodeProto(v)
+		if err != nil {
+			return fmt.Errorf("record %q: %w", k, err)
+		}
+		if m.RequestKey == "" {
+			return nil
+		}
+		return idx.Put([]byte(m.RequestKey), bytes.Clone(k))
+	})
 }
 
 // checkLayout is createBuckets for a read-only file: it may not create
@@ -122,7 +156,8 @@ func checkLayout(tx *bolt.Tx) error {
 	if meta == nil {
 		return nil
 	}
-	if v := meta.Get(metaLayout); v != nil && (len(v) != 1 || v[0] != layoutVersion) {
+	// Version 1 reads the same, without the request-key index.
+	if v := meta.Get(metaLayout); v != nil && (len(v) != 1 || (v[0] != layoutVersion && v[0] != 1)) {
 		return fmt.Errorf("%w: layout version %v, want %d", ErrCorrupt, v, layoutVersion)
 	}
 	return nil
@@ -144,6 +179,11 @@ func writeRecord(tx *bolt.Tx, key []byte, old, rec *storagev1.Record, val []byte
 	if err := tx.Bucket(idx).Put(indexKey(ts, key), []byte{byte(rec.State)}); err != nil {
 		return fmt.Errorf("put %s index: %w", idx, err)
 	}
+	if rec.RequestKey != "" {
+		if err := tx.Bucket(bucketReqKeys).Put([]byte(rec.RequestKey), key); err != nil {
+			return fmt.Errorf("put reqkeys index: %w", err)
+		}
+	}
 	return addCount(tx, rec.State, 1)
 }
 
@@ -162,6 +202,13 @@ func unindex(tx *bolt.Tx, key []byte, old *storagev1.Record) error {
 	idx, ts := indexFor(old.State, old.CreateUnixNano, old.UpdateUnixNano)
 	if err := tx.Bucket(idx).Delete(indexKey(ts, key)); err != nil {
 		return fmt.Errorf("delete %s index: %w", idx, err)
+	}
+	// Only an entry that points at this record is its own: request keys are
+	// hashes of (caller, request_id), but a hand-made record could share one.
+	if rk := []byte(old.RequestKey); len(rk) > 0 && bytes.Equal(tx.Bucket(bucketReqKeys).Get(rk), key) {
+		if err := tx.Bucket(bucketReqKeys).Delete(rk); err != nil {
+			return fmt.Errorf("delete reqkeys index: %w", err)
+		}
 	}
 	return addCount(tx, old.State, -1)
 }

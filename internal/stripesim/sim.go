@@ -47,6 +47,14 @@ type Config struct {
 	// MaxSubscriptionsPerCustomer caps subscriptions per customer;
 	// zero means DefaultMaxSubscriptionsPerCustomer.
 	MaxSubscriptionsPerCustomer int
+	// WebhookURL, when set, receives a signed event (as Stripe sends them,
+	// API version APIVersion) for every object created, delivered
+	// asynchronously by one worker; call Close to stop it.
+	WebhookURL string
+	// WebhookSecret is the endpoint secret events are signed with.
+	WebhookSecret string
+	// WebhookQueue bounds undelivered events; zero means DefaultWebhookQueue.
+	WebhookQueue int
 }
 
 // Sim is a stateful Stripe API simulator. It is an http.Handler: serve it
@@ -75,6 +83,7 @@ type Sim struct {
 	prices    store[Price]
 	subsOf    map[string]int // customer id -> subscriptions
 	stats     Stats
+	hooks     *webhooks // nil without Config.WebhookURL
 }
 
 // New returns a simulator holding the fixtures described in the package
@@ -107,6 +116,9 @@ func New(cfg Config) *Sim {
 		s.maxSubs = DefaultMaxSubscriptionsPerCustomer
 	}
 	s.addFixtures()
+	if s.hooks = newWebhooks(cfg, seed); s.hooks != nil {
+		go s.deliver()
+	}
 	return s
 }
 
@@ -250,6 +262,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		resp, getFail, lst = s.readLocked(x)
 	}
 	s.commitLocked(made)
+	s.emitLocked(made, x.now)
 	if x.fault == FaultServerError {
 		resp, getFail, lst = serverErr, nil, nil
 	}

@@ -29,6 +29,12 @@ type Stats struct {
 	// claimed, answer not yet cached): a test can wait for it to be sure a
 	// duplicate will meet 409 idempotency_key_in_use.
 	InFlight int
+	// Webhook events queued, delivered (2xx), given up after retries, and
+	// dropped because the queue was full.
+	WebhooksQueued    int
+	WebhooksDelivered int
+	WebhooksFailed    int
+	WebhooksDropped   int
 }
 
 // Stats returns a copy of the counters.

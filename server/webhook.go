@@ -1,0 +1,136 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+
+	"github.com/stripe/stripe-go/v76"
+	"github.com/stripe/stripe-go/v76/webhook"
+
+	"github.com/billingd/billingd/service"
+)
+
+// WebhookPath is where Stripe posts events.
+const WebhookPath = "/stripe/webhook"
+
+// maxWebhookBody bounds an event. Stripe's events carry one object; the
+// largest billingd cares about is a PaymentIntent, a few KiB.
+const maxWebhookBody = 256 << 10
+
+// NewWebhookHandler returns the handler for Stripe's webhook endpoint at
+// WebhookPath. Every event's Stripe-Signature is verified with the endpoint
+// secret before anything is read from it; a bad one is 400 and changes
+// nothing. Events that settle records are handled once per event id; others
+// are acknowledged and ignored. The secret is never logged.
+func NewWebhookHandler(secret string, hooks *service.Webhooks, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("POST "+WebhookPath, &webhookHandler{secret: secret, hooks: hooks, log: log})
+	return mux
+}
+
+type webhookHandler struct {
+	secret string
+	hooks  *service.Webhooks
+	log    *slog.Logger
+}
+
+func (h *webhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	payload, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWebhookBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			http.Error(w, "payload too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		http.Error(w, "cannot read body", http.StatusBadRequest)
+		return
+	}
+	// billingd reads only ids, metadata, status, amounts and the payment
+	// error of an event's object, fields stable across API versions, so an
+	// endpoint pinned to another version is still understood.
+	ev, err := webhook.ConstructEventWithOptions(payload, r.Header.Get("Stripe-Signature"), h.secret,
+		webhook.ConstructEventOptions{IgnoreAPIVersionMismatch: true})
+	if err != nil {
+		h.log.WarnContext(r.Context(), "webhook rejected: bad signature or payload")
+		http.Error(w, "invalid signature", http.StatusBadRequest)
+		return
+	}
+	sev, ok, err := serviceEvent(ev)
+	if err != nil {
+		h.log.WarnContext(r.Context(), "webhook rejected: malformed object", "event", ev.ID, "type", string(ev.Type))
+		http.Error(w, "malformed event object", http.StatusBadRequest)
+		return
+	}
+	if !ok {
+		w.Header().Set("Content-Type", "application/json")
+		writeWebhookAnswer(w, "ignored")
+		return
+	}
+	out, err := h.hooks.Handle(r.Context(), sev)
+	if err != nil {
+		// Nothing was decided: Stripe delivers again later.
+		h.log.ErrorContext(r.Context(), "webhook not applied", "event", ev.ID, "type", string(ev.Type), "err", err)
+		http.Error(w, "temporarily unable to apply the event", http.StatusServiceUnavailable)
+		return
+	}
+	h.log.InfoContext(r.Context(), "webhook", "event", ev.ID, "type", string(ev.Type), "outcome", out.String())
+	w.Header().Set("Content-Type", "application/json")
+	if out == service.EventInFlight {
+		// The record's drive may still end without an answer: ask Stripe to
+		// deliver again later rather than drop what the event knows.
+		w.WriteHeader(http.StatusConflict)
+	}
+	writeWebhookAnswer(w, out.String())
+}
+
+func writeWebhookAnswer(w http.ResponseWriter, outcome string) {
+	_ = json.NewEncoder(w).Encode(map[string]string{"outcome": outcome})
+}
+
+// serviceEvent reduces a verified event to a service.Event; ok=false for
+// event types billingd does not act on.
+func serviceEvent(ev stripe.Event) (service.Event, bool, error) {
+	out := service.Event{ID: ev.ID}
+	switch ev.Type {
+	case "payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled":
+		var pi stripe.PaymentIntent
+		if err := json.Unmarshal(ev.Data.Raw, &pi); err != nil {
+			return out, false, err
+		}
+		out.RequestKey, out.Caller = pi.Metadata[service.MetadataRequestKey], pi.Metadata[service.MetadataCaller]
+		out.Object = service.Result{ObjectID: pi.ID, Status: string(pi.Status), Amount: pi.Amount, Currency: string(pi.Currency)}
+		switch ev.Type {
+		case "payment_intent.succeeded":
+			out.Kind = service.EventPaymentSucceeded
+		case "payment_intent.canceled":
+			out.Kind = service.EventPaymentCanceled
+		default:
+			out.Kind = service.EventPaymentFailed
+			out.Object.Failure = paymentFailure(&pi)
+		}
+	case "customer.subscription.created":
+		var sub stripe.Subscription
+		if err := json.Unmarshal(ev.Data.Raw, &sub); err != nil {
+			return out, false, err
+		}
+		out.Kind = service.EventSubscriptionCreated
+		out.RequestKey, out.Caller = sub.Metadata[service.MetadataRequestKey], sub.Metadata[service.MetadataCaller]
+		out.Object = service.Result{ObjectID: sub.ID, Status: string(sub.Status)}
+	default:
+		return out, false, nil
+	}
+	return out, true, nil
+}
+
+// paymentFailure is the decline a payment_failed event's PaymentIntent records.
+func paymentFailure(pi *stripe.PaymentIntent) *service.UpstreamError {
+	f := &service.UpstreamError{Kind: service.UpstreamDeclined, HTTPStatus: http.StatusPaymentRequired,
+		Type: "card_error", Code: "card_declined", ObjectID: pi.ID}
+	if lpe := pi.LastPaymentError; lpe != nil {
+		f.Type, f.Code, f.DeclineCode, f.Param, f.Message = string(lpe.Type), string(lpe.Code), string(lpe.DeclineCode), lpe.Param, lpe.Msg
+	}
+	return f
+}

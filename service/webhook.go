@@ -1,0 +1,162 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// EventKind is a Stripe webhook event type billingd acts on.
+type EventKind int
+
+// The event kinds. Others are acknowledged and ignored.
+const (
+	EventPaymentSucceeded    EventKind = iota + 1 // payment_intent.succeeded
+	EventPaymentFailed                            // payment_intent.payment_failed
+	EventPaymentCanceled                          // payment_intent.canceled
+	EventSubscriptionCreated                      // customer.subscription.created
+)
+
+// Event is a verified Stripe webhook event, reduced to what settles a record.
+type Event struct {
+	ID   string // evt_…
+	Kind EventKind
+	// RequestKey and Caller are the object's billingd metadata.
+	RequestKey string
+	Caller     string
+	// Object is the object as the event carries it; Failure is set for
+	// EventPaymentFailed.
+	Object Result
+}
+
+// EventStore is what webhook handling needs from the record store: the
+// request-key index and event-id deduplication.
+type EventStore interface {
+	GetByRequestKey(ctx context.Context, requestKey string) (rec Record, found bool, err error)
+	ClaimEvent(ctx context.Context, id string, seen time.Time) (first bool, err error)
+	ForgetEvent(ctx context.Context, id string) error
+}
+
+// EventOutcome says what an event did.
+type EventOutcome int
+
+// The outcomes.
+const (
+	EventSettled   EventOutcome = iota + 1 // it settled an open record
+	EventDuplicate                         // its id was handled before
+	EventUnmatched                         // no record of this billingd carries its metadata
+	EventFinal                             // the record was already final
+	EventInFlight                          // a drive of the record is running; it is left to it
+)
+
+func (o EventOutcome) String() string {
+	switch o {
+	case EventSettled:
+		return "settled"
+	case EventDuplicate:
+		return "duplicate"
+	case EventUnmatched:
+		return "unmatched"
+	case EventFinal:
+		return "final"
+	case EventInFlight:
+		return "in_flight"
+	}
+	return "unknown"
+}
+
+// Webhooks settles records from Stripe's webhook events: the fastest way an
+// INDETERMINATE record, or a PENDING one whose answer was lost, learns the truth.
+type Webhooks struct {
+	svc   *Service
+	store EventStore
+}
+
+// NewWebhooks returns the event handler for svc's records in store.
+func NewWebhooks(svc *Service, store EventStore) *Webhooks {
+	return &Webhooks{svc: svc, store: store}
+}
+
+// Handle applies ev once per event id. An error means nothing was decided:
+// the event id is released so Stripe's redelivery is handled again.
+func (w *Webhooks) Handle(ctx context.Context, ev Event) (EventOutcome, error) {
+	if ev.RequestKey == "" {
+		return EventUnmatched, nil
+	}
+	first, err := w.store.ClaimEvent(ctx, ev.ID, w.svc.clock.Now())
+	if err != nil {
+		return 0, err
+	}
+	if !first {
+		return EventDuplicate, nil
+	}
+	out, err := w.apply(ctx, ev)
+	if err != nil || out == EventInFlight {
+		// Let a redelivery try again: the drive may end without an answer.
+		if ferr := w.store.ForgetEvent(context.WithoutCancel(ctx), ev.ID); ferr != nil && err == nil {
+			err = ferr
+		}
+	}
+	return out, err
+}
+
+func (w *Webhooks) apply(ctx context.Context, ev Event) (EventOutcome, error) {
+	s := w.svc
+	rec, found, err := w.store.GetByRequestKey(ctx, ev.RequestKey)
+	if err != nil {
+		return 0, fmt.Errorf("look up record: %w", err)
+	}
+	want := MethodCharge
+	if ev.Kind == EventSubscriptionCreated {
+		want = MethodSubscribe
+	}
+	if !found || rec.Caller != ev.Caller || rec.Method != want {
+		return EventUnmatched, nil
+	}
+	if rec.State.Final() {
+		return EventFinal, nil
+	}
+	key := inflightKey(rec.Caller, rec.RequestID)
+	c, owner := s.own(key, rec.Fingerprint)
+	if !owner {
+		return EventInFlight, nil
+	}
+	var out EventOutcome
+	s.run(key, c, func(ctx context.Context) (Result, bool, error) {
+		// Re-read inside the owned slot: a drive may have settled it since.
+		rec, found, err := s.records.Get(ctx, rec.Caller, rec.RequestID)
+		if err != nil {
+			return Result{}, false, s.storageError(err)
+		}
+		if !found || rec.State.Final() {
+			out = EventFinal
+			return rec.Result, false, rec.Err
+		}
+		out = EventSettled
+		switch ev.Kind {
+		case EventPaymentCanceled:
+			e := &Error{Reason: ReasonStripeState, Message: "the PaymentIntent was canceled at Stripe",
+				Metadata: map[string]string{"stripe_object_id": ev.Object.ObjectID}}
+			if err := s.settle(ctx, &rec, StateFailed, Result{ObjectID: ev.Object.ObjectID}, e); err != nil {
+				return Result{}, false, err
+			}
+			return Result{}, false, e
+		case EventPaymentFailed:
+			obj := ev.Object
+			if obj.Failure == nil {
+				obj.Failure = &UpstreamError{Kind: UpstreamDeclined, Type: "card_error", Code: "card_declined", ObjectID: obj.ObjectID}
+			}
+			res, err := s.settleFound(ctx, &rec, obj)
+			return res, false, err
+		default:
+			obj := ev.Object
+			obj.Failure = nil
+			res, err := s.settleFound(ctx, &rec, obj)
+			return res, false, err
+		}
+	})
+	if ReasonOf(c.err) == ReasonStorageUnavailable {
+		return 0, c.err
+	}
+	return out, nil
+}
