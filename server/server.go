@@ -4,16 +4,21 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
 	"time"
 
 	"buf.build/go/protovalidate"
+	grpcmw "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -41,6 +46,40 @@ type Config struct {
 	Reflection bool
 	// ExtraInterceptors run innermost, after validation (used by tests).
 	ExtraInterceptors []grpc.UnaryServerInterceptor
+
+	// Tokens authenticates callers by "authorization: Bearer <token>".
+	// Without tokens and without mutual TLS the server is open: every call
+	// is caller "anonymous", and Serve accepts only loopback listeners.
+	Tokens *interceptors.Tokens
+	// TLS serves TLS when set (see LoadTLS). When it requires verified client
+	// certificates (mutual TLS), a certificate's subject CommonName
+	// identifies its caller; a bearer token sent as well must name the same caller.
+	TLS *tls.Config
+	// AuthReflection requires authentication for server reflection too. By
+	// default reflection, like health, answers without credentials: it
+	// describes the public contract, nothing of any caller's.
+	AuthReflection bool
+	// RateLimit is each caller's budget for BillingService calls; a zero
+	// Rate turns the limit off.
+	RateLimit interceptors.Budget
+	// ReplayRateLimit is each caller's second budget, used once RateLimit is
+	// spent, for calls answered from the records alone: repeats of requests
+	// whose record is final, and GetOperation. Zero means ten times RateLimit.
+	ReplayRateLimit interceptors.Budget
+}
+
+// Open reports whether c authenticates nobody: no tokens, no mutual TLS.
+func (c Config) Open() bool {
+	return c.Tokens.Len() == 0 && !mutualTLS(c.TLS)
+}
+
+// CheckListener refuses an open server (Open) on anything but loopback.
+// addr is a listener's address, or a listen address.
+func (c Config) CheckListener(addr string) error {
+	if c.Open() && !IsLoopback(addr) {
+		return ErrOpenNotLoopback
+	}
+	return nil
 }
 
 // DefaultConfig returns the production defaults.
@@ -56,10 +95,24 @@ func DefaultConfig() Config {
 
 // Server serves BillingService, health and reflection on one grpc.Server.
 type Server struct {
+	cfg    Config
 	grpc   *grpc.Server
 	health *health.Server
 	log    *slog.Logger
 }
+
+// The services the chain tells apart (health and, unless
+// Config.AuthReflection, reflection answer without credentials: load balancers
+// probe health, reflection describes only the public contract), and what New warns.
+const (
+	healthService            = "grpc.health.v1.Health"
+	reflectionService        = "grpc.reflection.v1.ServerReflection"
+	reflectionServiceV1alpha = "grpc.reflection.v1alpha.ServerReflection"
+	billingServiceName       = "billing.v1.BillingService"
+	replayBudgetFactor       = 10
+	openModeWarning          = "authentication is off: no caller tokens and no client CA; every call is caller \"anonymous\" and only loopback listeners are accepted"
+	plaintextTokenWarning    = "caller tokens travel in plaintext: serve TLS (--tls-cert, --tls-key) unless a proxy on this host terminates it"
+)
 
 // New assembles the gRPC server and its interceptor chain, in one place.
 func New(cfg Config, svc *service.Service, log *slog.Logger) (*Server, error) {
@@ -67,40 +120,98 @@ func New(cfg Config, svc *service.Service, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	chain := []grpc.UnaryServerInterceptor{
-		// Outermost: log the final code of every call, start and finish only
-		// (payload events would carry card data).
-		logging.UnaryServerInterceptor(slogAdapter(log), logging.WithLogOnEvents(logging.FinishCall)),
-		recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
-			// Never log the panic value itself: it may hold request data.
-			log.ErrorContext(ctx, "panic in handler recovered")
-			return status.Error(codes.Internal, "internal error")
-		})),
+	b := &billing{svc: svc}
+	logger := logging.WithLogOnEvents(logging.FinishCall)
+	recoverer := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		// Never log the panic value itself: it may hold request data or secrets.
+		log.ErrorContext(ctx, "panic in handler recovered")
+		return status.Error(codes.Internal, "internal error")
+	})
+	// The order, outermost first:
+	//  1. logging: sees every call's final code, refusals included (start and
+	//     finish only: payload events would carry card data).
+	//  2. recovery: a panic anywhere below, auth included, becomes INTERNAL.
+	//  3. auth: nothing below runs for a stranger (health and, by default,
+	//     reflection exempt).
+	//  4. rate limit: needs the caller; before validation, so an over-budget
+	//     caller costs no validation, no record, no Stripe call.
+	//  5. ErrorStatus, ReplayHeader, validation, as before: errors become
+	//     statuses once, next to the handler.
+	unary := []grpc.UnaryServerInterceptor{
+		logging.UnaryServerInterceptor(slogAdapter(log), logger),
+		recovery.UnaryServerInterceptor(recoverer),
+	}
+	stream := []grpc.StreamServerInterceptor{
+		logging.StreamServerInterceptor(slogAdapter(log), logger),
+		recovery.StreamServerInterceptor(recoverer),
+	}
+	if cfg.Open() {
+		log.Warn(openModeWarning)
+	} else {
+		var opts []interceptors.AuthOption
+		if mutualTLS(cfg.TLS) {
+			opts = append(opts, interceptors.WithClientCertCallers())
+		}
+		if cfg.TLS == nil {
+			log.Warn(plaintextTokenWarning)
+		}
+		authFn := interceptors.Authenticate(cfg.Tokens, opts...)
+		needsAuth := selector.MatchFunc(func(_ context.Context, c grpcmw.CallMeta) bool {
+			switch c.Service {
+			case healthService:
+				return false
+			case reflectionService, reflectionServiceV1alpha:
+				return cfg.AuthReflection
+			}
+			return true
+		})
+		unary = append(unary, selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(authFn), needsAuth))
+		stream = append(stream, selector.StreamServerInterceptor(auth.StreamServerInterceptor(authFn), needsAuth))
+	}
+	if cfg.RateLimit.Rate > 0 {
+		replay := cfg.ReplayRateLimit
+		if replay.Rate <= 0 {
+			replay = interceptors.Budget{Rate: replayBudgetFactor * cfg.RateLimit.Rate, Burst: replayBudgetFactor * max(cfg.RateLimit.Burst, 1)}
+		}
+		limit := interceptors.RateLimit(cfg.RateLimit, interceptors.WithReplayBudget(replay, b.answeredFromRecord))
+		billingOnly := selector.MatchFunc(func(_ context.Context, c grpcmw.CallMeta) bool { return c.Service == billingServiceName })
+		unary = append(unary, selector.UnaryServerInterceptor(limit, billingOnly))
+	}
+	unary = append(unary,
 		interceptors.ErrorStatus(),
 		interceptors.ReplayHeader(),
 		interceptors.Validate(validator),
-	}
-	chain = append(chain, cfg.ExtraInterceptors...)
+	)
+	unary = append(unary, cfg.ExtraInterceptors...)
 
-	gs := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(chain...),
+	opts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: cfg.KeepaliveMinTime, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: cfg.MaxConnectionIdle}),
-	)
-	billingv1.RegisterBillingServiceServer(gs, &billing{svc: svc})
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	gs := grpc.NewServer(opts...)
+	billingv1.RegisterBillingServiceServer(gs, b)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	hs.SetServingStatus(billingv1.BillingService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	if cfg.Reflection {
 		reflection.Register(gs)
 	}
-	return &Server{grpc: gs, health: hs, log: log}, nil
+	return &Server{cfg: cfg, grpc: gs, health: hs, log: log}, nil
 }
 
-// Serve accepts connections on lis until Shutdown.
+// Serve accepts connections on lis until Shutdown. An open server (see
+// Config.Open) refuses a listener that is not on loopback.
 func (s *Server) Serve(lis net.Listener) error {
+	if err := s.cfg.CheckListener(lis.Addr().String()); err != nil {
+		return err
+	}
 	err := s.grpc.Serve(lis)
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil
@@ -127,4 +238,27 @@ func slogAdapter(l *slog.Logger) logging.Logger {
 	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		l.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
+}
+
+// answeredFromRecord is the rate limiter's replay check: true when req will be
+// answered from caller's records without a Stripe call. GetOperation only
+// reads. A Charge or Subscribe whose record is final is either replayed or,
+// with other parameters, refused as REQUEST_ID_REUSED: neither reaches Stripe,
+// so the fingerprint need not be compared here. One record read, run only
+// for calls over the main budget.
+func (b *billing) answeredFromRecord(ctx context.Context, caller string, req any) bool {
+	var id string
+	switch r := req.(type) {
+	case *billingv1.GetOperationRequest:
+		return true
+	case *billingv1.ChargeRequest:
+		id = r.GetRequestId()
+	case *billingv1.SubscribeRequest:
+		id = r.GetRequestId()
+	}
+	if id == "" {
+		return false
+	}
+	rec, err := b.svc.GetOperation(ctx, caller, id)
+	return err == nil && rec.State.Final()
 }

@@ -1,0 +1,158 @@
+package server_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	billingv1 "github.com/billingd/billingd/gen/billing/v1"
+)
+
+// TestEveryValidationRuleRejects breaks each rule of billing.proto once: the
+// answer is INVALID_ARGUMENT with ErrorInfo INVALID_ARGUMENT and BadRequest
+// field violations naming exactly the broken field, and nothing is recorded
+// or sent to Stripe.
+func TestEveryValidationRuleRejects(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	ctx := h.ctx()
+
+	n := 0
+	charge := func(mut func(r *billingv1.ChargeRequest)) func() error {
+		n++
+		r := visa(fmt.Sprintf("invalid-%d", n))
+		r.CustomerId = "cus_demo"
+		r.Description = "a valid description"
+		r.Metadata = map[string]string{"order": "1"}
+		mut(r)
+		return func() error { _, err := h.client.Charge(ctx, r); return err }
+	}
+	subscribe := func(mut func(r *billingv1.SubscribeRequest)) func() error {
+		n++
+		r := &billingv1.SubscribeRequest{RequestId: fmt.Sprintf("invalid-%d", n), CustomerId: "cus_demo",
+			PriceId: "price_basic_monthly", Quantity: 1, Metadata: map[string]string{"order": "1"}}
+		mut(r)
+		return func() error { _, err := h.client.Subscribe(ctx, r); return err }
+	}
+	getOp := func(id string) func() error {
+		return func() error {
+			_, err := h.client.GetOperation(ctx, &billingv1.GetOperationRequest{RequestId: id})
+			return err
+		}
+	}
+	manyPairs := func() map[string]string {
+		m := map[string]string{}
+		for i := range 51 {
+			m[fmt.Sprintf("k%d", i)] = "v"
+		}
+		return m
+	}
+	long := func(prefix string, n int) string { return prefix + strings.Repeat("a", n-len(prefix)) }
+
+	tests := []struct {
+		name  string
+		call  func() error
+		field string
+	}{
+		// ChargeRequest
+		{"charge: request_id missing", charge(func(r *billingv1.ChargeRequest) { r.RequestId = "" }), "request_id"},
+		{"charge: request_id 256 chars", charge(func(r *billingv1.ChargeRequest) { r.RequestId = long("", 256) }), "request_id"},
+		{"charge: request_id with space", charge(func(r *billingv1.ChargeRequest) { r.RequestId = "order 1" }), "request_id"},
+		{"charge: request_id with tab", charge(func(r *billingv1.ChargeRequest) { r.RequestId = "order\t1" }), "request_id"},
+		{"charge: request_id with DEL", charge(func(r *billingv1.ChargeRequest) { r.RequestId = "order\x7f" }), "request_id"},
+		{"charge: request_id not ASCII", charge(func(r *billingv1.ChargeRequest) { r.RequestId = "ordér-1" }), "request_id"},
+		{"charge: amount zero", charge(func(r *billingv1.ChargeRequest) { r.Amount = 0 }), "amount"},
+		{"charge: amount negative", charge(func(r *billingv1.ChargeRequest) { r.Amount = -2000 }), "amount"},
+		{"charge: amount 100,000,000", charge(func(r *billingv1.ChargeRequest) { r.Amount = 100_000_000 }), "amount"},
+		{"charge: currency missing", charge(func(r *billingv1.ChargeRequest) { r.Currency = "" }), "currency"},
+		{"charge: currency uppercase", charge(func(r *billingv1.ChargeRequest) { r.Currency = "USD" }), "currency"},
+		{"charge: currency unknown", charge(func(r *billingv1.ChargeRequest) { r.Currency = "xyz" }), "currency"},
+		{"charge: currency too long", charge(func(r *billingv1.ChargeRequest) { r.Currency = "usdd" }), "currency"},
+		{"charge: customer_id prefix", charge(func(r *billingv1.ChargeRequest) { r.CustomerId = "acct_1" }), "customer_id"},
+		{"charge: customer_id charset", charge(func(r *billingv1.ChargeRequest) { r.CustomerId = "cus_a-b" }), "customer_id"},
+		{"charge: customer_id 256 chars", charge(func(r *billingv1.ChargeRequest) { r.CustomerId = long("cus_", 256) }), "customer_id"},
+		{"charge: payment_method_id missing", charge(func(r *billingv1.ChargeRequest) { r.PaymentMethodId = "" }), "payment_method_id"},
+		{"charge: payment_method_id prefix", charge(func(r *billingv1.ChargeRequest) { r.PaymentMethodId = "card_123" }), "payment_method_id"},
+		{"charge: payment_method_id charset", charge(func(r *billingv1.ChargeRequest) { r.PaymentMethodId = "pm_card visa" }), "payment_method_id"},
+		{"charge: payment_method_id 256 chars", charge(func(r *billingv1.ChargeRequest) { r.PaymentMethodId = long("pm_", 256) }), "payment_method_id"},
+		{"charge: description 1001 chars", charge(func(r *billingv1.ChargeRequest) { r.Description = long("", 1001) }), "description"},
+		{"charge: metadata 51 keys", charge(func(r *billingv1.ChargeRequest) { r.Metadata = manyPairs() }), "metadata"},
+		{"charge: metadata empty key", charge(func(r *billingv1.ChargeRequest) { r.Metadata = map[string]string{"": "v"} }), "metadata"},
+		{"charge: metadata key 41 chars", charge(func(r *billingv1.ChargeRequest) { r.Metadata = map[string]string{long("k", 41): "v"} }), "metadata"},
+		{"charge: metadata value 501 chars", charge(func(r *billingv1.ChargeRequest) { r.Metadata = map[string]string{"k": long("", 501)} }), "metadata"},
+		{"charge: metadata billingd_ key", charge(func(r *billingv1.ChargeRequest) { r.Metadata = map[string]string{"billingd_caller": "x"} }), "metadata"},
+		// SubscribeRequest
+		{"subscribe: request_id missing", subscribe(func(r *billingv1.SubscribeRequest) { r.RequestId = "" }), "request_id"},
+		{"subscribe: request_id 256 chars", subscribe(func(r *billingv1.SubscribeRequest) { r.RequestId = long("", 256) }), "request_id"},
+		{"subscribe: request_id with space", subscribe(func(r *billingv1.SubscribeRequest) { r.RequestId = "signup 7" }), "request_id"},
+		{"subscribe: customer_id missing", subscribe(func(r *billingv1.SubscribeRequest) { r.CustomerId = "" }), "customer_id"},
+		{"subscribe: customer_id prefix", subscribe(func(r *billingv1.SubscribeRequest) { r.CustomerId = "acct_demo" }), "customer_id"},
+		{"subscribe: customer_id charset", subscribe(func(r *billingv1.SubscribeRequest) { r.CustomerId = "cus_de/mo" }), "customer_id"},
+		{"subscribe: customer_id 256 chars", subscribe(func(r *billingv1.SubscribeRequest) { r.CustomerId = long("cus_", 256) }), "customer_id"},
+		{"subscribe: price_id missing", subscribe(func(r *billingv1.SubscribeRequest) { r.PriceId = "" }), "price_id"},
+		{"subscribe: price_id prefix", subscribe(func(r *billingv1.SubscribeRequest) { r.PriceId = "plan_1" }), "price_id"},
+		{"subscribe: price_id charset", subscribe(func(r *billingv1.SubscribeRequest) { r.PriceId = "price_basic.monthly" }), "price_id"},
+		{"subscribe: price_id 256 chars", subscribe(func(r *billingv1.SubscribeRequest) { r.PriceId = long("price_", 256) }), "price_id"},
+		{"subscribe: quantity zero", subscribe(func(r *billingv1.SubscribeRequest) { r.Quantity = 0 }), "quantity"},
+		{"subscribe: quantity negative", subscribe(func(r *billingv1.SubscribeRequest) { r.Quantity = -1 }), "quantity"},
+		{"subscribe: quantity 10,001", subscribe(func(r *billingv1.SubscribeRequest) { r.Quantity = 10_001 }), "quantity"},
+		{"subscribe: metadata 51 keys", subscribe(func(r *billingv1.SubscribeRequest) { r.Metadata = manyPairs() }), "metadata"},
+		{"subscribe: metadata empty key", subscribe(func(r *billingv1.SubscribeRequest) { r.Metadata = map[string]string{"": "v"} }), "metadata"},
+		{"subscribe: metadata key 41 chars", subscribe(func(r *billingv1.SubscribeRequest) { r.Metadata = map[string]string{long("k", 41): "v"} }), "metadata"},
+		{"subscribe: metadata value 501 chars", subscribe(func(r *billingv1.SubscribeRequest) { r.Metadata = map[string]string{"k": long("", 501)} }), "metadata"},
+		{"subscribe: metadata billingd_ key", subscribe(func(r *billingv1.SubscribeRequest) { r.Metadata = map[string]string{"billingd_request_key": "x"} }), "metadata"},
+		// GetOperationRequest
+		{"get: request_id missing", getOp(""), "request_id"},
+		{"get: request_id 256 chars", getOp(long("", 256)), "request_id"},
+		{"get: request_id with space", getOp("order 1"), "request_id"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, ei := errInfo(t, tt.call(), codes.InvalidArgument)
+			if ei.GetReason() != "INVALID_ARGUMENT" {
+				t.Errorf("reason = %s", ei.GetReason())
+			}
+			fv := badRequest(st)
+			if len(fv) == 0 {
+				t.Fatalf("no field violations in %v", st.Proto())
+			}
+			for _, v := range fv {
+				if !strings.HasPrefix(v.GetField(), tt.field) || v.GetDescription() == "" {
+					t.Errorf("violation %q: %q, want one of field %s", v.GetField(), v.GetDescription(), tt.field)
+				}
+			}
+		})
+	}
+	// The valid baselines are valid: each case broke exactly its rule.
+	if _, err := h.client.GetOperation(ctx, &billingv1.GetOperationRequest{RequestId: "invalid-1"}); status.Code(err) != codes.NotFound {
+		t.Errorf("GetOperation(invalid-1) = %v, want NOT_FOUND", err)
+	}
+	h.checkNothingHappened()
+	if err := charge(func(*billingv1.ChargeRequest) {})(); err != nil {
+		t.Errorf("the valid charge baseline fails: %v", err)
+	}
+	if err := subscribe(func(*billingv1.SubscribeRequest) {})(); err != nil {
+		t.Errorf("the valid subscribe baseline fails: %v", err)
+	}
+}
+
+// TestOversizedMessage: a request over Config.MaxRecvMsgSize is refused by
+// gRPC itself with RESOURCE_EXHAUSTED before any interceptor runs.
+func TestOversizedMessage(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	ctx := h.ctx()
+	big := visa("oversized")
+	big.Metadata = map[string]string{}
+	for i := range 50 {
+		big.Metadata[fmt.Sprintf("key%02d", i)] = strings.Repeat("x", 2000) // 100 KB > 64 KiB
+	}
+	_, err := h.client.Charge(ctx, big)
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("oversized Charge: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	h.checkNothingHappened()
+}
