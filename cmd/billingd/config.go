@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/billingd/billingd/interceptors"
 )
 
 // serveConfig is everything `billingd serve` is told. stripeKey is resolved
@@ -23,7 +25,22 @@ type serveConfig struct {
 	LogFormat     string
 	ShutdownGrace time.Duration
 
+	AuthTokensFile string
+	AuthReflection bool
+	TLSCert        string
+	TLSKey         string
+	TLSClientCA    string
+	RateLimit      float64
+	RateBurst      int
+
+	WebhookListen     string
+	Retention         time.Duration
+	SearchLag         time.Duration
+	ReconcileInterval time.Duration
+	webhookSecret     string // from STRIPE_WEBHOOK_SECRET only; never printed
+
 	stripeKey string
+	tokens    *interceptors.Tokens // from BILLING_AUTH_TOKENS or AuthTokensFile; never printed
 }
 
 // errHelp is returned after printing usage for -h/--help.
@@ -41,6 +58,19 @@ var envFor = map[string]string{
 	"stripe-key-file":   "BILLINGD_STRIPE_KEY_FILE",
 	"log-format":        "BILLINGD_LOG_FORMAT",
 	"shutdown-grace":    "BILLINGD_SHUTDOWN_GRACE",
+	"auth-tokens-file":  "BILLINGD_AUTH_TOKENS_FILE",
+	"auth-reflection":   "BILLINGD_AUTH_REFLECTION",
+	"tls-cert":          "BILLINGD_TLS_CERT",
+	"tls-key":           "BILLINGD_TLS_KEY",
+	"tls-client-ca":     "BILLINGD_TLS_CLIENT_CA",
+	"rate-limit":        "BILLINGD_RATE_LIMIT",
+	"rate-burst":        "BILLINGD_RATE_BURST",
+
+	// Reconciliation, retention and webhooks.
+	"webhook-listen":     "BILLINGD_WEBHOOK_LISTEN",
+	"retention":          "BILLINGD_RETENTION",
+	"search-lag":         "BILLINGD_SEARCH_LAG",
+	"reconcile-interval": "BILLINGD_RECONCILE_INTERVAL",
 }
 
 func parseServe(args []string, getenv func(string) string, stderr io.Writer) (serveConfig, error) {
@@ -56,8 +86,19 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.StringVar(&c.StripeKeyFile, "stripe-key-file", "", "file holding the Stripe secret key (else STRIPE_SECRET_KEY)")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "log format: json or text")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 20*time.Second, "how long in-flight calls may finish on SIGTERM")
+	fs.StringVar(&c.WebhookListen, "webhook-listen", "", "address for Stripe webhooks at /stripe/webhook (secret from STRIPE_WEBHOOK_SECRET); off if empty")
+	fs.DurationVar(&c.Retention, "retention", 7*24*time.Hour, "how long final records are kept before they are swept")
+	fs.DurationVar(&c.SearchLag, "search-lag", time.Hour, "how long Stripe search may lag: nothing found for this long settles NOT_CREATED")
+	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", 30*time.Second, "time between reconciler passes over open records")
+	fs.StringVar(&c.AuthTokensFile, "auth-tokens-file", "", "file of caller bearer tokens, one caller:token per line (else BILLING_AUTH_TOKENS=caller:token,...); none: open, loopback only")
+	fs.BoolVar(&c.AuthReflection, "auth-reflection", false, "require caller credentials for server reflection too (health never needs them)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate (chain) to serve TLS 1.2+ with; needs --tls-key")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "PEM CA bundle: require client certificates it issued (mutual TLS); the certificate's CommonName is the caller")
+	fs.Float64Var(&c.RateLimit, "rate-limit", 0, "requests per second each caller may send; 0 turns the limit off")
+	fs.IntVar(&c.RateBurst, "rate-burst", 0, "burst each caller may send above --rate-limit (0: the rate, rounded up)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: billingd serve [flags]\n\nEvery flag can also be set by the environment variable shown.\nThe Stripe secret key comes only from STRIPE_SECRET_KEY or --stripe-key-file.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: billingd serve [flags]\n\nEvery flag can also be set by the environment variable shown.\nThe Stripe secret key comes only from STRIPE_SECRET_KEY or --stripe-key-file;\ncaller tokens only from BILLING_AUTH_TOKENS or --auth-tokens-file.\n\nFlags:\n")
 		fs.VisitAll(func(f *flag.Flag) {
 			fmt.Fprintf(stderr, "  --%s (%s)\n    \t%s", f.Name, envFor[f.Name], f.Usage)
 			if f.DefValue != "" && f.DefValue != "false" {
@@ -81,6 +122,9 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 			}
 		}
 	}
+	if err := checkRecovery(&c, getenv); err != nil {
+		return c, err
+	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		return c, fmt.Errorf("--log-format must be json or text, not %q", c.LogFormat)
 	}
@@ -90,6 +134,20 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 	if !c.StripeSim && c.SimFaults != "" {
 		return c, errors.New("--stripe-sim-faults needs --stripe-sim")
 	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return c, errors.New("--tls-cert and --tls-key go together")
+	}
+	if c.TLSClientCA != "" && c.TLSCert == "" {
+		return c, errors.New("--tls-client-ca needs --tls-cert and --tls-key: mutual TLS is TLS")
+	}
+	if c.RateLimit < 0 || c.RateBurst < 0 {
+		return c, errors.New("--rate-limit and --rate-burst must not be negative")
+	}
+	tokens, err := callerTokens(c.AuthTokensFile, getenv)
+	if err != nil {
+		return c, err
+	}
+	c.tokens = tokens
 	if !c.StripeSim {
 		key, err := stripeKey(c.StripeKeyFile, getenv)
 		if err != nil {
@@ -118,4 +176,24 @@ func stripeKey(file string, getenv func(string) string) (string, error) {
 		return key, nil
 	}
 	return "", errors.New("no Stripe key: set STRIPE_SECRET_KEY or --stripe-key-file, or use --stripe-sim to run against the built-in simulator")
+}
+
+// checkRecovery validates the reconciliation, retention and webhook flags
+// and reads the webhook secret. With --stripe-sim and no secret, serve
+// generates one for the simulator.
+func checkRecovery(c *serveConfig, getenv func(string) string) error {
+	if c.Retention < 24*time.Hour {
+		return fmt.Errorf("--retention %v: must be at least 24h, Stripe's idempotency window", c.Retention)
+	}
+	if c.SearchLag <= 0 || c.ReconcileInterval <= 0 {
+		return errors.New("--search-lag and --reconcile-interval must be positive")
+	}
+	if c.WebhookListen == "" {
+		return nil
+	}
+	c.webhookSecret = strings.TrimSpace(getenv("STRIPE_WEBHOOK_SECRET"))
+	if c.webhookSecret == "" && !c.StripeSim {
+		return errors.New("--webhook-listen needs the endpoint secret in STRIPE_WEBHOOK_SECRET")
+	}
+	return nil
 }

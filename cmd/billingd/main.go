@@ -26,6 +26,11 @@ func main() {
 		if !errors.Is(err, errHelp) {
 			fmt.Fprintln(os.Stderr, "billingd:", err)
 		}
+		// healthcheck exits 1 when unhealthy: Docker reserves 2 for health checks.
+		var ec interface{ ExitCode() int }
+		if errors.As(err, &ec) {
+			os.Exit(ec.ExitCode())
+		}
 		os.Exit(2)
 	}
 }
@@ -34,6 +39,8 @@ const usage = `billingd charges cards and starts subscriptions on Stripe exactly
 
 Usage:
   billingd serve [flags]   serve the gRPC API (billingd serve --help for flags)
+  billingd ops list|show   inspect records, also while serving (billingd ops --help)
+  billingd healthcheck     exit 0 when billingd answers SERVING (billingd healthcheck --help)
   billingd version         print the version
 `
 
@@ -49,6 +56,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		return serve(ctx, cfg, stderr)
+	case "healthcheck":
+		return healthcheck(ctx, args[1:], getenv, stdout, stderr)
+	case "ops":
+		return ops(ctx, args[1:], getenv, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return nil

@@ -2,16 +2,21 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/billingd/billingd/interceptors"
 	"github.com/billingd/billingd/internal/stripeapi"
 	"github.com/billingd/billingd/internal/stripesim"
 	"github.com/billingd/billingd/server"
@@ -26,12 +31,23 @@ const simKey = "sk_test_billingd_simulator"
 func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	log := newLogger(cfg.LogFormat, logw)
 
+	srvCfg, err := serverConfig(cfg)
+	if err != nil {
+		return err
+	}
+	// An open server on a network address is refused before it listens.
+	if srvCfg.CheckListener(cfg.Listen) != nil {
+		return openRefused(cfg.Listen)
+	}
 	// Listen first: a port in use fails fast, before the database is touched.
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	defer lis.Close()
+	if srvCfg.CheckListener(lis.Addr().String()) != nil {
+		return openRefused(lis.Addr().String())
+	}
 
 	db, err := storage.Open(cfg.DB)
 	if err != nil {
@@ -39,10 +55,17 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	}
 	defer db.Close()
 
+	// The webhook listener comes before the simulator, which posts to it.
+	hooks, err := listenWebhooks(&cfg)
+	if err != nil {
+		return err
+	}
+	defer hooks.close()
+
 	stripeURL, key := cfg.StripeURL, cfg.stripeKey
 	mode := "stripe"
 	if cfg.StripeSim {
-		url, stop, err := startSim(cfg)
+		url, stop, err := startSim(cfg, hooks.url)
 		if err != nil {
 			return err
 		}
@@ -56,14 +79,22 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 		return fmt.Errorf("stripe client: %w", err)
 	}
 
-	svc := service.New(db, payments)
-	srv, err := server.New(server.DefaultConfig(), svc, log)
+	svcCfg := service.DefaultConfig()
+	svcCfg.SearchLag = cfg.SearchLag
+	svc := service.New(db, payments, service.WithConfig(svcCfg))
+	srv, err := server.New(srvCfg, svc, log)
 	if err != nil {
 		return err
 	}
+	bg, err := startBackground(cfg, svc, db, hooks, log)
+	if err != nil {
+		return err
+	}
+	defer bg.cancel()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
-	log.Info("billingd serving", "listen", lis.Addr().String(), "db", cfg.DB, "stripe", mode)
+	log.Info("billingd serving", "listen", lis.Addr().String(), "db", cfg.DB, "stripe", mode,
+		"callers", cfg.tokens.Len(), "tls", tlsMode(srvCfg), "rate_limit", cfg.RateLimit)
 
 	select {
 	case <-ctx.Done():
@@ -73,13 +104,51 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	log.Info("shutting down", "grace", cfg.ShutdownGrace.String())
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
+	bg.cancel() // no new reconciler drives, sweeps or webhooks
 	srv.Shutdown(sctx)
 	// Drives whose callers left keep running on server-owned contexts: give
 	// them the rest of the grace period, then close the database.
 	if err := svc.Close(sctx); err != nil {
 		log.Warn("in-flight Stripe calls cut off at shutdown; their records stay PENDING and are re-driven later")
 	}
+	bg.wait()
 	return nil
+}
+
+// serverConfig is server.DefaultConfig with the caller, TLS and rate-limit flags.
+func serverConfig(cfg serveConfig) (server.Config, error) {
+	c := server.DefaultConfig()
+	c.Tokens = cfg.tokens
+	c.AuthReflection = cfg.AuthReflection
+	if cfg.TLSCert != "" {
+		t, err := server.LoadTLS(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA)
+		if err != nil {
+			return c, err
+		}
+		c.TLS = t
+	}
+	if cfg.RateLimit > 0 {
+		burst := cfg.RateBurst
+		if burst == 0 {
+			burst = int(math.Ceil(cfg.RateLimit))
+		}
+		c.RateLimit = interceptors.Budget{Rate: cfg.RateLimit, Burst: burst}
+	}
+	return c, nil
+}
+
+func openRefused(addr string) error {
+	return fmt.Errorf("refusing to serve on %s without caller authentication: set %s or --auth-tokens-file (or --tls-client-ca), or listen on loopback", addr, tokensEnv)
+}
+
+func tlsMode(c server.Config) string {
+	switch {
+	case c.TLS == nil:
+		return "off"
+	case c.TLS.ClientCAs != nil:
+		return "mutual"
+	}
+	return "on"
 }
 
 func newLogger(format string, w io.Writer) *slog.Logger {
@@ -90,19 +159,21 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 }
 
 // startSim serves the built-in Stripe simulator on a loopback port.
-func startSim(cfg serveConfig) (url string, stop func(), err error) {
+// With webhookURL set, it posts signed events there.
+func startSim(cfg serveConfig, webhookURL string) (url string, stop func(), err error) {
 	faults, err := parseFaults(cfg.SimFaults)
 	if err != nil {
 		return "", nil, err
 	}
-	sim := stripesim.New(stripesim.Config{Seed: cfg.SimSeed, Faults: faults})
+	sim := stripesim.New(stripesim.Config{Seed: cfg.SimSeed, Faults: faults,
+		WebhookURL: webhookURL, WebhookSecret: cfg.webhookSecret})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, fmt.Errorf("simulator listen: %w", err)
 	}
 	hs := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = hs.Serve(lis) }()
-	return "http://" + lis.Addr().String(), func() { _ = hs.Close() }, nil
+	return "http://" + lis.Addr().String(), func() { _ = hs.Close(); sim.Close() }, nil
 }
 
 // parseFaults reads "name=value,…" into simulator fault rates.
@@ -144,4 +215,100 @@ func parseFaults(s string) (stripesim.Faults, error) {
 		}
 	}
 	return f, nil
+}
+
+// webhookListener is the --webhook-listen socket, bound before anything
+// else starts so a port in use fails fast.
+type webhookListener struct {
+	lis net.Listener // nil when webhooks are off
+	url string       // where the simulator posts
+}
+
+func (w *webhookListener) close() {
+	if w.lis != nil {
+		_ = w.lis.Close()
+	}
+}
+
+// listenWebhooks binds --webhook-listen. With the simulator and no
+// STRIPE_WEBHOOK_SECRET it generates the endpoint secret both sides share.
+func listenWebhooks(cfg *serveConfig) (*webhookListener, error) {
+	if cfg.WebhookListen == "" {
+		return &webhookListener{}, nil
+	}
+	if cfg.webhookSecret == "" {
+		b := make([]byte, 24)
+		if _, err := rand.Read(b); err != nil {
+			return nil, fmt.Errorf("webhook secret: %w", err)
+		}
+		cfg.webhookSecret = "whsec_" + hex.EncodeToString(b)
+	}
+	lis, err := net.Listen("tcp", cfg.WebhookListen)
+	if err != nil {
+		return nil, fmt.Errorf("webhook listen: %w", err)
+	}
+	return &webhookListener{lis: lis, url: "http://" + lis.Addr().String() + server.WebhookPath}, nil
+}
+
+// background runs the reconciler, the sweeper, the webhook endpoint and the
+// admin socket; cancel stops them taking new work, wait waits for them.
+type background struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	stops  []func()
+}
+
+func (b *background) wait() {
+	b.wg.Wait()
+	for _, stop := range b.stops {
+		stop()
+	}
+}
+
+func (b *background) goRun(run func(context.Context), ctx context.Context) {
+	b.wg.Add(1)
+	go func() { defer b.wg.Done(); run(ctx) }()
+}
+
+// startBackground starts recovery: the reconciler makes its first pass at
+// once (startup recovery), the sweeper enforces --retention, webhooks settle
+// records, and the admin socket serves `billingd ops` while the database is
+// locked by this process.
+func startBackground(cfg serveConfig, svc *service.Service, db *storage.DB, hooks *webhookListener, log *slog.Logger) (*background, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &background{cancel: cancel}
+	stopAdmin, err := server.ServeAdmin(server.AdminSocketPath(cfg.DB), db, log)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	b.stops = append(b.stops, stopAdmin)
+
+	rc := service.DefaultReconcilerConfig()
+	rc.Interval = cfg.ReconcileInterval
+	rec := service.NewReconciler(svc, db, service.WithReconcilerConfig(rc), service.WithLogger(log))
+	b.goRun(rec.Run, ctx)
+
+	sc := service.DefaultSweeperConfig()
+	sc.Retention = cfg.Retention
+	b.goRun(service.NewSweeper(db, nil, sc, log).Run, ctx)
+
+	if hooks.lis != nil {
+		hs := &http.Server{
+			Handler:           server.NewWebhookHandler(cfg.webhookSecret, service.NewWebhooks(svc, db), log),
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+		}
+		go func() { _ = hs.Serve(hooks.lis) }()
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = hs.Shutdown(sctx)
+		}()
+		log.Info("webhooks listening", "addr", hooks.lis.Addr().String(), "path", server.WebhookPath)
+	}
+	return b, nil
 }
