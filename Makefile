@@ -60,3 +60,21 @@ faults: ## Run the seeded random-fault test verbosely and print its figures.
 .PHONY: clean
 clean: ## Remove build output.
 	rm -rf bin
+
+.PHONY: examples-test
+examples-test: build ## Run examples/go and examples/node against a real billingd (needs Node 20+ and npm).
+	examples/run.sh
+
+.PHONY: docker
+docker: ## Build the container image billingd:<commit> (needs a Docker engine).
+	docker build --build-arg COMMIT=$(COMMIT) -t billingd:$(or $(COMMIT),dev) .
+
+.PHONY: fuzz
+FUZZTIME ?= 10s
+FUZZ_TARGETS := ./service:FuzzParamsDecode ./service:FuzzChargeValidateFingerprint ./storage:FuzzDecodeRecord ./storage:FuzzRecordRoundTrip
+fuzz: ## Run each fuzz target for FUZZTIME (default 10s) on top of its committed corpus (testdata/fuzz).
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
