@@ -51,7 +51,7 @@ test: ## Run every test with the race detector, in shuffled order.
 
 .PHONY: run
 run: build ## Serve on 127.0.0.1:50051 with ./data/billingd.db and the built-in Stripe simulator.
-	./bin/billingd serve --stripe-sim --log-format text
+	./bin/billingd serve --stripe-sim --log-format text --metrics-listen 127.0.0.1:9090
 
 .PHONY: faults
 faults: ## Run the seeded random-fault test verbosely and print its figures.

@@ -9,6 +9,7 @@ type callerKey struct{}
 
 // WithCaller returns ctx carrying the authenticated caller's name.
 func WithCaller(ctx context.Context, caller string) context.Context {
+	SetCallField(ctx, "caller", caller)
 	return context.WithValue(ctx, callerKey{}, caller)
 }
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -26,10 +27,31 @@ func callerOf(ctx context.Context) string {
 	if c, ok := interceptors.CallerFrom(ctx); ok {
 		return c
 	}
+	interceptors.SetCallField(ctx, "caller", anonymous)
 	return anonymous
 }
 
+// logOutcome leaves what the call's log line should say about its outcome.
+func logOutcome(ctx context.Context, out service.Outcome, err error) {
+	interceptors.SetCallField(ctx, "replayed", out.Replayed)
+	if err == nil {
+		interceptors.SetCallField(ctx, "attempts", out.Result.Attempts)
+		if id := out.Result.StripeRequestID; id != "" {
+			interceptors.SetCallField(ctx, "stripe_request_id", id)
+		}
+		return
+	}
+	var e *service.Error
+	if errors.As(err, &e) {
+		interceptors.SetCallField(ctx, "reason", string(e.Reason))
+		if id := e.Metadata["stripe_request_id"]; id != "" {
+			interceptors.SetCallField(ctx, "stripe_request_id", id)
+		}
+	}
+}
+
 func (b *billing) Charge(ctx context.Context, req *billingv1.ChargeRequest) (*billingv1.ChargeResponse, error) {
+	interceptors.SetCallField(ctx, "request_id", req.GetRequestId())
 	out, err := b.svc.Charge(ctx, callerOf(ctx), service.ChargeRequest{
 		RequestID:       req.GetRequestId(),
 		Amount:          req.GetAmount(),
@@ -39,6 +61,7 @@ func (b *billing) Charge(ctx context.Context, req *billingv1.ChargeRequest) (*bi
 		Description:     req.GetDescription(),
 		Metadata:        req.GetMetadata(),
 	})
+	logOutcome(ctx, out, err)
 	if err != nil {
 		return nil, replayedError(ctx, out, err)
 	}
@@ -46,6 +69,7 @@ func (b *billing) Charge(ctx context.Context, req *billingv1.ChargeRequest) (*bi
 }
 
 func (b *billing) Subscribe(ctx context.Context, req *billingv1.SubscribeRequest) (*billingv1.SubscribeResponse, error) {
+	interceptors.SetCallField(ctx, "request_id", req.GetRequestId())
 	out, err := b.svc.Subscribe(ctx, callerOf(ctx), service.SubscribeRequest{
 		RequestID:  req.GetRequestId(),
 		CustomerID: req.GetCustomerId(),
@@ -53,6 +77,7 @@ func (b *billing) Subscribe(ctx context.Context, req *billingv1.SubscribeRequest
 		Quantity:   req.GetQuantity(),
 		Metadata:   req.GetMetadata(),
 	})
+	logOutcome(ctx, out, err)
 	if err != nil {
 		return nil, replayedError(ctx, out, err)
 	}

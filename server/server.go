@@ -16,6 +16,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -27,6 +28,7 @@ import (
 
 	billingv1 "github.com/billingd/billingd/gen/billing/v1"
 	"github.com/billingd/billingd/interceptors"
+	"github.com/billingd/billingd/internal/telemetry"
 	"github.com/billingd/billingd/service"
 )
 
@@ -66,6 +68,12 @@ type Config struct {
 	// spent, for calls answered from the records alone: repeats of requests
 	// whose record is final, and GetOperation. Zero means ten times RateLimit.
 	ReplayRateLimit interceptors.Budget
+
+	// Metrics, when set, adds the standard gRPC server metrics to the chain.
+	Metrics *telemetry.Metrics
+	// Tracing adds OpenTelemetry's gRPC stats handler (server spans, trace
+	// context from callers) using the global tracer provider.
+	Tracing bool
 }
 
 // Open reports whether c authenticates nobody: no tokens, no mutual TLS.
@@ -137,14 +145,24 @@ func New(cfg Config, svc *service.Service, log *slog.Logger) (*Server, error) {
 	//     caller costs no validation, no record, no Stripe call.
 	//  5. ErrorStatus, ReplayHeader, validation, as before: errors become
 	//     statuses once, next to the handler.
+	//  0. call fields: a place inner layers (auth, the handler) leave the
+	//     caller, request_id, replayed, attempts and Stripe request id for the
+	//     log line; metrics right inside logging, so refusals count too.
+	fieldsUnary, fieldsStream := interceptors.CollectCallFields()
 	unary := []grpc.UnaryServerInterceptor{
+		fieldsUnary,
 		logging.UnaryServerInterceptor(slogAdapter(log), logger),
-		recovery.UnaryServerInterceptor(recoverer),
 	}
 	stream := []grpc.StreamServerInterceptor{
+		fieldsStream,
 		logging.StreamServerInterceptor(slogAdapter(log), logger),
-		recovery.StreamServerInterceptor(recoverer),
 	}
+	if cfg.Metrics != nil {
+		unary = append(unary, cfg.Metrics.GRPC.UnaryServerInterceptor())
+		stream = append(stream, cfg.Metrics.GRPC.StreamServerInterceptor())
+	}
+	unary = append(unary, recovery.UnaryServerInterceptor(recoverer))
+	stream = append(stream, recovery.StreamServerInterceptor(recoverer))
 	if cfg.Open() {
 		log.Warn(openModeWarning)
 	} else {
@@ -195,6 +213,9 @@ func New(cfg Config, svc *service.Service, log *slog.Logger) (*Server, error) {
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
+	if cfg.Tracing {
+		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler()))
+	}
 	gs := grpc.NewServer(opts...)
 	billingv1.RegisterBillingServiceServer(gs, b)
 	hs := health.NewServer()
@@ -202,6 +223,9 @@ func New(cfg Config, svc *service.Service, log *slog.Logger) (*Server, error) {
 	hs.SetServingStatus(billingv1.BillingService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	if cfg.Reflection {
 		reflection.Register(gs)
+	}
+	if cfg.Metrics != nil {
+		cfg.Metrics.GRPC.InitializeMetrics(gs)
 	}
 	return &Server{cfg: cfg, grpc: gs, health: hs, log: log}, nil
 }
@@ -236,7 +260,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 
 func slogAdapter(l *slog.Logger) logging.Logger {
 	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		l.Log(ctx, slog.Level(lvl), msg, fields...)
+		l.Log(ctx, slog.Level(lvl), msg, append(fields, interceptors.CallFieldsOf(ctx)...)...)
 	})
 }
 

@@ -191,7 +191,7 @@ func (r *Reconciler) pass(ctx context.Context, startup bool) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			r.svc.run(key, c, func(ctx context.Context) (Result, bool, error) {
+			r.svc.run(r.svc.base, key, c, func(ctx context.Context) (Result, bool, error) {
 				return r.redrive(ctx, rec.Caller, rec.RequestID)
 			})
 			r.account(key, search, c, now)

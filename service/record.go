@@ -85,6 +85,11 @@ type Result struct {
 	// failed payment, e.g. a declined PaymentIntent: the operation then failed
 	// although the object exists. Never stored.
 	Failure *UpstreamError
+	// StripeRequestID is Stripe's Request-Id of the call that returned this
+	// result, and Attempts the record's attempts so far: answer metadata for
+	// logs, never stored.
+	StripeRequestID string
+	Attempts        int
 }
 
 // Records is the durable record store billingd needs. Every write is durable

@@ -67,6 +67,7 @@ type Service struct {
 	cfg      Config
 	clock    Clock
 	search   *rate.Limiter
+	observer Observer
 
 	// base is the server-owned parent of every drive; Close cancels it.
 	base   context.Context
@@ -180,11 +181,14 @@ func (s *Service) do(ctx context.Context, caller, requestID string, method Metho
 	c, owner := s.own(key, fp)
 	joined := !owner
 	if joined && !bytes.Equal(c.fingerprint, fp) {
+		s.observe(method, EventFingerprintConflict)
 		return Outcome{}, reusedError()
 	}
 	if owner {
 		rec := s.newRecord(caller, requestID, method, params, fp)
-		go s.run(key, c, func(ctx context.Context) (Result, bool, error) { return s.resolve(ctx, rec) })
+		go s.run(ctx, key, c, func(ctx context.Context) (Result, bool, error) { return s.resolve(ctx, rec) })
+	} else {
+		s.observe(method, EventCoalescedWait)
 	}
 
 	// The original caller waits as long as its own deadline allows (and gets
@@ -211,7 +215,17 @@ func (s *Service) do(ctx context.Context, caller, requestID string, method Metho
 	replayed := joined || !c.sent
 	if c.err != nil {
 		// A final failure answered from the record is a replay too.
-		return Outcome{Replayed: replayed && ReasonOf(c.err).final()}, c.err
+		out := Outcome{Replayed: replayed && ReasonOf(c.err).final()}
+		switch {
+		case out.Replayed:
+			s.observe(method, EventReplay)
+		case ReasonOf(c.err) == ReasonRequestIDReused:
+			s.observe(method, EventFingerprintConflict)
+		}
+		return out, c.err
+	}
+	if replayed {
+		s.observe(method, EventReplay)
 	}
 	return Outcome{Result: c.result, Replayed: replayed}, nil
 }
@@ -264,10 +278,16 @@ func (s *Service) own(key string, fp []byte) (c *call, owner bool) {
 
 // run does an owned drive's work on a server-owned context and publishes
 // the outcome to everyone waiting on c.
-func (s *Service) run(key string, c *call, work func(context.Context) (Result, bool, error)) {
+//
+// The drive outlives its caller (DESIGN.md rule 6): its context keeps
+// parent's values, such as the trace span, so Stripe calls show up under the
+// RPC that caused them, but not parent's cancellation. Close cancels it.
+func (s *Service) run(parent context.Context, key string, c *call, work func(context.Context) (Result, bool, error)) {
 	defer s.drives.Done()
-	ctx, cancel := context.WithTimeout(s.base, s.cfg.CallBudget)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), s.cfg.CallBudget)
 	defer cancel()
+	stop := context.AfterFunc(s.base, cancel)
+	defer stop()
 
 	c.result, c.sent, c.err = work(ctx)
 
@@ -300,7 +320,9 @@ func (s *Service) resolve(ctx context.Context, fresh Record) (Result, bool, erro
 func (s *Service) advance(ctx context.Context, rec Record, bg *counters) (Result, bool, error) {
 	switch rec.State {
 	case StateSucceeded:
-		return rec.Result, false, nil
+		res := rec.Result
+		res.Attempts = rec.Attempts
+		return res, false, nil
 	case StateFailed:
 		return Result{}, false, rec.Err
 	case StateIndeterminate:
@@ -360,6 +382,7 @@ func (s *Service) send(ctx context.Context, rec Record) (Result, bool, error) {
 		})
 	}
 	if err == nil {
+		res.Attempts = rec.Attempts
 		return res, true, s.settle(ctx, &rec, StateSucceeded, res, nil)
 	}
 	state, e := s.translate(err, p)
@@ -400,6 +423,7 @@ func (s *Service) settleFound(ctx context.Context, rec *Record, res Result) (Res
 		}
 		return Result{}, e
 	}
+	res.Attempts = rec.Attempts
 	return res, s.settle(ctx, rec, StateSucceeded, res, nil)
 }
 

@@ -122,7 +122,7 @@ func (w *Webhooks) apply(ctx context.Context, ev Event) (EventOutcome, error) {
 		return EventInFlight, nil
 	}
 	var out EventOutcome
-	s.run(key, c, func(ctx context.Context) (Result, bool, error) {
+	s.run(s.base, key, c, func(ctx context.Context) (Result, bool, error) {
 		// Re-read inside the owned slot: a drive may have settled it since.
 		rec, found, err := s.records.Get(ctx, rec.Caller, rec.RequestID)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -243,6 +244,7 @@ func (db *DB) lead(self *op) {
 func (db *DB) commit(batch []*op) {
 	for len(batch) > 0 {
 		failed := -1
+		start := time.Now()
 		err := db.bolt.Update(func(tx *bolt.Tx) error {
 			wrote := false
 			for i, o := range batch {
@@ -269,6 +271,9 @@ func (db *DB) commit(batch []*op) {
 		case err == nil:
 			db.commits.Add(1)
 			db.writes.Add(uint64(len(batch)))
+			if db.opts.onCommit != nil {
+				db.opts.onCommit(time.Since(start), len(batch))
+			}
 		case errors.Is(err, errNothingWritten):
 			err = nil
 			db.writes.Add(uint64(len(batch)))

@@ -70,10 +70,18 @@ type options struct {
 	mode        CommitMode
 	maxBatch    int
 	lockTimeout time.Duration
+	onCommit    func(d time.Duration, writes int)
 }
 
 // Option tunes Open and OpenReadOnly.
 type Option func(*options)
+
+// WithCommitObserver reports every group commit's duration (the fsync'd
+// transaction) and the number of writes it carried, for metrics. f must be
+// cheap; it runs on the committing goroutine.
+func WithCommitObserver(f func(d time.Duration, writes int)) Option {
+	return func(o *options) { o.onCommit = f }
+}
 
 // WithCommitMode selects GroupCommit (default) or BoltBatch.
 func WithCommitMode(m CommitMode) Option { return func(o *options) { o.mode = m } }

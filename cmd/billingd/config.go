@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/billingd/billingd/interceptors"
+	"github.com/billingd/billingd/internal/telemetry"
 )
 
 // serveConfig is everything `billingd serve` is told. stripeKey is resolved
@@ -38,6 +39,9 @@ type serveConfig struct {
 	SearchLag         time.Duration
 	ReconcileInterval time.Duration
 	webhookSecret     string // from STRIPE_WEBHOOK_SECRET only; never printed
+
+	MetricsListen string
+	tracing       bool // the standard OTEL_* variables ask for traces
 
 	stripeKey string
 	tokens    *interceptors.Tokens // from BILLING_AUTH_TOKENS or AuthTokensFile; never printed
@@ -71,6 +75,9 @@ var envFor = map[string]string{
 	"retention":          "BILLINGD_RETENTION",
 	"search-lag":         "BILLINGD_SEARCH_LAG",
 	"reconcile-interval": "BILLINGD_RECONCILE_INTERVAL",
+
+	// Observability.
+	"metrics-listen": "BILLINGD_METRICS_LISTEN",
 }
 
 func parseServe(args []string, getenv func(string) string, stderr io.Writer) (serveConfig, error) {
@@ -90,6 +97,7 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.DurationVar(&c.Retention, "retention", 7*24*time.Hour, "how long final records are kept before they are swept")
 	fs.DurationVar(&c.SearchLag, "search-lag", time.Hour, "how long Stripe search may lag: nothing found for this long settles NOT_CREATED")
 	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", 30*time.Second, "time between reconciler passes over open records")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "address serving Prometheus /metrics (default off); tracing is configured by the standard OTEL_* variables")
 	fs.StringVar(&c.AuthTokensFile, "auth-tokens-file", "", "file of caller bearer tokens, one caller:token per line (else BILLING_AUTH_TOKENS=caller:token,...); none: open, loopback only")
 	fs.BoolVar(&c.AuthReflection, "auth-reflection", false, "require caller credentials for server reflection too (health never needs them)")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate (chain) to serve TLS 1.2+ with; needs --tls-key")
@@ -155,6 +163,7 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 		}
 		c.stripeKey = key
 	}
+	c.tracing = telemetry.TracingEnabled(getenv)
 	return c, nil
 }
 

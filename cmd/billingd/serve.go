@@ -49,7 +49,13 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 		return openRefused(lis.Addr().String())
 	}
 
-	db, err := storage.Open(cfg.DB)
+	obs, err := newObservability(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer obs.close()
+
+	db, err := storage.Open(cfg.DB, obs.storageOptions()...)
 	if err != nil {
 		return fmt.Errorf("open database: %w", err)
 	}
@@ -74,14 +80,15 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	} else if stripeURL != "" {
 		mode = stripeURL
 	}
-	payments, err := stripeapi.New(stripeapi.Config{Key: key, URL: stripeURL})
+	payments, err := stripeapi.New(obs.stripe(stripeapi.Config{Key: key, URL: stripeURL}))
 	if err != nil {
 		return fmt.Errorf("stripe client: %w", err)
 	}
 
 	svcCfg := service.DefaultConfig()
 	svcCfg.SearchLag = cfg.SearchLag
-	svc := service.New(db, payments, service.WithConfig(svcCfg))
+	svc := service.New(db, payments, append(obs.serviceOptions(), service.WithConfig(svcCfg))...)
+	srvCfg.Metrics, srvCfg.Tracing = obs.metrics, obs.tracing
 	srv, err := server.New(srvCfg, svc, log)
 	if err != nil {
 		return err
@@ -91,6 +98,12 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 		return err
 	}
 	defer bg.cancel()
+	obs.watch(db, bg.reconciler)
+	stopMetrics, err := obs.serveMetrics(cfg.MetricsListen, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	log.Info("billingd serving", "listen", lis.Addr().String(), "db", cfg.DB, "stripe", mode,
@@ -253,9 +266,10 @@ func listenWebhooks(cfg *serveConfig) (*webhookListener, error) {
 // background runs the reconciler, the sweeper, the webhook endpoint and the
 // admin socket; cancel stops them taking new work, wait waits for them.
 type background struct {
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	stops  []func()
+	reconciler *service.Reconciler
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	stops      []func()
 }
 
 func (b *background) wait() {
@@ -288,6 +302,7 @@ func startBackground(cfg serveConfig, svc *service.Service, db *storage.DB, hook
 	rc.Interval = cfg.ReconcileInterval
 	rec := service.NewReconciler(svc, db, service.WithReconcilerConfig(rc), service.WithLogger(log))
 	b.goRun(rec.Run, ctx)
+	b.reconciler = rec
 
 	sc := service.DefaultSweeperConfig()
 	sc.Retention = cfg.Retention

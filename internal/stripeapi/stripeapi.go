@@ -52,6 +52,9 @@ type Config struct {
 	Timeout time.Duration
 	// RetryOptions tune interceptors.Retry.
 	RetryOptions []interceptors.RetryOption
+	// Instrument, when set, wraps the transport inside the retry layer, so
+	// it sees every attempt (e.g. otelhttp for one client span per attempt).
+	Instrument func(http.RoundTripper) http.RoundTripper
 	// Observe, when set, is told about every finished call (after retries),
 	// for metrics. It must be cheap and safe for concurrent use.
 	Observe func(Observation)
@@ -86,6 +89,9 @@ func New(cfg Config) (*Client, error) {
 	transport := cfg.Transport
 	if transport == nil {
 		transport = newTransport(cfg.MaxIdleConnsPerHost)
+	}
+	if cfg.Instrument != nil {
+		transport = cfg.Instrument(transport)
 	}
 	httpClient := &http.Client{
 		Transport: &recorder{next: interceptors.Retry(transport, cfg.RetryOptions...)},
@@ -166,7 +172,7 @@ func (c *Client) createPaymentIntent(ctx context.Context, key string, p service.
 	if pi.ID == "" {
 		return service.Result{}, emptyAnswer(call)
 	}
-	return service.Result{ObjectID: pi.ID, Status: string(pi.Status), Amount: pi.Amount, Currency: string(pi.Currency)}, nil
+	return service.Result{ObjectID: pi.ID, Status: string(pi.Status), Amount: pi.Amount, Currency: string(pi.Currency), StripeRequestID: call.requestID}, nil
 }
 
 func (c *Client) createSubscription(ctx context.Context, key string, p service.SubscribeParams) (service.Result, error) {
@@ -191,7 +197,7 @@ func (c *Client) createSubscription(ctx context.Context, key string, p service.S
 	if sub.ID == "" {
 		return service.Result{}, emptyAnswer(call)
 	}
-	return service.Result{ObjectID: sub.ID, Status: string(sub.Status)}, nil
+	return service.Result{ObjectID: sub.ID, Status: string(sub.Status), StripeRequestID: call.requestID}, nil
 }
 
 func (c *Client) findPaymentIntent(ctx context.Context, requestKey string) (service.Result, bool, error) {

@@ -376,7 +376,7 @@ func TestCreatePaymentIntentRequest(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := (service.Result{ObjectID: "pi_9", Status: "succeeded", Amount: 2000, Currency: "usd"}); got != want {
+			if want := (service.Result{ObjectID: "pi_9", Status: "succeeded", Amount: 2000, Currency: "usd", StripeRequestID: "req_abc"}); got != want {
 				t.Errorf("result = %+v, want %+v", got, want)
 			}
 			reqs := f.requests()
@@ -403,7 +403,7 @@ func TestCreateSubscriptionRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (service.Result{ObjectID: "sub_9", Status: "active"}); got != want {
+	if want := (service.Result{ObjectID: "sub_9", Status: "active", StripeRequestID: "req_abc"}); got != want {
 		t.Errorf("result = %+v, want %+v", got, want)
 	}
 	r := f.requests()[0]

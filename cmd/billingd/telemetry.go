@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+
+	"github.com/billingd/billingd/interceptors"
+	"github.com/billingd/billingd/internal/stripeapi"
+	"github.com/billingd/billingd/internal/telemetry"
+	"github.com/billingd/billingd/service"
+	"github.com/billingd/billingd/storage"
+)
+
+// observability is one serve run's metrics registry and tracer provider.
+// Metrics are always collected (cheap); --metrics-listen exposes them.
+type observability struct {
+	metrics  *telemetry.Metrics
+	tracing  bool
+	shutdown func(context.Context) error
+}
+
+func newObservability(ctx context.Context, cfg serveConfig, log *slog.Logger) (*observability, error) {
+	o := &observability{metrics: telemetry.NewMetrics(), tracing: cfg.tracing}
+	if o.tracing {
+		shutdown, err := telemetry.SetupTracing(ctx, versionString())
+		if err != nil {
+			return nil, err
+		}
+		o.shutdown = shutdown
+		log.Info("tracing enabled (OTEL_* environment)")
+	}
+	return o, nil
+}
+
+func (o *observability) close() {
+	if o.shutdown != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = o.shutdown(ctx)
+	}
+}
+
+func (o *observability) storageOptions() []storage.Option {
+	return []storage.Option{storage.WithCommitObserver(o.metrics.Commit)}
+}
+
+// stripe adds metrics (and, with tracing, one client span per HTTP attempt
+// tagged with Stripe's Request-Id) to a Stripe client configuration.
+func (o *observability) stripe(c stripeapi.Config) stripeapi.Config {
+	c.Observe = func(ob stripeapi.Observation) {
+		o.metrics.StripeCall(ob.Endpoint, ob.Outcome, ob.ErrorType, ob.Code, ob.Duration)
+	}
+	c.RetryOptions = append(c.RetryOptions, interceptors.WithRetryObserver(o.metrics.StripeRetry))
+	if o.tracing {
+		c.Instrument = func(rt http.RoundTripper) http.RoundTripper {
+			return otelhttp.NewTransport(telemetry.StripeRequestID(rt),
+				otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return "stripe " + r.Method + " " + r.URL.Path }))
+		}
+	}
+	return c
+}
+
+func (o *observability) serviceOptions() []service.Option {
+	return []service.Option{service.WithObserver(o.metrics)}
+}
+
+// watch exports state kept elsewhere, read at scrape time: records by state
+// (a per-state count bucket, no scan) and the reconciler's tallies.
+func (o *observability) watch(db *storage.DB, rec *service.Reconciler) {
+	o.metrics.Register(telemetry.GaugeFunc("billingd_records", "Records by state.", "state", func() map[string]float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		counts, err := db.CountByState(ctx)
+		out := make(map[string]float64, len(counts))
+		if err != nil {
+			return out
+		}
+		for st, n := range counts {
+			out[st.String()] = float64(n)
+		}
+		return out
+	}))
+	if rec == nil {
+		return
+	}
+	o.metrics.Register(telemetry.CounterFunc("billingd_reconciler_total",
+		"Reconciler work by kind: passes, scanned, redriven, succeeded, failed, not_created, searches, errors.", "kind",
+		func() map[string]float64 {
+			s := rec.Stats()
+			return map[string]float64{
+				"passes": float64(s.Passes), "scanned": float64(s.Scanned), "redriven": float64(s.Redriven),
+				"succeeded": float64(s.Succeeded), "failed": float64(s.Failed), "not_created": float64(s.NotCreated),
+				"searches": float64(s.Searches), "errors": float64(s.Errors),
+			}
+		}))
+}
+
+// serveMetrics exposes /metrics on addr until stop is called.
+func (o *observability) serveMetrics(addr string, log *slog.Logger) (stop func(), err error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", o.metrics.Handler())
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics listener stopped", "err", err.Error())
+		}
+	}()
+	log.Info("metrics listening", "addr", lis.Addr().String(), "path", "/metrics")
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(ctx)
+	}, nil
+}

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/proto"
+
+	billingv1 "github.com/billingd/billingd/gen/billing/v1"
+)
+
+// collector is a minimal OTLP/HTTP trace receiver.
+type collector struct {
+	mu    sync.Mutex
+	spans []*tracepb.Span
+}
+
+func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	var req coltracepb.ExportTraceServiceRequest
+	if err := proto.Unmarshal(body, &req); err == nil {
+		c.mu.Lock()
+		for _, rs := range req.GetResourceSpans() {
+			for _, ss := range rs.GetScopeSpans() {
+				c.spans = append(c.spans, ss.GetSpans()...)
+			}
+		}
+		c.mu.Unlock()
+	}
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	out, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
+	_, _ = w.Write(out)
+}
+
+func (c *collector) snapshot() []*tracepb.Span {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*tracepb.Span(nil), c.spans...)
+}
+
+// TestObservability runs billingd with metrics and OTLP tracing on, charges
+// and replays, and checks what an operator would look at: the metrics, the
+// log line, and a trace in which the Stripe call is a child of the RPC.
+// Not parallel: the OTEL_* variables are process environment.
+func TestObservability(t *testing.T) {
+	col := &collector{}
+	otlp := httptest.NewServer(col)
+	defer otlp.Close()
+	t.Setenv("OTEL_TRACES_EXPORTER", "otlp")
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.URL)
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+
+	addr, metricsAddr := freeAddr(t), freeAddr(t)
+	db := filepath.Join(t.TempDir(), "billingd.db")
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var logs syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--stripe-sim", "--listen", addr, "--db", db, "--metrics-listen", metricsAddr},
+			os.Getenv, &logs, &logs)
+	}()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	waitServing(t, conn, &logs)
+
+	client := billingv1.NewBillingServiceClient(conn)
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req := &billingv1.ChargeRequest{RequestId: "obs-1", Amount: 700, Currency: "usd", PaymentMethodId: "pm_card_visa"}
+	for range 2 { // a charge, then its replay
+		if _, err := client.Charge(cctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	metrics := string(body)
+	for _, want := range []string{
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="Charge",grpc_service="billing.v1.BillingService",grpc_type="unary"} 2`,
+		`billingd_stripe_requests_total{code="",endpoint="payment_intents.create",error_type="",outcome="ok"} 1`,
+		`billingd_idempotency_events_total{event="replay",method="Charge"} 1`,
+		`billingd_records{state="SUCCEEDED"} 1`,
+		`billingd_records{state="PENDING"} 0`,
+		`billingd_reconciler_total{kind="passes"}`,
+		`billingd_bbolt_commit_seconds_count`,
+		`grpc_server_handling_seconds_bucket`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+
+	// The log line of the first Charge names the caller, request, outcome and Stripe's request id.
+	var line map[string]any
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, `"grpc.method":"Charge"`) && strings.Contains(l, `"replayed":false`) {
+			if err := json.Unmarshal([]byte(l), &line); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	if line == nil {
+		t.Fatalf("no finish line for the first Charge in:\n%s", logs.String())
+	}
+	for k, want := range map[string]any{"caller": "anonymous", "request_id": "obs-1", "replayed": false, "attempts": float64(1), "grpc.code": "OK"} {
+		if line[k] != want {
+			t.Errorf("log %s = %v, want %v (line %v)", k, line[k], want, line)
+		}
+	}
+	if id, _ := line["stripe_request_id"].(string); !strings.HasPrefix(id, "req_") {
+		t.Errorf("log stripe_request_id = %v", line["stripe_request_id"])
+	}
+
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Shutdown flushed the spans: the Stripe POST is a child of the Charge RPC.
+	var rpc, stripe *tracepb.Span
+	for _, s := range col.snapshot() {
+		switch {
+		case s.GetName() == "billing.v1.BillingService/Charge" && s.GetKind() == tracepb.Span_SPAN_KIND_SERVER && rpc == nil:
+			rpc = s
+		case s.GetName() == "stripe POST /v1/payment_intents":
+			stripe = s
+		}
+	}
+	if rpc == nil || stripe == nil {
+		t.Fatalf("spans: rpc %v, stripe %v (all: %d)", rpc, stripe, len(col.snapshot()))
+	}
+	if !bytes.Equal(stripe.GetTraceId(), rpc.GetTraceId()) {
+		t.Errorf("Stripe span in trace %s, RPC in %s", hex.EncodeToString(stripe.GetTraceId()), hex.EncodeToString(rpc.GetTraceId()))
+	}
+	var reqID string
+	for _, a := range stripe.GetAttributes() {
+		if a.GetKey() == "stripe.request_id" {
+			reqID = a.GetValue().GetStringValue()
+		}
+	}
+	if !strings.HasPrefix(reqID, "req_") || reqID != line["stripe_request_id"] {
+		t.Errorf("stripe.request_id = %q, log says %v", reqID, line["stripe_request_id"])
+	}
+}
+
+func waitServing(t *testing.T, conn *grpc.ClientConn, logs *syncBuffer) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not SERVING within 20s: %v; logs:\n%s", err, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
