@@ -40,9 +40,13 @@ func TestChargeThenReplay(t *testing.T) {
 		t.Errorf("first answer has idempotent-replayed %v", got)
 	}
 
+	before := h.db.Stats()
 	second, err := h.client.Charge(ctx, req, grpc.Header(&hdr))
 	if err != nil {
 		t.Fatalf("replay: %v", err)
+	}
+	if after := h.db.Stats(); after != before {
+		t.Errorf("a replay wrote to the store: %+v → %+v; it should be one read-only transaction", before, after)
 	}
 	if !second.GetReplayed() || second.GetPaymentIntentId() != first.GetPaymentIntentId() {
 		t.Errorf("replay = %v, want replayed copy of %v", second, first)

@@ -176,6 +176,9 @@ func checkRequest(requestID string, metadata map[string]string) error {
 // waits for its outcome within the caller's own context.
 func (s *Service) do(ctx context.Context, caller, requestID string, method Method, params []byte) (Outcome, error) {
 	fp := Fingerprint(params)
+	if out, ok, err := s.replayFinal(ctx, caller, requestID, method, fp); ok {
+		return out, err
+	}
 	key := inflightKey(caller, requestID)
 
 	c, owner := s.own(key, fp)
@@ -228,6 +231,29 @@ func (s *Service) do(ctx context.Context, caller, requestID string, method Metho
 		s.observe(method, EventReplay)
 	}
 	return Outcome{Result: c.result, Replayed: replayed}, nil
+}
+
+// replayFinal answers a repeat of a request whose record is final with one
+// read-only transaction: no writer lock, no drive, no Stripe call. Retries are
+// mostly such repeats, so this is billingd's hottest path. ok=false means the
+// record is missing, open or unreadable: the drive decides (and a read error
+// is found again there, failing closed).
+func (s *Service) replayFinal(ctx context.Context, caller, requestID string, method Method, fp []byte) (out Outcome, ok bool, err error) {
+	rec, found, gerr := s.records.Get(ctx, caller, requestID)
+	if gerr != nil || !found || !rec.State.Final() {
+		return Outcome{}, false, nil
+	}
+	if !bytes.Equal(rec.Fingerprint, fp) {
+		s.observe(method, EventFingerprintConflict)
+		return Outcome{}, true, reusedError()
+	}
+	s.observe(method, EventReplay)
+	if rec.State == StateFailed {
+		return Outcome{Replayed: true}, true, rec.Err
+	}
+	res := rec.Result
+	res.Attempts = rec.Attempts
+	return Outcome{Result: res, Replayed: true}, true, nil
 }
 
 func (s *Service) newRecord(caller, requestID string, method Method, params, fp []byte) Record {
