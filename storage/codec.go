@@ -18,6 +18,15 @@ import (
 // records without guessing.
 const formatProto byte = 1
 
+// EncodeRecord returns rec's stored value: the format byte and the
+// storagev1.Record. Every record store of billingd stores records in this
+// encoding (storage/postgres keeps it in a bytea column), so a record reads
+// the same whichever store wrote it. Errors wrap ErrInvalidRecord.
+func EncodeRecord(rec service.Record) ([]byte, error) { return encodeRecord(&rec) }
+
+// DecodeRecord is EncodeRecord's inverse. Errors wrap ErrCorrupt.
+func DecodeRecord(v []byte) (service.Record, error) { return decodeRecord(v) }
+
 // encodeRecord returns rec's stored value. It is called outside any
 // transaction, so an unencodable record fails alone instead of failing the
 // batch it would have joined.
@@ -140,10 +149,12 @@ func fromProto(m *storagev1.Record) service.Record {
 		e := &service.Error{
 			Reason:       service.Reason(pe.Reason),
 			Message:      pe.Message,
-			Metadata:     pe.Metadata,
 			ResourceType: pe.ResourceType,
 			ResourceName: pe.ResourceName,
 			RetryAfter:   time.Duration(pe.RetryAfterMillis) * time.Millisecond,
+		}
+		if len(pe.Metadata) > 0 { // empty and absent decode alike: nil
+			e.Metadata = pe.Metadata
 		}
 		if len(pe.Violations) > 0 {
 			e.Violations = make([]service.FieldViolation, len(pe.Violations))
