@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/prototext"
@@ -54,24 +53,7 @@ func startBillingd(t *testing.T, args []string, env map[string]string, out *sync
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		cctx, ccancel := context.WithTimeout(ctx, time.Second)
-		resp, err := healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{Service: "billing.v1.BillingService"})
-		ccancel()
-		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("billingd exited: %v; output:\n%s", err, out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not SERVING within 20s: %v; output:\n%s", err, out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitServing(t, conn, out, done)
 	b := &billingd{addr: addr, client: billingv1.NewBillingServiceClient(conn)}
 	stopped := false
 	b.stop = func() error {

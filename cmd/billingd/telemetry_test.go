@@ -19,7 +19,6 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/proto"
 
 	billingv1 "github.com/billingd/billingd/gen/billing/v1"
@@ -82,7 +81,7 @@ func TestObservability(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	waitServing(t, conn, &logs)
+	waitServing(t, conn, &logs, done)
 
 	client := billingv1.NewBillingServiceClient(conn)
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -166,22 +165,5 @@ func TestObservability(t *testing.T) {
 	}
 	if !strings.HasPrefix(reqID, "req_") || reqID != line["stripe_request_id"] {
 		t.Errorf("stripe.request_id = %q, log says %v", reqID, line["stripe_request_id"])
-	}
-}
-
-func waitServing(t *testing.T, conn *grpc.ClientConn, logs *syncBuffer) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-		cancel()
-		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not SERVING within 20s: %v; logs:\n%s", err, logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -99,37 +99,25 @@ func (m *Metrics) Commit(d time.Duration, n int) {
 // GaugeFunc returns a collector of one labelled gauge family whose values are
 // read at scrape time from read (label value → value). Reading must be cheap.
 func GaugeFunc(name, help, label string, read func() map[string]float64) prometheus.Collector {
-	return &gaugeFunc{desc: prometheus.NewDesc(name, help, []string{label}, nil), read: read}
-}
-
-type gaugeFunc struct {
-	desc *prometheus.Desc
-	read func() map[string]float64
-}
-
-func (g *gaugeFunc) Describe(ch chan<- *prometheus.Desc) { ch <- g.desc }
-
-func (g *gaugeFunc) Collect(ch chan<- prometheus.Metric) {
-	for k, v := range g.read() {
-		ch <- prometheus.MustNewConstMetric(g.desc, prometheus.GaugeValue, v, k)
-	}
+	return &funcCollector{desc: prometheus.NewDesc(name, help, []string{label}, nil), kind: prometheus.GaugeValue, read: read}
 }
 
 // CounterFunc is GaugeFunc for monotonically increasing values (counters kept
 // elsewhere, e.g. the reconciler's own tallies).
 func CounterFunc(name, help, label string, read func() map[string]float64) prometheus.Collector {
-	return &counterFunc{desc: prometheus.NewDesc(name, help, []string{label}, nil), read: read}
+	return &funcCollector{desc: prometheus.NewDesc(name, help, []string{label}, nil), kind: prometheus.CounterValue, read: read}
 }
 
-type counterFunc struct {
+type funcCollector struct {
 	desc *prometheus.Desc
+	kind prometheus.ValueType
 	read func() map[string]float64
 }
 
-func (c *counterFunc) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *funcCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
-func (c *counterFunc) Collect(ch chan<- prometheus.Metric) {
+func (c *funcCollector) Collect(ch chan<- prometheus.Metric) {
 	for k, v := range c.read() {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, v, k)
+		ch <- prometheus.MustNewConstMetric(c.desc, c.kind, v, k)
 	}
 }
