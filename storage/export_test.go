@@ -3,8 +3,6 @@ package storage
 import (
 	"bytes"
 	"sync"
-
-	"github.com/billingd/billingd/service"
 )
 
 // Hooks for the black-box tests in package storage_test. They exist because
@@ -38,11 +36,6 @@ func (db *DB) Queued() int {
 	defer db.gc.mu.Unlock()
 	return len(db.gc.queue)
 }
-
-// EncodeRecord and DecodeRecord expose the value codec.
-func EncodeRecord(rec service.Record) ([]byte, error) { return encodeRecord(&rec) }
-
-func DecodeRecord(v []byte) (service.Record, error) { return decodeRecord(v) }
 
 // RecordsBucket and RecordKey let tests write raw values into a closed file.
 func RecordsBucket() []byte { return bytes.Clone(bucketRecords) }
