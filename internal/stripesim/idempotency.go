@@ -114,7 +114,8 @@ func (s *Sim) pruneLocked(now time.Time) {
 			n++ // already replaced or released
 			continue
 		}
-		if !e.expired(now) {
+		over := s.maxObjects > 0 && e.done && len(s.idemQueue)-n > 2*s.maxObjects
+		if !e.expired(now) && !over {
 			break
 		}
 		delete(s.idem, e.k)

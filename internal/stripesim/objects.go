@@ -155,6 +155,31 @@ func (st *store[T]) add(r *record[T]) {
 	}
 }
 
+// trim forgets the oldest records beyond max (0: no bound). Records are kept
+// in creation order everywhere, so the oldest lead every list they are in.
+func (st *store[T]) trim(max int) {
+	if max <= 0 || len(st.all) <= max {
+		return
+	}
+	n := len(st.all) - max
+	for _, r := range st.all[:n] {
+		delete(st.byID, r.id)
+		for k, v := range r.meta {
+			mk := metaKey(k, v)
+			if l := st.byMeta[mk]; len(l) > 0 && l[0] == r {
+				if len(l) == 1 {
+					delete(st.byMeta, mk)
+				} else {
+					l[0] = nil
+					st.byMeta[mk] = l[1:]
+				}
+			}
+		}
+	}
+	clear(st.all[:n])
+	st.all = st.all[n:]
+}
+
 // search returns the records matching every term and created at or before
 // cutoff, newest first, skipping offset and returning at most limit.
 func (st *store[T]) search(terms []term, field func(*T, string) string, cutoff time.Time, offset, limit int) (out []*record[T], hasMore bool) {

@@ -55,6 +55,12 @@ type Config struct {
 	WebhookSecret string
 	// WebhookQueue bounds undelivered events; zero means DefaultWebhookQueue.
 	WebhookQueue int
+	// MaxObjects, when positive, bounds memory for long-running demos and
+	// benchmarks: past it, the oldest PaymentIntents and Subscriptions are
+	// forgotten (retrieve and search no longer find them), and so are the
+	// oldest finished idempotency keys beyond twice that many, before their
+	// 24 h. Stripe forgets nothing that fast, so tests leave it 0 (unbounded).
+	MaxObjects int
 }
 
 // Sim is a stateful Stripe API simulator. It is an http.Handler: serve it
@@ -63,11 +69,12 @@ type Config struct {
 // One mutex guards all state. Nothing slow happens under it: latency is
 // spent outside it, and JSON is encoded outside it.
 type Sim struct {
-	clock     Clock
-	searchLag time.Duration
-	keys      map[string]bool // read-only after New
-	forbidden map[string]bool // read-only after New
-	maxSubs   int
+	clock      Clock
+	searchLag  time.Duration
+	keys       map[string]bool // read-only after New
+	forbidden  map[string]bool // read-only after New
+	maxSubs    int
+	maxObjects int
 
 	mu        sync.Mutex
 	ids       *rand.Rand // object and request ids
@@ -91,23 +98,24 @@ type Sim struct {
 func New(cfg Config) *Sim {
 	seed := uint64(cfg.Seed)
 	s := &Sim{
-		clock:     cfg.Clock,
-		searchLag: cfg.SearchLag,
-		keys:      setOf(cfg.APIKeys),
-		forbidden: setOf(cfg.ForbiddenKeys),
-		maxSubs:   cfg.MaxSubscriptionsPerCustomer,
-		ids:       rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)),
-		faultRNG:  rand.New(rand.NewPCG(seed, 0xbf58476d1ce4e5b9)),
-		jitterRNG: rand.New(rand.NewPCG(seed, 0x94d049bb133111eb)),
-		faults:    cfg.Faults,
-		scripted:  map[string][]scriptedFault{},
-		idem:      map[idemKey]*idemEntry{},
-		pis:       newStore[PaymentIntent](),
-		subs:      newStore[Subscription](),
-		customers: newStore[Customer](),
-		prices:    newStore[Price](),
-		subsOf:    map[string]int{},
-		stats:     Stats{Requests: map[RequestKey]int{}, Faults: map[Fault]int{}},
+		clock:      cfg.Clock,
+		searchLag:  cfg.SearchLag,
+		keys:       setOf(cfg.APIKeys),
+		forbidden:  setOf(cfg.ForbiddenKeys),
+		maxSubs:    cfg.MaxSubscriptionsPerCustomer,
+		maxObjects: cfg.MaxObjects,
+		ids:        rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)),
+		faultRNG:   rand.New(rand.NewPCG(seed, 0xbf58476d1ce4e5b9)),
+		jitterRNG:  rand.New(rand.NewPCG(seed, 0x94d049bb133111eb)),
+		faults:     cfg.Faults,
+		scripted:   map[string][]scriptedFault{},
+		idem:       map[idemKey]*idemEntry{},
+		pis:        newStore[PaymentIntent](),
+		subs:       newStore[Subscription](),
+		customers:  newStore[Customer](),
+		prices:     newStore[Price](),
+		subsOf:     map[string]int{},
+		stats:      Stats{Requests: map[RequestKey]int{}, Faults: map[Fault]int{}},
 	}
 	if s.clock == nil {
 		s.clock = systemClock{}
@@ -373,10 +381,12 @@ func (s *Sim) build(x *exchange) (response, created) {
 func (s *Sim) commitLocked(c created) {
 	if c.pi != nil {
 		s.pis.add(c.pi)
+		s.pis.trim(s.maxObjects)
 		s.stats.PaymentIntentsCreated++
 	}
 	if c.sub != nil {
 		s.subs.add(c.sub)
+		s.subs.trim(s.maxObjects)
 		s.stats.SubscriptionsCreated++
 	}
 	if c.cus != nil {
