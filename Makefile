@@ -78,3 +78,7 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 10s) on top of its committed
 		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
+
+.PHONY: bench
+bench: build ## Load-test billingd serve --stripe-sim with ghz (~4 min); writes bench/results.json. Short: BENCHFLAGS="-runs 1 -duration 3s".
+	$(GO) run ./internal/benchrun -bin bin/billingd $(BENCHFLAGS)

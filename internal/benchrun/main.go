@@ -1,0 +1,420 @@
+// Command benchrun is `make bench`: it starts `billingd serve --stripe-sim` on
+// a loopback port, drives it with the pinned ghz through the health-check
+// ceiling, replays, new charges and a mix with in-flight duplicates at several
+// concurrencies, prints a table and writes bench/results.json. It exits
+// non-zero if any call answered anything but OK (ghz itself exits 0).
+//
+//	go run ./internal/benchrun -duration 5s -concurrency 16 -scenarios health,replay
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/billingd/billingd/service"
+	"github.com/billingd/billingd/storage"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "benchrun:", err)
+		os.Exit(1)
+	}
+}
+
+// config is everything benchrun is told.
+type config struct {
+	Duration     time.Duration `json:"duration_ns"`
+	Warmup       time.Duration `json:"warmup_ns"`
+	Concurrency  []int         `json:"concurrency"`
+	Scenarios    []string      `json:"scenarios"`
+	Runs         int           `json:"runs"`
+	Connections  int           `json:"connections"`
+	CallTimeout  time.Duration `json:"call_timeout_ns"`
+	ReplayIDs    int           `json:"replay_ids"`
+	ServerLog    string        `json:"server_log"`
+	LogFormat    string        `json:"log_format"`
+	ServerArgs   []string      `json:"server_args,omitempty"`
+	Token        string        `json:"-"`
+	Bin          string        `json:"bin"`
+	GHZ          string        `json:"ghz"`
+	Out          string        `json:"-"`
+	Keep         string        `json:"-"`
+	CheckTargets bool          `json:"check_targets"`
+	// GHZFuncs runs ghz with its defaults: call-data templates and template
+	// functions on in every scenario. Off (the default), every scenario runs
+	// with --disable-template-functions, and those with fixed data with
+	// --disable-template-data too: ghz then skips building a template with
+	// ~200 functions (its own and sprig's) for every call, which costs it
+	// ~50 µs of CPU per call on a 2-core machine, more than billingd's whole
+	// health check, taken from the CPU billingd is measured on.
+	GHZFuncs bool `json:"ghz_template_functions"`
+}
+
+// The scenarios, in the order a run measures them.
+const (
+	scenHealth = "health" // grpc.health.v1.Health/Check: the ceiling
+	scenReplay = "replay" // Charge with one of -replay-ids pre-charged request_ids, round-robin
+	scenNew    = "new"    // Charge with a fresh UUID request_id ({{.UUID}}; {{newUUID}} with -ghz-funcs)
+	scenMix    = "mix"    // new charges, one call in ten repeating the previous call's id while it is in flight
+)
+
+var allScenarios = []string{scenHealth, scenReplay, scenNew, scenMix}
+
+// envFor names the environment variable of each flag; a flag on the command
+// line wins. BENCHFLAGS in the Makefile is the other way in.
+var envFor = map[string]string{
+	"duration":    "BENCH_DURATION",
+	"concurrency": "BENCH_CONCURRENCY",
+	"scenarios":   "BENCH_SCENARIOS",
+	"runs":        "BENCH_RUNS",
+	"out":         "BENCH_OUT",
+	"token":       "BENCH_TOKEN",
+}
+
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	c := config{}
+	var conc, scens, serverArgs string
+	fs := flag.NewFlagSet("benchrun", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.DurationVar(&c.Duration, "duration", 6*time.Second, "how long each scenario runs at each concurrency")
+	fs.DurationVar(&c.Warmup, "warmup", time.Second, "unmeasured health-check load after the server starts (0: none)")
+	fs.StringVar(&conc, "concurrency", "16,64,256", "comma-separated ghz concurrencies")
+	fs.StringVar(&scens, "scenarios", strings.Join(allScenarios, ","), "comma-separated subset of "+strings.Join(allScenarios, ","))
+	fs.IntVar(&c.Runs, "runs", 3, "repeat the whole matrix this many times, each on a fresh server and database; the summary is the median")
+	fs.IntVar(&c.Connections, "connections", 1, "ghz connections (concurrency is spread over them)")
+	fs.DurationVar(&c.CallTimeout, "call-timeout", 10*time.Second, "ghz per-call timeout")
+	fs.IntVar(&c.ReplayIDs, "replay-ids", 100, "request_ids charged once and then replayed round-robin")
+	fs.StringVar(&c.ServerLog, "server-log", "file", "server log sink: file (truncated before each scenario, kept with -keep) or discard (/dev/null)")
+	fs.StringVar(&c.LogFormat, "log-format", "json", "server --log-format: json (production) or text")
+	fs.StringVar(&serverArgs, "server-args", "", "extra space-separated flags for billingd serve")
+	fs.StringVar(&c.Token, "token", "", "bearer token sent as authorization metadata (when billingd requires one)")
+	fs.StringVar(&c.Bin, "bin", "bin/billingd", "billingd binary (built with go build if missing)")
+	fs.StringVar(&c.GHZ, "ghz", "", "ghz binary (default: the one pinned in tools/go.mod, via go tool -n)")
+	fs.StringVar(&c.Out, "out", "bench/results.json", "results file (\"\": none)")
+	fs.StringVar(&c.Keep, "keep", "", "keep the databases, raw ghz reports and server logs (last scenario's) in this directory")
+	fs.BoolVar(&c.CheckTargets, "check-targets", false, "also exit non-zero when a performance target of issue 7 is missed")
+	fs.BoolVar(&c.GHZFuncs, "ghz-funcs", false, "run ghz with its default templating (functions on, new charges use {{newUUID}}): a costlier client and a lower health ceiling")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for name, env := range envFor {
+		if v := getenv(env); v != "" && !set[name] {
+			if err := fs.Set(name, v); err != nil {
+				return c, fmt.Errorf("%s: %w", env, err)
+			}
+		}
+	}
+	var err error
+	if c.Concurrency, err = parseInts(conc); err != nil {
+		return c, fmt.Errorf("-concurrency: %w", err)
+	}
+	if c.Scenarios, err = parseScenarios(scens); err != nil {
+		return c, fmt.Errorf("-scenarios: %w", err)
+	}
+	c.ServerArgs = strings.Fields(serverArgs)
+	for _, a := range c.ServerArgs {
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		switch name {
+		case "listen", "db", "stripe-sim", "stripe-url":
+			return c, fmt.Errorf("-server-args: benchrun sets --%s itself (a loopback port, a fresh database, the simulator)", name)
+		}
+	}
+	switch {
+	case c.Duration <= 0:
+		return c, errors.New("-duration must be positive")
+	case c.Runs < 1 || c.Runs > 20:
+		return c, errors.New("-runs must be 1 to 20")
+	case c.Connections < 1:
+		return c, errors.New("-connections must be positive")
+	case c.ReplayIDs < 1 || c.ReplayIDs > 100_000:
+		return c, errors.New("-replay-ids must be 1 to 100000")
+	case c.ServerLog != "file" && c.ServerLog != "discard":
+		return c, errors.New("-server-log must be file or discard")
+	case c.LogFormat != "json" && c.LogFormat != "text":
+		return c, errors.New("-log-format must be json or text")
+	}
+	return c, nil
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 10_000 {
+			return nil, fmt.Errorf("%q is not a concurrency from 1 to 10000", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func parseScenarios(s string) ([]string, error) {
+	want := map[string]bool{}
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		known := false
+		for _, a := range allScenarios {
+			known = known || a == f
+		}
+		if !known {
+			return nil, fmt.Errorf("unknown scenario %q (have %s)", f, strings.Join(allScenarios, ", "))
+		}
+		want[f] = true
+	}
+	var out []string
+	for _, a := range allScenarios { // canonical order
+		if want[a] {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := parseFlags(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat("cmd/billingd"); err != nil {
+		return errors.New("run from the repository root (where cmd/billingd is)")
+	}
+	if err := ensureBinary(ctx, cfg.Bin, stderr); err != nil {
+		return err
+	}
+	if cfg.GHZ == "" {
+		if cfg.GHZ, err = pinnedGHZ(ctx); err != nil {
+			return err
+		}
+	}
+	work := cfg.Keep
+	if work == "" {
+		if work, err = os.MkdirTemp("", "billingd-bench-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(work)
+	} else if err := os.MkdirAll(work, 0o755); err != nil {
+		return err
+	}
+
+	res := &results{Schema: 1, Started: time.Now().UTC(), Config: cfg, Machine: machineFacts(ctx, cfg)}
+	commit := res.Machine.Commit
+	if commit == "" {
+		commit = "unknown"
+	} else if commit = commit[:min(12, len(commit))]; res.Machine.Dirty {
+		commit += " (modified)"
+	}
+	fmt.Fprintf(stdout, "billingd bench: commit %s, %d CPUs, %s, ghz %s; %d run(s) × %d scenario(s) × %d concurrencies × %v\n",
+		commit, res.Machine.NumCPU, res.Machine.GoVersion, res.Machine.GHZVersion,
+		cfg.Runs, len(cfg.Scenarios), len(cfg.Concurrency), cfg.Duration)
+
+	var runErr error
+	for i := 1; i <= cfg.Runs && runErr == nil; i++ {
+		r, err := runMatrix(ctx, cfg, i, work, stdout)
+		res.Runs = append(res.Runs, r)
+		runErr = err
+	}
+	res.Finished = time.Now().UTC()
+	for _, r := range res.Runs {
+		fillRatios(r.Results)
+	}
+	res.Summary = summarize(res.Runs)
+	res.Targets = checkTargets(res.Summary)
+	res.Failures = failures(res.Runs)
+	if runErr != nil {
+		res.Failures = append(res.Failures, runErr.Error())
+	}
+	res.OK = len(res.Failures) == 0
+
+	fmt.Fprintln(stdout)
+	if cfg.Runs > 1 {
+		fmt.Fprintf(stdout, "Median of %d runs:\n", len(res.Runs))
+	}
+	printTable(stdout, res.Summary)
+	printTargets(stdout, res.Targets)
+	if cfg.Out != "" {
+		if err := writeJSON(cfg.Out, res); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "wrote %s (%s)\n", cfg.Out, res.Finished.Sub(res.Started).Round(time.Second))
+	}
+	if !res.OK {
+		for _, f := range res.Failures {
+			fmt.Fprintln(stderr, "FAIL:", f)
+		}
+		return errors.New("non-OK responses or a failed run: see above")
+	}
+	if cfg.CheckTargets {
+		for _, t := range res.Targets {
+			if !t.Pass {
+				return errors.New("performance targets missed (-check-targets)")
+			}
+		}
+	}
+	return nil
+}
+
+// runMatrix runs every scenario at every concurrency against one fresh
+// server. Health and replay go first, for every concurrency, so that replay's
+// peak RSS is that of a server which has only ever served replays; each is
+// right after the health ceiling it is compared with.
+func runMatrix(ctx context.Context, cfg config, runNo int, work string, stdout io.Writer) (runResult, error) {
+	rr := runResult{Run: runNo, Started: time.Now().UTC()}
+	dir := fmt.Sprintf("%s/run%d", work, runNo)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return rr, err
+	}
+	srv, err := startServer(ctx, cfg, dir)
+	if err != nil {
+		return rr, err
+	}
+	defer func() {
+		if err := srv.stop(); err != nil {
+			fmt.Fprintln(stdout, "warning: stop server:", err)
+		}
+	}()
+	fmt.Fprintf(stdout, "\nrun %d/%d: billingd pid %d on %s, db %s\n", runNo, cfg.Runs, srv.pid(), srv.addr, srv.db)
+
+	if cfg.Warmup > 0 {
+		if _, err := runGHZ(ctx, cfg, srv, scenarioSpec{name: "warmup", call: healthMethod, data: healthData, noTemplates: true}, 16, cfg.Warmup, dir); err != nil {
+			return rr, fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	var replayData string
+	if has(cfg.Scenarios, scenReplay) {
+		if replayData, err = precharge(ctx, srv.addr, cfg, runNo); err != nil {
+			return rr, fmt.Errorf("pre-charge replay ids: %w", err)
+		}
+	}
+	nonce := strconv.FormatInt(time.Now().UnixNano(), 36)
+	specs := func(name string, c int) scenarioSpec {
+		switch name {
+		case scenHealth:
+			return scenarioSpec{name: name, call: healthMethod, data: healthData, noTemplates: true}
+		case scenReplay:
+			return scenarioSpec{name: name, call: chargeMethod, data: replayData, noTemplates: true}
+		case scenNew:
+			if cfg.GHZFuncs {
+				return scenarioSpec{name: name, call: chargeMethod, data: chargeJSON("{{newUUID}}")}
+			}
+			// .UUID is a fresh UUIDv4 per call, as {{newUUID}} is, without
+			// ghz's template functions (see config.GHZFuncs).
+			return scenarioSpec{name: name, call: chargeMethod, data: chargeJSON("{{.UUID}}")}
+		case scenMix:
+			return scenarioSpec{name: name, call: chargeMethod, data: mixData(fmt.Sprintf("mix-%s-c%d-", nonce, c))}
+		}
+		panic("unknown scenario " + name)
+	}
+	groups := [][]string{{scenHealth, scenReplay}, {scenNew, scenMix}}
+	for _, group := range groups {
+		for _, c := range cfg.Concurrency {
+			for _, name := range group {
+				if !has(cfg.Scenarios, name) {
+					continue
+				}
+				if err := ctx.Err(); err != nil {
+					return rr, err
+				}
+				sr, err := measure(ctx, cfg, srv, specs(name, c), c, dir)
+				if err != nil {
+					return rr, fmt.Errorf("%s c=%d: %w", name, c, err)
+				}
+				rr.Results = append(rr.Results, sr)
+				fmt.Fprintln(stdout, progressLine(sr))
+				if !srv.alive() {
+					return rr, fmt.Errorf("billingd exited during %s c=%d; log tail:\n%s", name, c, srv.logTail())
+				}
+			}
+		}
+	}
+	rr.Finished = time.Now().UTC()
+	if err := srv.stop(); err != nil {
+		return rr, err
+	}
+	// The bench measured what it claims only if the database holds exactly
+	// one record per distinct request_id it sent.
+	rr.Records = expectedRecords(cfg, rr.Results)
+	got, err := countRecords(ctx, srv.db)
+	if err != nil {
+		return rr, err
+	}
+	if got != rr.Records {
+		return rr, fmt.Errorf("the database holds %d records, the scenarios should have created %d", got, rr.Records)
+	}
+	return rr, nil
+}
+
+// expectedRecords is how many records a run creates: the replay ids, one per
+// new charge, and one per mix request that is not a duplicate.
+func expectedRecords(cfg config, rs []scenarioResult) int {
+	n := 0
+	if has(cfg.Scenarios, scenReplay) {
+		n = cfg.ReplayIDs
+	}
+	for _, r := range rs {
+		switch r.Scenario {
+		case scenNew:
+			n += int(r.Count)
+		case scenMix:
+			n += int(r.Count) - duplicates(int(r.Count), mixEvery)
+		}
+	}
+	return n
+}
+
+// duplicates counts the request numbers n in [0, count) with n % every == 1.
+func duplicates(count, every int) int {
+	if count < 2 {
+		return 0
+	}
+	return (count-2)/every + 1
+}
+
+// countRecords opens the stopped server's database read-only and counts its records.
+func countRecords(ctx context.Context, path string) (int, error) {
+	db, err := storage.OpenReadOnly(path)
+	if err != nil {
+		return 0, fmt.Errorf("count records: %w", err)
+	}
+	defer db.Close()
+	counts, err := db.CountByState(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("count records: %w", err)
+	}
+	n := 0
+	for state, c := range counts {
+		if state != service.StateSucceeded && c > 0 {
+			return 0, fmt.Errorf("the database holds %d %v records: every charge should have succeeded", c, state)
+		}
+		n += c
+	}
+	return n, nil
+}
+
+func has(list []string, s string) bool {
+	for _, l := range list {
+		if l == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,381 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// results is bench/results.json.
+type results struct {
+	Schema   int              `json:"schema"`
+	OK       bool             `json:"ok"`
+	Failures []string         `json:"failures,omitempty"`
+	Started  time.Time        `json:"started"`
+	Finished time.Time        `json:"finished"`
+	Machine  machine          `json:"machine"`
+	Config   config           `json:"config"`
+	Summary  []scenarioResult `json:"summary"` // per scenario and concurrency: the median over runs
+	Targets  []target         `json:"targets"`
+	Runs     []runResult      `json:"runs"`
+}
+
+type machine struct {
+	NumCPU     int    `json:"nproc"`
+	GOMAXPROCS int    `json:"gomaxprocs"`
+	CPUModel   string `json:"cpu_model"`
+	MemTotal   int64  `json:"mem_total_bytes"`
+	Kernel     string `json:"kernel"`
+	OSArch     string `json:"os_arch"`
+	GoVersion  string `json:"go_version"`
+	Commit     string `json:"commit"`
+	Dirty      bool   `json:"dirty"` // tracked files differ from the commit
+	Billingd   string `json:"billingd_version"`
+	GHZVersion string `json:"ghz_version"`
+	LoadAvg    string `json:"loadavg_at_start"`
+}
+
+type runResult struct {
+	Run      int              `json:"run"`
+	Started  time.Time        `json:"started"`
+	Finished time.Time        `json:"finished"`
+	Results  []scenarioResult `json:"results"`
+	// Records is how many records the run created, checked against the
+	// database after the server stopped.
+	Records int `json:"records"`
+}
+
+// scenarioResult is one scenario at one concurrency. Latencies are in
+// milliseconds, CPU times in seconds.
+type scenarioResult struct {
+	Scenario    string  `json:"scenario"`
+	Concurrency int     `json:"concurrency"`
+	Runs        int     `json:"runs,omitempty"` // summary rows: how many runs the median is over
+	Count       uint64  `json:"count"`
+	Seconds     float64 `json:"seconds"`
+	RPS         float64 `json:"rps"`
+	P50         float64 `json:"p50_ms"`
+	P95         float64 `json:"p95_ms"`
+	P99         float64 `json:"p99_ms"`
+	Avg         float64 `json:"avg_ms"`
+	Max         float64 `json:"max_ms"`
+	// RPSRatio and P99Ratio compare with health at the same concurrency in
+	// the same run (0 when health was not run).
+	RPSRatio      float64        `json:"rps_ratio_to_health"`
+	P99Ratio      float64        `json:"p99_ratio_to_health"`
+	StatusCodes   map[string]int `json:"status_codes"`
+	Errors        map[string]int `json:"errors"` // non-OK status codes
+	ErrorMessages map[string]int `json:"error_messages,omitempty"`
+	// PeakRSS is the highest VmRSS sampled (every 50 ms) while the scenario
+	// ran; PeakRSSFile is the file-backed part of that sample (bbolt's mmap,
+	// the binary), PeakAnon the highest RssAnon (heap, stacks).
+	PeakRSS     int64 `json:"peak_rss_bytes"`
+	PeakRSSFile int64 `json:"peak_rss_file_bytes"`
+	PeakAnon    int64 `json:"peak_rss_anon_bytes"`
+	RSSSamples  int   `json:"rss_samples"`
+	// RSSPerSec is the highest VmRSS of each second of the scenario, in
+	// MiB: flat means no growth (run with a long -duration for a soak).
+	RSSPerSec []float64 `json:"rss_mib_per_second,omitempty"`
+	// ServerCPU and GHZCPU are the CPU seconds billingd and ghz used during
+	// the scenario; MachineBusy is every CPU's busy time, so MachineBusy -
+	// ServerCPU - GHZCPU is what else ran (other people's work, noise).
+	ServerCPU   float64 `json:"server_cpu_s"`
+	GHZCPU      float64 `json:"ghz_cpu_s"`
+	MachineBusy float64 `json:"machine_busy_cpu_s"`
+	Wall        float64 `json:"wall_s"`
+}
+
+// perCall returns CPU microseconds per call.
+func (r scenarioResult) perCall(cpu float64) float64 {
+	if r.Count == 0 {
+		return 0
+	}
+	return cpu / float64(r.Count) * 1e6
+}
+
+// otherCPU is the share of the machine's CPUs used by neither billingd nor
+// ghz while the scenario ran.
+func (r scenarioResult) otherCPU(ncpu int) float64 {
+	if r.Wall == 0 || ncpu == 0 {
+		return 0
+	}
+	return max(0, r.MachineBusy-r.ServerCPU-r.GHZCPU) / (r.Wall * float64(ncpu))
+}
+
+// fillRatios sets each result's ratios to the health result of its
+// concurrency in the same run.
+func fillRatios(rs []scenarioResult) {
+	health := map[int]scenarioResult{}
+	for _, r := range rs {
+		if r.Scenario == scenHealth {
+			health[r.Concurrency] = r
+		}
+	}
+	for i := range rs {
+		h, ok := health[rs[i].Concurrency]
+		if !ok {
+			continue
+		}
+		if h.RPS > 0 {
+			rs[i].RPSRatio = rs[i].RPS / h.RPS
+		}
+		if h.P99 > 0 {
+			rs[i].P99Ratio = rs[i].P99 / h.P99
+		}
+	}
+}
+
+// summarize returns, per scenario and concurrency, the median over runs of
+// every figure (ratios are medians of the per-run ratios, not ratios of
+// medians), and the status codes summed.
+func summarize(runs []runResult) []scenarioResult {
+	type key struct {
+		s string
+		c int
+	}
+	var order []key
+	groups := map[key][]scenarioResult{}
+	for _, r := range runs {
+		for _, s := range r.Results {
+			k := key{s.Scenario, s.Concurrency}
+			if _, ok := groups[k]; !ok {
+				order = append(order, k)
+			}
+			groups[k] = append(groups[k], s)
+		}
+	}
+	var out []scenarioResult
+	for _, k := range order {
+		g := groups[k]
+		m := scenarioResult{Scenario: k.s, Concurrency: k.c, Runs: len(g),
+			StatusCodes: map[string]int{}, Errors: map[string]int{}}
+		pick := func(f func(scenarioResult) float64) float64 {
+			v := make([]float64, len(g))
+			for i, s := range g {
+				v[i] = f(s)
+			}
+			return median(v)
+		}
+		m.Count = uint64(pick(func(s scenarioResult) float64 { return float64(s.Count) }))
+		m.Seconds = pick(func(s scenarioResult) float64 { return s.Seconds })
+		m.RPS = pick(func(s scenarioResult) float64 { return s.RPS })
+		m.P50 = pick(func(s scenarioResult) float64 { return s.P50 })
+		m.P95 = pick(func(s scenarioResult) float64 { return s.P95 })
+		m.P99 = pick(func(s scenarioResult) float64 { return s.P99 })
+		m.Avg = pick(func(s scenarioResult) float64 { return s.Avg })
+		m.Max = pick(func(s scenarioResult) float64 { return s.Max })
+		m.RPSRatio = pick(func(s scenarioResult) float64 { return s.RPSRatio })
+		m.P99Ratio = pick(func(s scenarioResult) float64 { return s.P99Ratio })
+		m.PeakRSS = int64(pick(func(s scenarioResult) float64 { return float64(s.PeakRSS) }))
+		m.PeakRSSFile = int64(pick(func(s scenarioResult) float64 { return float64(s.PeakRSSFile) }))
+		m.PeakAnon = int64(pick(func(s scenarioResult) float64 { return float64(s.PeakAnon) }))
+		m.RSSSamples = int(pick(func(s scenarioResult) float64 { return float64(s.RSSSamples) }))
+		m.ServerCPU = pick(func(s scenarioResult) float64 { return s.ServerCPU })
+		m.GHZCPU = pick(func(s scenarioResult) float64 { return s.GHZCPU })
+		m.MachineBusy = pick(func(s scenarioResult) float64 { return s.MachineBusy })
+		m.Wall = pick(func(s scenarioResult) float64 { return s.Wall })
+		for _, s := range g {
+			for c, n := range s.StatusCodes {
+				m.StatusCodes[c] += n
+			}
+			for c, n := range s.Errors {
+				m.Errors[c] += n
+			}
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// target is one of issue 7's performance targets, checked on the summary.
+type target struct {
+	Name  string  `json:"name"`
+	Value float64 `json:"value"`
+	Limit float64 `json:"limit"`
+	Pass  bool    `json:"pass"`
+}
+
+const mib = 1 << 20
+
+// checkTargets evaluates issue 7's targets on whatever the summary holds.
+func checkTargets(sum []scenarioResult) []target {
+	var out []target
+	for _, s := range sum {
+		switch {
+		case s.Scenario == scenReplay && (s.Concurrency == 64 || s.Concurrency == 256) && s.RPSRatio > 0:
+			out = append(out,
+				target{fmt.Sprintf("replay RPS / health RPS at c=%d ≥", s.Concurrency), s.RPSRatio, 0.85, s.RPSRatio >= 0.85},
+				target{fmt.Sprintf("replay p99 / health p99 at c=%d ≤", s.Concurrency), s.P99Ratio, 1.5, s.P99Ratio <= 1.5})
+		case s.Scenario == scenNew && (s.Concurrency == 64 || s.Concurrency == 256) && s.RPSRatio > 0:
+			out = append(out, target{fmt.Sprintf("new-charge RPS / health RPS at c=%d ≥", s.Concurrency), s.RPSRatio, 0.25, s.RPSRatio >= 0.25})
+		}
+		switch {
+		case s.Scenario == scenNew && s.Concurrency == 256:
+			v := float64(s.PeakRSS) / mib
+			out = append(out, target{"new-charge peak RSS at c=256, MiB ≤", v, 128, v <= 128})
+		case s.Scenario == scenReplay:
+			v := float64(s.PeakRSS) / mib
+			out = append(out, target{fmt.Sprintf("replay peak RSS at c=%d, MiB ≤", s.Concurrency), v, 48, v <= 48})
+		}
+	}
+	return out
+}
+
+// failures lists every scenario that had a non-OK answer.
+func failures(runs []runResult) []string {
+	var out []string
+	for _, r := range runs {
+		for _, s := range r.Results {
+			if len(s.Errors) > 0 {
+				msg := fmt.Sprintf("run %d %s c=%d: non-OK answers %s", r.Run, s.Scenario, s.Concurrency, formatCodes(s.Errors))
+				if len(s.ErrorMessages) > 0 {
+					msg += fmt.Sprintf("; e.g. %s", formatCodes(s.ErrorMessages))
+				}
+				out = append(out, msg)
+			}
+		}
+	}
+	return out
+}
+
+func formatCodes(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s:%d", k, m[k])
+	}
+	return strings.Join(parts, " ")
+}
+
+func progressLine(s scenarioResult) string {
+	errs := "0 errors"
+	if len(s.Errors) > 0 {
+		errs = "ERRORS " + formatCodes(s.Errors)
+	}
+	return fmt.Sprintf("  %-11s c=%-4d %8.0f rps  p50 %6.2f  p95 %6.2f  p99 %6.2f ms  rss %5.1f MiB  %s",
+		s.Scenario, s.Concurrency, s.RPS, s.P50, s.P95, s.P99, float64(s.PeakRSS)/mib, errs)
+}
+
+func printTable(w io.Writer, rows []scenarioResult) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tc\tRPS\t×health\tp50 ms\tp95 ms\tp99 ms\tp99×h\terrors\tpeak RSS MiB\t(anon)\tsrv µs/call\tghz µs/call\tother CPU\t")
+	ncpu := runtime.NumCPU()
+	for _, s := range rows {
+		ratio, p99r := "-", "-"
+		if s.RPSRatio > 0 {
+			ratio = fmt.Sprintf("%.2f", s.RPSRatio)
+			p99r = fmt.Sprintf("%.2f", s.P99Ratio)
+		}
+		errs := "0"
+		if len(s.Errors) > 0 {
+			errs = formatCodes(s.Errors)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%.2f\t%.2f\t%.2f\t%s\t%s\t%.1f\t%.1f\t%.0f\t%.0f\t%.0f%%\t\n",
+			s.Scenario, s.Concurrency, s.RPS, ratio, s.P50, s.P95, s.P99, p99r, errs,
+			float64(s.PeakRSS)/mib, float64(s.PeakAnon)/mib, s.perCall(s.ServerCPU), s.perCall(s.GHZCPU), 100*s.otherCPU(ncpu))
+	}
+	_ = tw.Flush()
+}
+
+func printTargets(w io.Writer, ts []target) {
+	if len(ts) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nIssue 7 targets:")
+	for _, t := range ts {
+		mark := "MISS"
+		if t.Pass {
+			mark = "pass"
+		}
+		fmt.Fprintf(w, "  %-4s %-42s %6.2f (target %g)\n", mark, t.Name, t.Value, t.Limit)
+	}
+}
+
+// writeJSON writes v to path atomically, creating its directory.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// machineFacts describes where and what was measured. Every probe is
+// best-effort: a missing fact is left empty, not an error.
+func machineFacts(ctx context.Context, cfg config) machine {
+	m := machine{
+		NumCPU:     runtime.NumCPU(),
+		GOMAXPROCS: runtime.GOMAXPROCS(0),
+		OSArch:     runtime.GOOS + "/" + runtime.GOARCH,
+		GoVersion:  runtime.Version(),
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		m.MemTotal, _ = statusField(b, "MemTotal")
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		m.LoadAvg = strings.TrimSpace(string(b))
+	}
+	out := func(name string, args ...string) string {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		b, err := exec.CommandContext(cctx, name, args...).Output()
+		if err != nil {
+			return ""
+		}
+		return string(bytes.TrimSpace(b))
+	}
+	if v := out("go", "env", "GOVERSION"); v != "" {
+		m.GoVersion = v
+	}
+	m.Commit = out("git", "rev-parse", "HEAD")
+	m.Dirty = out("git", "status", "--porcelain", "--untracked-files=no") != ""
+	m.Billingd = out(cfg.Bin, "version")
+	m.GHZVersion = out("go", "list", "-modfile=tools/go.mod", "-m", "-f", "{{.Version}}", "github.com/bojand/ghz")
+	return m
+}
