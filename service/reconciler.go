@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -64,10 +65,11 @@ type counters struct {
 
 // Reconciler resolves records nobody is driving (DESIGN.md §3.8): PENDING
 // records left by a crash or by callers who never retried, and INDETERMINATE
-// ones. One process owns a database, so a PENDING record with no drive in
-// flight in this process has no owner. Its drives go through the same
-// in-flight map as callers' requests: a caller retry joins a reconciler drive
-// and the reverse, never two drives of one record.
+// ones. Its drives go through the same in-flight map as callers' requests: a
+// caller retry joins a reconciler drive and the reverse, never two drives of
+// one record. With several replicas on one database, a drive also takes the
+// record's lease first: a record another replica is driving is skipped, and
+// one whose replica died is taken over once its lease expires.
 type Reconciler struct {
 	svc   *Service
 	store OpenRecords
@@ -184,15 +186,12 @@ func (r *Reconciler) pass(ctx context.Context, startup bool) {
 			<-sem
 			continue
 		}
-		if !search {
-			r.stats.redriven.Add(1)
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
 			r.svc.run(r.svc.base, key, c, func(ctx context.Context) (Result, bool, error) {
-				return r.redrive(ctx, rec.Caller, rec.RequestID)
+				return r.redrive(ctx, rec.Caller, rec.RequestID, search)
 			})
 			r.account(key, search, c, now)
 		}()
@@ -202,18 +201,41 @@ func (r *Reconciler) pass(ctx context.Context, startup bool) {
 	r.stats.passes.Add(1)
 }
 
+// errLeasedElsewhere ends a reconciler drive of a record another replica
+// holds the lease of: not an error, nothing to count.
+var errLeasedElsewhere = errors.New("service: record leased by another replica")
+
 // redrive re-reads the record inside the owned slot (a drive may have
-// settled it since the listing) and advances it. A record gone meanwhile
-// (swept) is left alone: it is never recreated from the listing.
-func (r *Reconciler) redrive(ctx context.Context, caller, requestID string) (Result, bool, error) {
-	rec, found, err := r.svc.records.Get(ctx, caller, requestID)
+// settled it since the listing), takes its lease and advances it. A record
+// gone meanwhile (swept) is left alone: it is never recreated from the
+// listing. One another replica is driving is left to it.
+func (r *Reconciler) redrive(ctx context.Context, caller, requestID string, search bool) (Result, bool, error) {
+	s := r.svc
+	rec, found, err := s.records.Get(ctx, caller, requestID)
 	if err != nil {
-		return Result{}, false, r.svc.storageError(err)
+		return Result{}, false, s.storageError(err)
 	}
 	if !found {
 		return Result{}, false, nil
 	}
-	return r.svc.advance(ctx, rec, &r.stats)
+	if rec.State.Final() {
+		return s.advance(ctx, rec, &r.stats)
+	}
+	rec, leased, err := s.records.Acquire(ctx, rec)
+	switch {
+	case err != nil:
+		return Result{}, false, s.storageError(err)
+	case rec.State == StateUnspecified:
+		return Result{}, false, nil
+	case rec.State.Final():
+		return s.advance(ctx, rec, &r.stats)
+	case !leased:
+		return Result{}, false, errLeasedElsewhere
+	}
+	if !search {
+		r.stats.redriven.Add(1)
+	}
+	return s.underLease(ctx, rec, func() (Result, bool, error) { return s.advance(ctx, rec, &r.stats) })
 }
 
 // due reports whether rec's backoff has passed.
@@ -240,6 +262,8 @@ func (r *Reconciler) backoff(attempts int) time.Duration {
 // that is still open.
 func (r *Reconciler) account(key string, search bool, c *call, now time.Time) {
 	switch reason := ReasonOf(c.err); {
+	case errors.Is(c.err, errLeasedElsewhere):
+		return // the replica holding it accounts for it
 	case c.err == nil && c.result.ObjectID != "":
 		r.stats.succeeded.Add(1)
 	case c.err == nil: // the record was gone

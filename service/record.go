@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -94,13 +95,53 @@ type Result struct {
 
 // Records is the durable record store billingd needs. Every write is durable
 // (fsync'd) before it returns.
+//
+// Leases. A record is driven (sent to Stripe, its outcome written) by one
+// process at a time. With one process per database (bbolt) the service's
+// in-flight map is all the exclusion needed, and such a store grants every
+// lease without I/O. With several replicas on one database (Postgres) each
+// open record also carries a lease: the store handle that holds it (one per
+// process) and an expiry the store keeps renewing while that handle lives. A
+// lease is taken by Claim (with a new open record) or by Acquire, and given up
+// by a Put of a final state or by Release. Put writes only under the writer's
+// lease, so a replica that lost its lease (it stalled past the expiry and
+// another took over) can never overwrite what the new holder wrote.
 type Records interface {
 	// Claim stores rec if no record exists for (rec.Caller, rec.RequestID) and
-	// returns it with created=true; otherwise it returns the stored record
-	// unchanged with created=false. Check and write are one transaction.
+	// returns it with created=true, holding its lease if it is open; otherwise
+	// it returns the stored record unchanged with created=false. Check and
+	// write are one transaction.
 	Claim(ctx context.Context, rec Record) (stored Record, created bool, err error)
 	// Get returns the record for (caller, requestID); found=false if none.
 	Get(ctx context.Context, caller, requestID string) (rec Record, found bool, err error)
-	// Put replaces the stored record with rec.
+	// Put replaces the stored record with rec, or creates it (without a lease)
+	// if there is none. Over an existing record it needs the record's lease
+	// and fails with ErrLeaseLost without it. A final state gives the lease up.
 	Put(ctx context.Context, rec Record) error
+	// Acquire takes the lease of rec's record if the record is open and its
+	// lease is free, expired or already held by this store handle, and returns
+	// the record as stored with leased=true. Otherwise it returns the stored
+	// record (final, or open under another replica's live lease) with
+	// leased=false, or a zero Record if there is none. A store whose leases
+	// are all granted may return rec as given: the caller passes the record as
+	// it last read it.
+	Acquire(ctx context.Context, rec Record) (stored Record, leased bool, err error)
+	// Release gives up this handle's lease of the record, if it holds it: a
+	// drive that leaves its record open lets another replica take it at once
+	// instead of after the expiry.
+	Release(ctx context.Context, caller, requestID string) error
+}
+
+// ErrLeaseLost is returned (wrapped) by Records.Put when the writer does not
+// hold the record's lease: another replica took the record over.
+var ErrLeaseLost = errors.New("service: record lease lost to another replica")
+
+// Store is everything billingd keeps durably, as one interface both record
+// stores (storage, bbolt; storage/postgres) implement: the records and their
+// leases, and what the reconciler, the sweeper and the webhook handler need.
+type Store interface {
+	Records
+	OpenRecords
+	SweepStore
+	EventStore
 }

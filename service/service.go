@@ -62,7 +62,7 @@ func WithClock(c Clock) Option { return func(s *Service) { s.clock = c } }
 
 // Service runs Charge and Subscribe exactly once per (caller, request_id).
 type Service struct {
-	records  Records
+	records  Store
 	payments Payments
 	cfg      Config
 	clock    Clock
@@ -90,7 +90,7 @@ type call struct {
 }
 
 // New returns a Service on the given record store and Stripe client.
-func New(records Records, payments Payments, opts ...Option) *Service {
+func New(records Store, payments Payments, opts ...Option) *Service {
 	s := &Service{
 		records:  records,
 		payments: payments,
@@ -189,7 +189,8 @@ func (s *Service) do(ctx context.Context, caller, requestID string, method Metho
 	}
 	if owner {
 		rec := s.newRecord(caller, requestID, method, params, fp)
-		go s.run(ctx, key, c, func(ctx context.Context) (Result, bool, error) { return s.resolve(ctx, rec) })
+		wait := s.coalesceWait(ctx)
+		go s.run(ctx, key, c, func(ctx context.Context) (Result, bool, error) { return s.resolve(ctx, rec, wait) })
 	} else {
 		s.observe(method, EventCoalescedWait)
 	}
@@ -197,13 +198,11 @@ func (s *Service) do(ctx context.Context, caller, requestID string, method Metho
 	// The original caller waits as long as its own deadline allows (and gets
 	// DEADLINE_EXCEEDED past it). A duplicate answers REQUEST_IN_PROGRESS just
 	// before its deadline instead: UNAVAILABLE tells it to retry the same id.
+	// (An original whose record another replica is driving gets the same
+	// answer from its drive, which waits only as long.)
 	var giveUp <-chan time.Time
 	if joined {
-		wait := s.cfg.CoalesceWait
-		if dl, ok := ctx.Deadline(); ok {
-			wait = min(wait, time.Until(dl)*9/10)
-		}
-		timer := time.NewTimer(wait)
+		timer := time.NewTimer(s.coalesceWait(ctx))
 		defer timer.Stop()
 		giveUp = timer.C
 	}
@@ -212,8 +211,7 @@ func (s *Service) do(ctx context.Context, caller, requestID string, method Metho
 	case <-ctx.Done():
 		return Outcome{}, ctx.Err()
 	case <-giveUp:
-		return Outcome{}, &Error{Reason: ReasonRequestInProgress,
-			Message: "an identical request is in progress; retry with the same request_id", RetryAfter: s.cfg.RetryAfter}
+		return Outcome{}, s.inProgress()
 	}
 	replayed := joined || !c.sent
 	if c.err != nil {
@@ -231,6 +229,21 @@ func (s *Service) do(ctx context.Context, caller, requestID string, method Metho
 		s.observe(method, EventReplay)
 	}
 	return Outcome{Result: c.result, Replayed: replayed}, nil
+}
+
+// coalesceWait is how long a duplicate waits for the drive in flight:
+// CoalesceWait, cut to just before the caller's deadline.
+func (s *Service) coalesceWait(ctx context.Context) time.Duration {
+	wait := s.cfg.CoalesceWait
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(dl)*9/10)
+	}
+	return wait
+}
+
+func (s *Service) inProgress() *Error {
+	return &Error{Reason: ReasonRequestInProgress,
+		Message: "an identical request is in progress; retry with the same request_id", RetryAfter: s.cfg.RetryAfter}
 }
 
 // replayFinal answers a repeat of a request whose record is final with one
@@ -324,19 +337,92 @@ func (s *Service) run(parent context.Context, key string, c *call, work func(con
 }
 
 // resolve claims the record (or finds it) and moves it as far toward a final
-// state as it can. sent reports whether it called Stripe to create.
-func (s *Service) resolve(ctx context.Context, fresh Record) (Result, bool, error) {
+// state as it can. sent reports whether it called Stripe to create. An open
+// record another replica is driving is waited for, at most wait.
+func (s *Service) resolve(ctx context.Context, fresh Record, wait time.Duration) (Result, bool, error) {
 	rec, created, err := s.records.Claim(ctx, fresh)
 	if err != nil {
 		return Result{}, false, s.storageError(err)
 	}
-	if created {
-		return s.send(ctx, rec)
+	if created { // the claim holds the lease
+		return s.underLease(ctx, rec, func() (Result, bool, error) { return s.send(ctx, rec) })
 	}
 	if !bytes.Equal(rec.Fingerprint, fresh.Fingerprint) {
 		return Result{}, false, reusedError()
 	}
-	return s.advance(ctx, rec, nil)
+	if rec.State.Final() {
+		return s.advance(ctx, rec, nil)
+	}
+	rec, err = s.acquire(ctx, rec, wait)
+	if err != nil {
+		return Result{}, false, err
+	}
+	if rec.State.Final() { // another replica settled it while we waited
+		return s.advance(ctx, rec, nil)
+	}
+	return s.underLease(ctx, rec, func() (Result, bool, error) { return s.advance(ctx, rec, nil) })
+}
+
+// Polling steps while another replica holds a record's lease.
+const (
+	firstPoll = 25 * time.Millisecond
+	maxPoll   = 100 * time.Millisecond
+)
+
+// acquire takes the lease of the open record rec. While another replica
+// holds it, acquire polls until that replica settles the record (the final
+// record is returned, leased or not), gives the lease up or dies (its lease
+// expires), or until wait is up: then REQUEST_IN_PROGRESS, never a second
+// drive. Wait is measured on the real clock: leases expire in real time.
+func (s *Service) acquire(ctx context.Context, rec Record, wait time.Duration) (Record, error) {
+	deadline := time.Now().Add(wait)
+	step := firstPoll
+	for waited := false; ; waited = true {
+		got, leased, err := s.records.Acquire(ctx, rec)
+		if err != nil {
+			return Record{}, s.storageError(err)
+		}
+		if leased || got.State.Final() {
+			return got, nil
+		}
+		if got.State == StateUnspecified { // gone (swept) meanwhile: let the caller's retry claim anew
+			return Record{}, s.inProgress()
+		}
+		if !waited {
+			s.observe(rec.Method, EventCoalescedWait)
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return Record{}, s.inProgress()
+		}
+		t := time.NewTimer(min(step, left))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return Record{}, s.inProgress()
+		case <-t.C:
+		}
+		step = min(2*step, maxPoll)
+	}
+}
+
+// releaseTimeout bounds Release at the end of a drive whose own context may
+// be spent.
+const releaseTimeout = 5 * time.Second
+
+// underLease runs drive, which moves rec (whose lease this process holds),
+// and gives the lease up if the record may still be open afterwards: another
+// replica can then take it over at once. A final write gives the lease up by
+// itself, so the common outcomes cost nothing more.
+func (s *Service) underLease(ctx context.Context, rec Record, drive func() (Result, bool, error)) (Result, bool, error) {
+	res, sent, err := drive()
+	if err != nil && !ReasonOf(err).final() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+		// On failure the lease runs out by itself; nothing else to do.
+		_ = s.records.Release(rctx, rec.Caller, rec.RequestID)
+		cancel()
+	}
+	return res, sent, err
 }
 
 // advance moves a stored record toward a final state. bg is nil for a
@@ -520,7 +606,12 @@ func reusedError() *Error {
 
 // storageError fails closed: the record could not be read or written, so
 // nothing more is sent to Stripe. The cause stays out of the caller's message.
-func (s *Service) storageError(error) *Error {
+// A write refused because another replica took the record over answers
+// REQUEST_IN_PROGRESS: that replica finishes the operation.
+func (s *Service) storageError(err error) *Error {
+	if errors.Is(err, ErrLeaseLost) {
+		return s.inProgress()
+	}
 	return &Error{Reason: ReasonStorageUnavailable,
 		Message: "billingd cannot record the request; retry with the same request_id", RetryAfter: s.cfg.RetryAfter}
 }

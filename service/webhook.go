@@ -132,31 +132,53 @@ func (w *Webhooks) apply(ctx context.Context, ev Event) (EventOutcome, error) {
 			out = EventFinal
 			return rec.Result, false, rec.Err
 		}
-		out = EventSettled
-		switch ev.Kind {
-		case EventPaymentCanceled:
-			e := &Error{Reason: ReasonStripeState, Message: "the PaymentIntent was canceled at Stripe",
-				Metadata: map[string]string{"stripe_object_id": ev.Object.ObjectID}}
-			if err := s.settle(ctx, &rec, StateFailed, Result{ObjectID: ev.Object.ObjectID}, e); err != nil {
-				return Result{}, false, err
-			}
-			return Result{}, false, e
-		case EventPaymentFailed:
-			obj := ev.Object
-			if obj.Failure == nil {
-				obj.Failure = &UpstreamError{Kind: UpstreamDeclined, Type: "card_error", Code: "card_declined", ObjectID: obj.ObjectID}
-			}
-			res, err := s.settleFound(ctx, &rec, obj)
-			return res, false, err
-		default:
-			obj := ev.Object
-			obj.Failure = nil
-			res, err := s.settleFound(ctx, &rec, obj)
-			return res, false, err
+		// Another replica may be driving it: then it is left to that drive,
+		// like a drive in flight here.
+		rec, leased, err := s.records.Acquire(ctx, rec)
+		switch {
+		case err != nil:
+			return Result{}, false, s.storageError(err)
+		case rec.State == StateUnspecified || rec.State.Final():
+			out = EventFinal
+			return rec.Result, false, rec.Err
+		case !leased:
+			out = EventInFlight
+			return Result{}, false, nil
 		}
+		out = EventSettled
+		return s.underLease(ctx, rec, func() (Result, bool, error) { return w.settleEvent(ctx, rec, ev) })
 	})
-	if ReasonOf(c.err) == ReasonStorageUnavailable {
+	switch ReasonOf(c.err) {
+	case ReasonStorageUnavailable:
 		return 0, c.err
+	case ReasonRequestInProgress: // another replica took the record over
+		return EventInFlight, nil
 	}
 	return out, nil
+}
+
+// settleEvent settles rec, whose lease this process holds, as ev says.
+func (w *Webhooks) settleEvent(ctx context.Context, rec Record, ev Event) (Result, bool, error) {
+	s := w.svc
+	switch ev.Kind {
+	case EventPaymentCanceled:
+		e := &Error{Reason: ReasonStripeState, Message: "the PaymentIntent was canceled at Stripe",
+			Metadata: map[string]string{"stripe_object_id": ev.Object.ObjectID}}
+		if err := s.settle(ctx, &rec, StateFailed, Result{ObjectID: ev.Object.ObjectID}, e); err != nil {
+			return Result{}, false, err
+		}
+		return Result{}, false, e
+	case EventPaymentFailed:
+		obj := ev.Object
+		if obj.Failure == nil {
+			obj.Failure = &UpstreamError{Kind: UpstreamDeclined, Type: "card_error", Code: "card_declined", ObjectID: obj.ObjectID}
+		}
+		res, err := s.settleFound(ctx, &rec, obj)
+		return res, false, err
+	default:
+		obj := ev.Object
+		obj.Failure = nil
+		res, err := s.settleFound(ctx, &rec, obj)
+		return res, false, err
+	}
 }

@@ -162,8 +162,4 @@ func checkEventID(id string) error {
 	return nil
 }
 
-var (
-	_ service.EventStore  = (*DB)(nil)
-	_ service.OpenRecords = (*DB)(nil)
-	_ service.SweepStore  = (*DB)(nil)
-)
+var _ service.Store = (*DB)(nil)

@@ -1,0 +1,130 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/billingd/billingd/storage/postgres"
+	"github.com/billingd/billingd/storage/postgres/pgtest"
+	"github.com/billingd/billingd/storage/storagetest"
+)
+
+// leaseTTL is short so that the suite's expiry test waits little.
+const leaseTTL = 2 * time.Second
+
+func openAt(t *testing.T, dsn string, opts ...postgres.Option) *postgres.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := postgres.Open(ctx, dsn, append([]postgres.Option{postgres.WithLeaseTTL(leaseTTL)}, opts...)...)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil && !errors.Is(err, postgres.ErrClosed) {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+// TestConformance runs the record-store conformance suite on PostgreSQL,
+// replica tests included: every handle is a replica with its own leases.
+func TestConformance(t *testing.T) {
+	t.Parallel()
+	storagetest.Run(t, storagetest.Backend{
+		New: func(t *testing.T) func(t *testing.T) storagetest.Store {
+			dsn := pgtest.DSN(t)
+			return func(t *testing.T) storagetest.Store { return openAt(t, dsn) }
+		},
+		Replicas: true,
+		LeaseTTL: leaseTTL,
+	})
+}
+
+// Replicas starting together on an empty database migrate it once: the
+// advisory lock queues them, and every one opens.
+func TestMigrateConcurrently(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	const n = 4
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := postgres.Open(context.Background(), dsn)
+			if err != nil {
+				errs <- err
+				return
+			}
+			errs <- s.Close()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("Open: %v", err)
+		}
+	}
+	versions := query[int](t, dsn, `SELECT version FROM schema_migrations ORDER BY version`)
+	if len(versions) != 1 || versions[0] != 1 {
+		t.Errorf("schema_migrations = %v, want [1]", versions)
+	}
+}
+
+// A database a newer billingd migrated is refused, not misread.
+func TestSchemaTooNew(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	s := openAt(t, dsn)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	query[int](t, dsn, `INSERT INTO schema_migrations (version, name) VALUES (99, 'future') RETURNING version`)
+	if _, err := postgres.Open(context.Background(), dsn); !errors.Is(err, postgres.ErrSchemaTooNew) {
+		t.Errorf("Open = %v, want ErrSchemaTooNew", err)
+	}
+}
+
+// A DSN that cannot connect fails Open without leaking its password.
+func TestOpenFailsWithoutPassword(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := postgres.Open(ctx, "postgres://billingd:s3cr3t-pw@127.0.0.1:1/nodb?sslmode=disable&connect_timeout=2")
+	if err == nil {
+		t.Fatal("Open of a closed port succeeded")
+	}
+	if got := err.Error(); strings.Contains(got, "s3cr3t-pw") {
+		t.Errorf("error leaks the password: %s", got)
+	}
+}
+
+func query[T any](t *testing.T, dsn, sql string, args ...any) []T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, sql, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[T])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

@@ -1,0 +1,425 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/billingd/billingd/service"
+	"github.com/billingd/billingd/storage"
+)
+
+// State numbers in SQL: PENDING 1, SUCCEEDED 2, FAILED 3, INDETERMINATE 4
+// (service.State, stored on disk, never renumbered). Open is (1, 4), final
+// (2, 3).
+
+// row is a record ready for its columns.
+type row struct {
+	key        recordKey
+	state      int16
+	createdNS  int64
+	updatedNS  int64
+	requestKey any // nil: NULL
+	data       []byte
+}
+
+// newRow validates and encodes rec. PostgreSQL text cannot hold 0x00, and
+// the API never sends it: such keys are refused like bbolt's invalid ones.
+func newRow(rec *service.Record) (row, error) {
+	switch {
+	case rec.Caller == "":
+		return row{}, fmt.Errorf("%w: empty caller", storage.ErrInvalidRecord)
+	case rec.RequestID == "":
+		return row{}, fmt.Errorf("%w: empty request_id", storage.ErrInvalidRecord)
+	case strings.IndexByte(rec.Caller, 0) >= 0, strings.IndexByte(rec.RequestID, 0) >= 0, strings.IndexByte(rec.RequestKey, 0) >= 0:
+		return row{}, fmt.Errorf("%w: 0x00 in caller, request_id or request key", storage.ErrInvalidRecord)
+	case rec.State < service.StatePending || rec.State > service.StateIndeterminate:
+		return row{}, fmt.Errorf("%w: state %d", storage.ErrInvalidRecord, rec.State)
+	case rec.Attempts < 0 || rec.Attempts > math.MaxInt32:
+		return row{}, fmt.Errorf("%w: attempts %d", storage.ErrInvalidRecord, rec.Attempts)
+	}
+	data, err := storage.EncodeRecord(*rec)
+	if err != nil {
+		return row{}, err
+	}
+	r := row{
+		key:       recordKey{rec.Caller, rec.RequestID},
+		state:     int16(rec.State),
+		createdNS: unixNano(rec.Created),
+		updatedNS: unixNano(rec.Updated),
+		data:      data,
+	}
+	if rec.RequestKey != "" {
+		r.requestKey = rec.RequestKey
+	}
+	return r, nil
+}
+
+// unixNano matches the record encoding: the zero time is 0.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// validKey reports whether (caller, requestID) can name a stored record.
+func validKey(caller, requestID string) bool {
+	return caller != "" && strings.IndexByte(caller, 0) < 0 && strings.IndexByte(requestID, 0) < 0
+}
+
+const claimSQL = `
+INSERT INTO records (caller, request_id, state, created_ns, updated_ns, request_key, lease_owner, lease_until, data)
+VALUES ($1, $2, $3, $4, $5, $6, $7,
+        CASE WHEN $7 = '' THEN '-infinity'::timestamptz ELSE now() + $8::float8 * interval '1 second' END, $9)
+ON CONFLICT (caller, request_id) DO NOTHING
+RETURNING true`
+
+// Claim stores rec if no record exists for (rec.Caller, rec.RequestID),
+// holding its lease if it is open, and returns it with created=true;
+// otherwise it returns the stored record with created=false. Of any number
+// of concurrent claims, on any replicas, exactly one creates: the insert
+// waits for a conflicting one to commit, then does nothing. The returned
+// record is the stored form.
+func (s *Store) Claim(ctx context.Context, rec service.Record) (service.Record, bool, error) {
+	if err := s.checkOpen(); err != nil {
+		return service.Record{}, false, fmt.Errorf("claim: %w", err)
+	}
+	r, err := newRow(&rec)
+	if err != nil {
+		return service.Record{}, false, fmt.Errorf("claim: %w", err)
+	}
+	owner := ""
+	if !rec.State.Final() {
+		owner = s.owner
+	}
+	// A conflicting row can vanish between the insert and the read only if
+	// it was final and swept meanwhile: then the claim is tried again.
+	for range 3 {
+		var created bool
+		err := s.pool.QueryRow(ctx, claimSQL, r.key.caller, r.key.requestID, r.state, r.createdNS, r.updatedNS,
+			r.requestKey, owner, s.ttlSeconds(), r.data).Scan(&created)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) { // no row: the record exists
+			return service.Record{}, false, fmt.Errorf("claim: %w", err)
+		}
+		if created {
+			if owner != "" {
+				s.hold(r.key)
+			}
+			stored, err := storage.DecodeRecord(r.data)
+			if err != nil {
+				return service.Record{}, false, fmt.Errorf("claim: %w", err)
+			}
+			return stored, true, nil
+		}
+		stored, found, err := s.get(ctx, r.key)
+		if err != nil {
+			return service.Record{}, false, fmt.Errorf("claim: %w", err)
+		}
+		if found {
+			return stored, false, nil
+		}
+	}
+	return service.Record{}, false, errors.New("claim: the record keeps vanishing under a concurrent sweep")
+}
+
+// Get returns the record for (caller, requestID); found=false if none.
+func (s *Store) Get(ctx context.Context, caller, requestID string) (service.Record, bool, error) {
+	if err := s.checkOpen(); err != nil {
+		return service.Record{}, false, fmt.Errorf("get: %w", err)
+	}
+	if !validKey(caller, requestID) {
+		return service.Record{}, false, nil
+	}
+	rec, found, err := s.get(ctx, recordKey{caller, requestID})
+	if err != nil {
+		return service.Record{}, false, fmt.Errorf("get: %w", err)
+	}
+	return rec, found, nil
+}
+
+func (s *Store) get(ctx context.Context, k recordKey) (service.Record, bool, error) {
+	var data []byte
+	err := s.pool.QueryRow(ctx, `SELECT data FROM records WHERE caller = $1 AND request_id = $2`,
+		k.caller, k.requestID).Scan(&data)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return service.Record{}, false, nil
+	}
+	if err != nil {
+		return service.Record{}, false, err
+	}
+	rec, err := storage.DecodeRecord(data)
+	if err != nil {
+		return service.Record{}, false, fmt.Errorf("record %s/%s: %w", k.caller, k.requestID, err)
+	}
+	return rec, true, nil
+}
+
+// putSQL inserts a missing record without a lease, or replaces one whose
+// lease this handle ($8) holds: a final state gives the lease up, an open one
+// renews it. A record someone else holds, or no one (final ones included),
+// is left alone: no row is affected.
+const putSQL = `
+INSERT INTO records AS r (caller, request_id, state, created_ns, updated_ns, request_key, data)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (caller, request_id) DO UPDATE SET
+    state = excluded.state,
+    created_ns = excluded.created_ns,
+    updated_ns = excluded.updated_ns,
+    request_key = excluded.request_key,
+    data = excluded.data,
+    lease_owner = CASE WHEN excluded.state IN (2, 3) THEN '' ELSE r.lease_owner END,
+    lease_until = CASE WHEN excluded.state IN (2, 3) THEN '-infinity'::timestamptz
+                       ELSE now() + $9::float8 * interval '1 second' END
+WHERE r.lease_owner = $8`
+
+// Put writes rec in one statement (one transaction, durable at commit):
+// over an existing record only under this handle's lease, else it fails
+// with service.ErrLeaseLost and changes nothing. A missing record is
+// created without a lease.
+func (s *Store) Put(ctx context.Context, rec service.Record) error {
+	if err := s.checkOpen(); err != nil {
+		return fmt.Errorf("put: %w", err)
+	}
+	r, err := newRow(&rec)
+	if err != nil {
+		return fmt.Errorf("put: %w", err)
+	}
+	tag, err := s.pool.Exec(ctx, putSQL, r.key.caller, r.key.requestID, r.state, r.createdNS, r.updatedNS,
+		r.requestKey, r.data, s.owner, s.ttlSeconds())
+	if err != nil {
+		return fmt.Errorf("put: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		s.drop(r.key)
+		return fmt.Errorf("put %s/%s: %w", rec.Caller, rec.RequestID, service.ErrLeaseLost)
+	}
+	if rec.State.Final() {
+		s.drop(r.key)
+	}
+	return nil
+}
+
+// acquireSQL takes the lease of an open record whose lease is free, expired
+// or already ours. SKIP LOCKED: a row another replica is writing or taking
+// right now is skipped rather than waited for; the caller polls or moves on.
+const acquireSQL = `
+WITH target AS (
+    SELECT caller, request_id FROM records
+    WHERE caller = $1 AND request_id = $2 AND state IN (1, 4)
+      AND (lease_owner = $3 OR lease_until <= now())
+    FOR UPDATE SKIP LOCKED)
+UPDATE records r SET lease_owner = $3, lease_until = now() + $4::float8 * interval '1 second'
+FROM target t
+WHERE r.caller = t.caller AND r.request_id = t.request_id
+RETURNING r.data`
+
+// Acquire takes the lease of rec's record if it is open and its lease is
+// free, expired or this handle's, and returns the record as stored, leased.
+// Otherwise it returns the stored record (final, or held by a live replica)
+// not leased, or a zero Record if there is none.
+func (s *Store) Acquire(ctx context.Context, rec service.Record) (service.Record, bool, error) {
+	if err := s.checkOpen(); err != nil {
+		return service.Record{}, false, fmt.Errorf("acquire: %w", err)
+	}
+	if !validKey(rec.Caller, rec.RequestID) {
+		return service.Record{}, false, nil
+	}
+	k := recordKey{rec.Caller, rec.RequestID}
+	var data []byte
+	err := s.pool.QueryRow(ctx, acquireSQL, k.caller, k.requestID, s.owner, s.ttlSeconds()).Scan(&data)
+	switch {
+	case err == nil:
+		s.hold(k)
+		got, err := storage.DecodeRecord(data)
+		if err != nil {
+			return service.Record{}, false, fmt.Errorf("acquire: %w", err)
+		}
+		return got, true, nil
+	case !errors.Is(err, pgx.ErrNoRows):
+		return service.Record{}, false, fmt.Errorf("acquire: %w", err)
+	}
+	got, _, err := s.get(ctx, k)
+	if err != nil {
+		return service.Record{}, false, fmt.Errorf("acquire: %w", err)
+	}
+	return got, false, nil
+}
+
+// Release gives up this handle's lease of the record, if it holds it.
+func (s *Store) Release(ctx context.Context, caller, requestID string) error {
+	k := recordKey{caller, requestID}
+	s.drop(k)
+	if err := s.checkOpen(); err != nil {
+		return fmt.Errorf("release: %w", err)
+	}
+	if !validKey(caller, requestID) {
+		return nil
+	}
+	_, err := s.pool.Exec(ctx, `UPDATE records SET lease_owner = '', lease_until = '-infinity'
+		WHERE caller = $1 AND request_id = $2 AND lease_owner = $3`, caller, requestID, s.owner)
+	if err != nil {
+		return fmt.Errorf("release: %w", err)
+	}
+	return nil
+}
+
+// ListOpen returns up to limit PENDING and INDETERMINATE records, oldest
+// Created first (limit <= 0: all), that this replica may drive: those under
+// another live replica's lease are left out, so reconcilers on several
+// replicas do not queue behind each other's drives. It reads without locks;
+// Acquire decides who drives each record.
+func (s *Store) ListOpen(ctx context.Context, limit int) ([]service.Record, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, fmt.Errorf("list open: %w", err)
+	}
+	var lim any // NULL: LIMIT ALL
+	if limit > 0 {
+		lim = limit
+	}
+	rows, err := s.pool.Query(ctx, `SELECT data FROM records
+		WHERE state IN (1, 4) AND (lease_owner = $1 OR lease_until <= now())
+		ORDER BY created_ns, caller, request_id LIMIT $2`, s.owner, lim)
+	if err != nil {
+		return nil, fmt.Errorf("list open: %w", err)
+	}
+	out, err := decodeRows(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list open: %w", err)
+	}
+	return out, nil
+}
+
+func decodeRows(rows pgx.Rows) ([]service.Record, error) {
+	var out []service.Record
+	var data []byte
+	_, err := pgx.ForEachRow(rows, []any{&data}, func() error {
+		rec, err := storage.DecodeRecord(data)
+		if err != nil {
+			return err
+		}
+		out = append(out, rec)
+		return nil
+	})
+	return out, err
+}
+
+// CountByState returns how many records are in each state; every known
+// state is present, zero included. It counts the table, so its cost grows
+// with the records kept (retention); the metrics scrape calls it.
+func (s *Store) CountByState(ctx context.Context) (map[service.State]int, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, fmt.Errorf("count by state: %w", err)
+	}
+	out := map[service.State]int{
+		service.StatePending:       0,
+		service.StateSucceeded:     0,
+		service.StateFailed:        0,
+		service.StateIndeterminate: 0,
+	}
+	rows, err := s.pool.Query(ctx, `SELECT state, count(*) FROM records GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("count by state: %w", err)
+	}
+	var (
+		state int16
+		n     int64
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&state, &n}, func() error {
+		out[service.State(state)] = int(n)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("count by state: %w", err)
+	}
+	return out, nil
+}
+
+// Sweep deletes up to limit SUCCEEDED or FAILED records last updated before
+// updatedBefore, oldest first, in one statement, and returns how many it
+// deleted. SKIP LOCKED lets sweepers on several replicas take disjoint
+// batches instead of waiting on each other. Open records are never swept.
+func (s *Store) Sweep(ctx context.Context, updatedBefore time.Time, limit int) (int, error) {
+	if err := s.checkOpen(); err != nil {
+		return 0, fmt.Errorf("sweep: %w", err)
+	}
+	if limit <= 0 {
+		return 0, fmt.Errorf("sweep: limit %d: must be positive", limit)
+	}
+	if updatedBefore.IsZero() {
+		return 0, nil
+	}
+	tag, err := s.pool.Exec(ctx, `
+		WITH doomed AS (
+		    SELECT caller, request_id FROM records
+		    WHERE state IN (2, 3) AND updated_ns < $1
+		    ORDER BY updated_ns, caller, request_id
+		    LIMIT $2
+		    FOR UPDATE SKIP LOCKED)
+		DELETE FROM records r USING doomed d
+		WHERE r.caller = d.caller AND r.request_id = d.request_id AND r.state IN (2, 3)`,
+		updatedBefore.UnixNano(), limit)
+	if err != nil {
+		return 0, fmt.Errorf("sweep: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// scanChunk is how many records Scan reads per query.
+const scanChunk = 256
+
+// Scan calls fn for every record in key order (caller, then request_id,
+// bytewise) until fn returns false, reading in chunks outside any
+// transaction: like bbolt's Scan it is not a snapshot, and sees no record
+// twice.
+func (s *Store) Scan(ctx context.Context, fn func(service.Record) bool) error {
+	var after recordKey
+	first := true
+	for {
+		if err := s.checkOpen(); err != nil {
+			return fmt.Errorf("scan: %w", err)
+		}
+		var (
+			rows pgx.Rows
+			err  error
+		)
+		if first {
+			rows, err = s.pool.Query(ctx, `SELECT caller, request_id, data FROM records
+				ORDER BY caller, request_id LIMIT $1`, scanChunk)
+		} else {
+			rows, err = s.pool.Query(ctx, `SELECT caller, request_id, data FROM records
+				WHERE (caller, request_id) > ($1, $2)
+				ORDER BY caller, request_id LIMIT $3`, after.caller, after.requestID, scanChunk)
+		}
+		if err != nil {
+			return fmt.Errorf("scan: %w", err)
+		}
+		var (
+			chunk []service.Record
+			data  []byte
+		)
+		if _, err := pgx.ForEachRow(rows, []any{&after.caller, &after.requestID, &data}, func() error {
+			rec, err := storage.DecodeRecord(data)
+			if err != nil {
+				return fmt.Errorf("record %s/%s: %w", after.caller, after.requestID, err)
+			}
+			chunk = append(chunk, rec)
+			return nil
+		}); err != nil {
+			return fmt.Errorf("scan: %w", err)
+		}
+		first = false
+		for _, r := range chunk {
+			if !fn(r) {
+				return nil
+			}
+		}
+		if len(chunk) < scanChunk {
+			return nil
+		}
+	}
+}
