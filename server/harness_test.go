@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/time/rate"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -23,18 +24,21 @@ import (
 	"github.com/billingd/billingd/server"
 	"github.com/billingd/billingd/service"
 	"github.com/billingd/billingd/storage"
+	"github.com/billingd/billingd/storage/postgres"
+	"github.com/billingd/billingd/storage/storagetest"
 )
 
 // harness is a whole billingd: the Stripe simulator over real HTTP, a real
-// bbolt file, the service, and the production gRPC server and interceptor
-// chain on a loopback listener.
+// bbolt file (or a PostgreSQL store), the service, and the production gRPC
+// server and interceptor chain on a loopback listener.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	clock  *stripesim.ManualClock
 	sim    *stripesim.Sim
 	simURL string
 	dbPath string
-	db     *storage.DB
+	db     *storage.DB // nil on PostgreSQL
+	store  storagetest.Store
 	svc    *service.Service
 	srv    *server.Server
 	addr   string
@@ -51,9 +55,16 @@ type harnessOpts struct {
 	srvCfg    *server.Config
 	stripeKey string
 	log       io.Writer
+	// postgres, when set, is the DSN of the database to keep records in
+	// instead of a bbolt file: harnesses sharing one are replicas.
+	postgres string
 }
 
 const testKey = "sk_test_billingd_tests"
+
+// testLeaseTTL is the lease TTL of PostgreSQL harnesses: short, so a
+// replica's death is noticed quickly.
+const testLeaseTTL = 2 * time.Second
 
 var epoch = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
@@ -61,12 +72,12 @@ var epoch = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 func testServiceConfig() service.Config {
 	c := service.DefaultConfig()
 	c.CallBudget = 10 * time.Second
-	c.SearchRate = 1000
+	c.SearchRate = rate.Inf // a burst of 1 at any finite rate refuses a second search within the same instant
 	c.RetryAfter = 50 * time.Millisecond
 	return c
 }
 
-func newHarness(t *testing.T, o harnessOpts) *harness {
+func newHarness(t testing.TB, o harnessOpts) *harness {
 	t.Helper()
 	h := &harness{t: t, clock: o.clock}
 	if h.clock == nil {
@@ -84,13 +95,24 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		t.Cleanup(hs.Close)
 		h.simURL = hs.URL
 	}
-	h.dbPath = filepath.Join(t.TempDir(), "billingd.db")
-	db, err := storage.Open(h.dbPath)
-	if err != nil {
-		t.Fatalf("open db: %v", err)
+	if o.postgres != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		pg, err := postgres.Open(ctx, o.postgres, postgres.WithLeaseTTL(testLeaseTTL))
+		if err != nil {
+			t.Fatalf("open postgres: %v", err)
+		}
+		h.store = pg
+		t.Cleanup(func() { _ = pg.Close() })
+	} else {
+		h.dbPath = filepath.Join(t.TempDir(), "billingd.db")
+		db, err := storage.Open(h.dbPath)
+		if err != nil {
+			t.Fatalf("open db: %v", err)
+		}
+		h.db, h.store = db, db
+		t.Cleanup(func() { _ = db.Close() })
 	}
-	h.db = db
-	t.Cleanup(func() { _ = db.Close() })
 
 	key := o.stripeKey
 	if key == "" {
@@ -110,7 +132,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	if o.svcCfg != nil {
 		svcCfg = *o.svcCfg
 	}
-	h.svc = service.New(db, payments, service.WithConfig(svcCfg), service.WithClock(h.clock))
+	h.svc = service.New(h.store, payments, service.WithConfig(svcCfg), service.WithClock(h.clock))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -187,7 +209,7 @@ func (h *harness) subscriptionsFor(caller, requestID string) []stripesim.Subscri
 
 func (h *harness) record(caller, requestID string) (service.Record, bool) {
 	h.t.Helper()
-	rec, found, err := h.db.Get(context.Background(), caller, requestID)
+	rec, found, err := h.store.Get(context.Background(), caller, requestID)
 	if err != nil {
 		h.t.Fatalf("get record: %v", err)
 	}

@@ -5,12 +5,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/billingd/billingd/interceptors"
 	"github.com/billingd/billingd/internal/telemetry"
+	"github.com/billingd/billingd/storage/postgres"
 )
 
 // serveConfig is everything `billingd serve` is told. stripeKey is resolved
@@ -18,6 +20,8 @@ import (
 type serveConfig struct {
 	Listen        string
 	DB            string
+	Store         string // postgres:// URL; empty: the bbolt file DB. Holds a password: never printed whole
+	LeaseTTL      time.Duration
 	StripeURL     string
 	StripeSim     bool
 	SimFaults     string
@@ -55,6 +59,8 @@ var errHelp = flag.ErrHelp
 var envFor = map[string]string{
 	"listen":            "BILLINGD_LISTEN",
 	"db":                "BILLINGD_DB",
+	"store":             "BILLINGD_STORE",
+	"lease-ttl":         "BILLINGD_LEASE_TTL",
 	"stripe-url":        "BILLINGD_STRIPE_URL",
 	"stripe-sim":        "BILLINGD_STRIPE_SIM",
 	"stripe-sim-faults": "BILLINGD_STRIPE_SIM_FAULTS",
@@ -85,7 +91,9 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs := flag.NewFlagSet("billingd serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:50051", "gRPC listen address")
-	fs.StringVar(&c.DB, "db", "./data/billingd.db", "bbolt database file (one process owns it)")
+	fs.StringVar(&c.DB, "db", "./data/billingd.db", "bbolt database file (one process owns it); unused with --store")
+	fs.StringVar(&c.Store, "store", "", "record store shared by replicas: a postgres://user:pass@host/db URL (default: the bbolt file --db)")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", postgres.DefaultLeaseTTL, "with --store: how long a dead replica's records stay blocked before another replica takes them over")
 	fs.StringVar(&c.StripeURL, "stripe-url", "", "Stripe API base URL, e.g. a stripe-mock or fake (default: Stripe itself)")
 	fs.BoolVar(&c.StripeSim, "stripe-sim", false, "run against the built-in Stripe simulator (no key needed)")
 	fs.StringVar(&c.SimFaults, "stripe-sim-faults", "", "simulator fault rates, e.g. unavailable=0.05,drop_after=0.02,server_error=0.01,rate_limit=0.02,drop_before=0.02,latency=20ms")
@@ -131,6 +139,9 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 		}
 	}
 	if err := checkRecovery(&c, getenv); err != nil {
+		return c, err
+	}
+	if err := checkStore(c); err != nil {
 		return c, err
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
@@ -185,6 +196,31 @@ func stripeKey(file string, getenv func(string) string) (string, error) {
 		return key, nil
 	}
 	return "", errors.New("no Stripe key: set STRIPE_SECRET_KEY or --stripe-key-file, or use --stripe-sim to run against the built-in simulator")
+}
+
+// checkStore validates --store and --lease-ttl. Errors never repeat the URL:
+// it may hold a password.
+func checkStore(c serveConfig) error {
+	if c.Store == "" {
+		return nil
+	}
+	u, err := url.Parse(c.Store)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return errors.New("--store must be a postgres://user:password@host:port/database URL")
+	}
+	if c.LeaseTTL < time.Second {
+		return fmt.Errorf("--lease-ttl %v: must be at least 1s", c.LeaseTTL)
+	}
+	return nil
+}
+
+// redactedStore is --store as logs may show it: without the password.
+func redactedStore(store string) string {
+	u, err := url.Parse(store)
+	if err != nil {
+		return "postgres"
+	}
+	return u.Redacted()
 }
 
 // checkRecovery validates the reconciliation, retention and webhook flags

@@ -35,6 +35,9 @@ func TestParseServe(t *testing.T) {
 				if c.Listen != "127.0.0.1:50051" || c.DB != "./data/billingd.db" || !c.StripeSim || c.stripeKey != "" {
 					t.Errorf("got %+v", c)
 				}
+				if c.Store != "" || c.LeaseTTL != 15*time.Second {
+					t.Errorf("Store, LeaseTTL = %q, %v; want bbolt by default", c.Store, c.LeaseTTL)
+				}
 				if c.ShutdownGrace != 20*time.Second {
 					t.Errorf("ShutdownGrace = %v", c.ShutdownGrace)
 				}
@@ -84,6 +87,21 @@ func TestParseServe(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "postgres store from environment",
+			env: map[string]string{"BILLINGD_STORE": "postgres://billingd:pw@127.0.0.1:5432/billing", "BILLINGD_LEASE_TTL": "5s",
+				"BILLINGD_STRIPE_SIM": "true"},
+			check: func(t *testing.T, c serveConfig) {
+				if c.Store != "postgres://billingd:pw@127.0.0.1:5432/billing" || c.LeaseTTL != 5*time.Second {
+					t.Errorf("Store, LeaseTTL = %q, %v", c.Store, c.LeaseTTL)
+				}
+				if got := redactedStore(c.Store); strings.Contains(got, "pw") {
+					t.Errorf("redactedStore = %q keeps the password", got)
+				}
+			},
+		},
+		{name: "store is not postgres", args: []string{"--stripe-sim", "--store", "mysql://u:s3cret@h/db"}, wantErr: "--store must be a postgres://"},
+		{name: "lease shorter than a second", args: []string{"--stripe-sim", "--store", "postgres://h/db", "--lease-ttl", "100ms"}, wantErr: "--lease-ttl"},
 		{name: "no key, no simulator", wantErr: "no Stripe key"},
 		{name: "empty key file", args: []string{"--stripe-key-file", os.DevNull}, wantErr: "empty"},
 		{name: "missing key file", args: []string{"--stripe-key-file", "/nonexistent/key"}, wantErr: "read --stripe-key-file"},
@@ -102,6 +120,9 @@ func TestParseServe(t *testing.T) {
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+				}
+				if strings.Contains(err.Error(), "s3cret") {
+					t.Errorf("err = %v: it repeats a password", err)
 				}
 				return
 			}

@@ -16,23 +16,26 @@ import (
 	"github.com/billingd/billingd/server"
 	"github.com/billingd/billingd/service"
 	"github.com/billingd/billingd/storage"
+	"github.com/billingd/billingd/storage/postgres"
 )
 
 const opsUsage = `Usage:
-  billingd ops list [--state S] [--limit N] [--json] [--db PATH]
-  billingd ops show REQUEST_ID --caller C [--json] [--db PATH]
+  billingd ops list [--state S] [--limit N] [--json] [--db PATH | --store URL]
+  billingd ops show REQUEST_ID --caller C [--json] [--db PATH | --store URL]
 
 Reads records without changing them. When no server holds the database it is
 read directly (read-only); while a server runs, the server is asked over its
-admin socket (<db>.admin.sock). States: PENDING, SUCCEEDED, FAILED, INDETERMINATE.
+admin socket (<db>.admin.sock). With --store (BILLINGD_STORE), the PostgreSQL
+database the replicas share is read directly.
+States: PENDING, SUCCEEDED, FAILED, INDETERMINATE.
 The Stripe idempotency key is never printed.
 `
 
 // opsFlags are the flags both ops commands take.
 type opsFlags struct {
-	db, state, caller string
-	limit             int
-	json              bool
+	db, store, state, caller string
+	limit                    int
+	json                     bool
 }
 
 func ops(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -57,6 +60,7 @@ func ops(ctx context.Context, args []string, getenv func(string) string, stdout,
 		defDB = "./data/billingd.db"
 	}
 	fs.StringVar(&f.db, "db", defDB, "bbolt database file (BILLINGD_DB)")
+	fs.StringVar(&f.store, "store", getenv("BILLINGD_STORE"), "PostgreSQL URL the replicas share (BILLINGD_STORE); read instead of --db")
 	fs.BoolVar(&f.json, "json", false, "print JSON instead of a table")
 	if cmd == "list" {
 		fs.StringVar(&f.state, "state", "", "only records in this state")
@@ -134,7 +138,50 @@ func openForOps(path string) (db *storage.DB, locked bool, err error) {
 	return db, false, nil
 }
 
+// openPostgresForOps opens --store. Errors show the URL without its password.
+func openPostgresForOps(ctx context.Context, store string) (*postgres.Store, error) {
+	if err := checkStore(serveConfig{Store: store, LeaseTTL: postgres.DefaultLeaseTTL}); err != nil {
+		return nil, err
+	}
+	pg, err := postgres.Open(ctx, store)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", redactedStore(store), err)
+	}
+	return pg, nil
+}
+
+// scanList collects up to f.limit records in state filter (any: unspecified).
+func scanList(ctx context.Context, db server.AdminStore, f opsFlags, filter service.State) ([]server.AdminRecord, error) {
+	out := []server.AdminRecord{}
+	err := db.Scan(ctx, func(r service.Record) bool {
+		if filter == service.StateUnspecified || r.State == filter {
+			out = append(out, server.AdminView(r))
+		}
+		return len(out) < f.limit
+	})
+	return out, err
+}
+
+func showOne(ctx context.Context, db server.AdminStore, f opsFlags, requestID string) (server.AdminRecord, error) {
+	rec, found, err := db.Get(ctx, f.caller, requestID)
+	if err != nil {
+		return server.AdminRecord{}, err
+	}
+	if !found {
+		return server.AdminRecord{}, errNoRecord
+	}
+	return server.AdminView(rec), nil
+}
+
 func opsList(ctx context.Context, f opsFlags, filter service.State) ([]server.AdminRecord, error) {
+	if f.store != "" {
+		pg, err := openPostgresForOps(ctx, f.store)
+		if err != nil {
+			return nil, err
+		}
+		defer pg.Close()
+		return scanList(ctx, pg, f, filter)
+	}
 	db, locked, err := openForOps(f.db)
 	if err != nil {
 		return nil, err
@@ -148,17 +195,18 @@ func opsList(ctx context.Context, f opsFlags, filter service.State) ([]server.Ad
 		return out, askServer(ctx, f.db, "/records?"+q.Encode(), &out)
 	}
 	defer db.Close()
-	out := []server.AdminRecord{}
-	err = db.Scan(ctx, func(r service.Record) bool {
-		if filter == service.StateUnspecified || r.State == filter {
-			out = append(out, server.AdminView(r))
-		}
-		return len(out) < f.limit
-	})
-	return out, err
+	return scanList(ctx, db, f, filter)
 }
 
 func opsShow(ctx context.Context, f opsFlags, requestID string) (server.AdminRecord, error) {
+	if f.store != "" {
+		pg, err := openPostgresForOps(ctx, f.store)
+		if err != nil {
+			return server.AdminRecord{}, err
+		}
+		defer pg.Close()
+		return showOne(ctx, pg, f, requestID)
+	}
 	db, locked, err := openForOps(f.db)
 	if err != nil {
 		return server.AdminRecord{}, err
@@ -169,14 +217,7 @@ func opsShow(ctx context.Context, f opsFlags, requestID string) (server.AdminRec
 		return out, askServer(ctx, f.db, "/record?"+q.Encode(), &out)
 	}
 	defer db.Close()
-	rec, found, err := db.Get(ctx, f.caller, requestID)
-	if err != nil {
-		return server.AdminRecord{}, err
-	}
-	if !found {
-		return server.AdminRecord{}, errNoRecord
-	}
-	return server.AdminView(rec), nil
+	return showOne(ctx, db, f, requestID)
 }
 
 // askServer reads path from the admin socket of the server holding dbPath.

@@ -19,6 +19,8 @@ import (
 	"github.com/billingd/billingd/server"
 	"github.com/billingd/billingd/service"
 	"github.com/billingd/billingd/storage"
+	"github.com/billingd/billingd/storage/postgres"
+	"github.com/billingd/billingd/storage/postgres/pgtest"
 )
 
 func opsRecords() []service.Record {
@@ -246,5 +248,41 @@ func TestServeRecoveryWiring(t *testing.T) {
 	}
 	if _, err := os.Stat(server.AdminSocketPath(db)); !os.IsNotExist(err) {
 		t.Errorf("admin socket left behind: %v", err)
+	}
+}
+
+// With --store, ops reads the PostgreSQL database the replicas share.
+func TestOpsPostgres(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	pg, err := postgres.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range opsRecords() {
+		if err := pg.Put(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runOps(t, "list", "--store", dsn, "--json")
+	if err != nil {
+		t.Fatalf("ops list: %v", err)
+	}
+	var recs []server.AdminRecord
+	if err := json.Unmarshal([]byte(out), &recs); err != nil {
+		t.Fatalf("list JSON: %v\n%s", err, out)
+	}
+	if len(recs) != 2 || recs[0].StripeObjectID != "pi_123" || recs[1].State != "INDETERMINATE" {
+		t.Errorf("list = %+v", recs)
+	}
+	out, err = runOps(t, "show", "order-2", "--caller", "shop", "--store", dsn)
+	if err != nil || !strings.Contains(out, "OUTCOME_PENDING_RECONCILIATION") {
+		t.Errorf("show = %v\n%s", err, out)
+	}
+	if _, err := runOps(t, "show", "order-9", "--caller", "shop", "--store", dsn); err == nil {
+		t.Error("show of an unknown record succeeded")
 	}
 }

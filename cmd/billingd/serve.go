@@ -22,10 +22,16 @@ import (
 	"github.com/billingd/billingd/server"
 	"github.com/billingd/billingd/service"
 	"github.com/billingd/billingd/storage"
+	"github.com/billingd/billingd/storage/postgres"
 )
 
 // simKey is the API key billingd uses with its built-in simulator.
 const simKey = "sk_test_billingd_simulator"
+
+// simMaxObjects bounds the built-in simulator's memory in long demos and
+// benchmarks (about 2.3 KB per object with its idempotency entry): it keeps
+// the newest 5,000 objects. billingd's own records are what replays use.
+const simMaxObjects = 5000
 
 // serve wires the concrete types together and runs until ctx is cancelled.
 func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
@@ -55,9 +61,9 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	}
 	defer obs.close()
 
-	db, err := storage.Open(cfg.DB, obs.storageOptions()...)
+	db, err := openStore(ctx, cfg, obs)
 	if err != nil {
-		return fmt.Errorf("open database: %w", err)
+		return err
 	}
 	defer db.Close()
 
@@ -106,7 +112,7 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	defer stopMetrics()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
-	log.Info("billingd serving", "listen", lis.Addr().String(), "db", cfg.DB, "stripe", mode,
+	log.Info("billingd serving", "listen", lis.Addr().String(), "db", db.describe, "stripe", mode,
 		"callers", cfg.tokens.Len(), "tls", tlsMode(srvCfg), "rate_limit", cfg.RateLimit)
 
 	select {
@@ -126,6 +132,39 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	}
 	bg.wait()
 	return nil
+}
+
+// store is the record store serve runs on, bbolt or PostgreSQL.
+type store interface {
+	service.Store
+	server.AdminStore
+	Close() error
+}
+
+// openedStore is the store with what serve says about it.
+type openedStore struct {
+	store
+	describe  string // for the log: the file, or the URL without its password
+	adminPath string // the admin socket's database path; "" without one (PostgreSQL is read directly)
+}
+
+// openStore opens --store (PostgreSQL, shared by replicas) or the bbolt file --db.
+func openStore(ctx context.Context, cfg serveConfig, obs *observability) (*openedStore, error) {
+	if cfg.Store == "" {
+		db, err := storage.Open(cfg.DB, obs.storageOptions()...)
+		if err != nil {
+			return nil, fmt.Errorf("open database: %w", err)
+		}
+		return &openedStore{store: db, describe: cfg.DB, adminPath: cfg.DB}, nil
+	}
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	pg, err := postgres.Open(octx, cfg.Store, postgres.WithLeaseTTL(cfg.LeaseTTL))
+	if err != nil {
+		// The error names the host at most, never the password.
+		return nil, fmt.Errorf("open store %s: %w", redactedStore(cfg.Store), err)
+	}
+	return &openedStore{store: pg, describe: redactedStore(cfg.Store) + " (lease holder " + pg.Owner() + ")"}, nil
 }
 
 // serverConfig is server.DefaultConfig with the caller, TLS and rate-limit flags.
@@ -178,7 +217,7 @@ func startSim(cfg serveConfig, webhookURL string) (url string, stop func(), err 
 	if err != nil {
 		return "", nil, err
 	}
-	sim := stripesim.New(stripesim.Config{Seed: cfg.SimSeed, Faults: faults,
+	sim := stripesim.New(stripesim.Config{Seed: cfg.SimSeed, Faults: faults, MaxObjects: simMaxObjects,
 		WebhookURL: webhookURL, WebhookSecret: cfg.webhookSecret})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -288,15 +327,17 @@ func (b *background) goRun(run func(context.Context), ctx context.Context) {
 // once (startup recovery), the sweeper enforces --retention, webhooks settle
 // records, and the admin socket serves `billingd ops` while the database is
 // locked by this process.
-func startBackground(cfg serveConfig, svc *service.Service, db *storage.DB, hooks *webhookListener, log *slog.Logger) (*background, error) {
+func startBackground(cfg serveConfig, svc *service.Service, db *openedStore, hooks *webhookListener, log *slog.Logger) (*background, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &background{cancel: cancel}
-	stopAdmin, err := server.ServeAdmin(server.AdminSocketPath(cfg.DB), db, log)
-	if err != nil {
-		cancel()
-		return nil, err
+	if db.adminPath != "" {
+		stopAdmin, err := server.ServeAdmin(server.AdminSocketPath(db.adminPath), db, log)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		b.stops = append(b.stops, stopAdmin)
 	}
-	b.stops = append(b.stops, stopAdmin)
 
 	rc := service.DefaultReconcilerConfig()
 	rc.Interval = cfg.ReconcileInterval

@@ -73,7 +73,7 @@ func (o *observability) serviceOptions() []service.Option {
 
 // watch exports state kept elsewhere, read at scrape time: records by state
 // (a per-state count bucket, no scan) and the reconciler's tallies.
-func (o *observability) watch(db *storage.DB, rec *service.Reconciler) {
+func (o *observability) watch(db service.OpenRecords, rec *service.Reconciler) {
 	o.metrics.Register(telemetry.GaugeFunc("billingd_records", "Records by state.", "state", func() map[string]float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
