@@ -75,6 +75,9 @@ func TestWebhooksAreSignedAndRetried(t *testing.T) {
 	if err := got.UnmarshalJSON(events[1].Data.Raw); err != nil || got.ID != pi.ID || got.Metadata["k"] != "v" || events[1].Created != epoch.Unix() {
 		t.Errorf("event object = %+v, %v", got, err)
 	}
+	// The worker counts a delivery once the response is back, just after the
+	// endpoint has seen the event: wait for the count, then check them all.
+	waitFor(t, "two deliveries counted", func() bool { return sim.Stats().WebhooksDelivered == 2 })
 	if st := sim.Stats(); st.WebhooksDelivered != 2 || st.WebhooksQueued != 2 || st.WebhooksDropped != 0 {
 		t.Errorf("stats = %+v", st)
 	}
