@@ -514,6 +514,44 @@ func TestStoreRefusingWritesFailsClosed(t *testing.T) {
 	}
 }
 
+// Final outcomes are cached in memory: a replay needs neither the store nor
+// Stripe, while anything new still fails closed without the store.
+func TestReplayFromMemoryWhenStoreIsGone(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	ctx := h.ctx()
+	first, err := h.client.Charge(ctx, visa("cached"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	declined := visa("cached-decline")
+	declined.PaymentMethodId = "pm_card_chargeDeclined"
+	_, derr := h.client.Charge(ctx, declined)
+	if err := h.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := h.client.Charge(ctx, visa("cached"))
+	if err != nil || !again.GetReplayed() || again.GetPaymentIntentId() != first.GetPaymentIntentId() {
+		t.Fatalf("replay without the store = %v, %v", again, err)
+	}
+	_, derr2 := h.client.Charge(ctx, declined)
+	if st1, st2 := status.Convert(derr), status.Convert(derr2); !proto.Equal(st1.Proto(), st2.Proto()) {
+		t.Errorf("cached decline differs:\n%v\n%v", st1.Proto(), st2.Proto())
+	}
+	other := visa("cached")
+	other.Amount++
+	if _, ei := errInfo(t, func() error { _, err := h.client.Charge(ctx, other); return err }(), codes.FailedPrecondition); ei.GetReason() != "REQUEST_ID_REUSED" {
+		t.Errorf("reuse against the cache: %s", ei.GetReason())
+	}
+	_, err = h.client.Charge(ctx, visa("not-cached"))
+	if _, ei := errInfo(t, err, codes.Unavailable); ei.GetReason() != "STORAGE_UNAVAILABLE" {
+		t.Errorf("new request without the store: %s", ei.GetReason())
+	}
+	if got := h.sim.Stats().PaymentIntentsCreated; got != 2 {
+		t.Errorf("PaymentIntents created = %d, want 2", got)
+	}
+}
+
 func TestConcurrentDuplicatesCoalesce(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, harnessOpts{})

@@ -37,6 +37,9 @@ type Config struct {
 	SearchRate rate.Limit
 	// RetryAfter is the RetryInfo delay suggested with UNAVAILABLE answers.
 	RetryAfter time.Duration
+	// ReplayCache is how many final outcomes are kept in memory to answer
+	// repeats without a store read (0: none). About 0.5 KB each.
+	ReplayCache int
 }
 
 // DefaultConfig returns the production defaults.
@@ -48,6 +51,7 @@ func DefaultConfig() Config {
 		CoalesceWait: 20 * time.Second,
 		SearchRate:   10,
 		RetryAfter:   time.Second,
+		ReplayCache:  16384,
 	}
 }
 
@@ -68,6 +72,7 @@ type Service struct {
 	clock    Clock
 	search   *rate.Limiter
 	observer Observer
+	finals   *finals // final outcomes for replays; nil when ReplayCache is 0
 
 	// base is the server-owned parent of every drive; Close cancels it.
 	base   context.Context
@@ -102,6 +107,7 @@ func New(records Store, payments Payments, opts ...Option) *Service {
 		o(s)
 	}
 	s.search = rate.NewLimiter(s.cfg.SearchRate, 1)
+	s.finals = newFinals(s.cfg.ReplayCache)
 	s.base, s.cancel = context.WithCancel(context.Background())
 	return s
 }
@@ -252,9 +258,15 @@ func (s *Service) inProgress() *Error {
 // record is missing, open or unreadable: the drive decides (and a read error
 // is found again there, failing closed).
 func (s *Service) replayFinal(ctx context.Context, caller, requestID string, method Method, fp []byte) (out Outcome, ok bool, err error) {
-	rec, found, gerr := s.records.Get(ctx, caller, requestID)
-	if gerr != nil || !found || !rec.State.Final() {
-		return Outcome{}, false, nil
+	key := inflightKey(caller, requestID)
+	rec, cached := s.finals.get(key)
+	if !cached {
+		stored, found, gerr := s.records.Get(ctx, caller, requestID)
+		if gerr != nil || !found || !stored.State.Final() {
+			return Outcome{}, false, nil
+		}
+		rec = &stored
+		s.finals.put(key, rec)
 	}
 	if !bytes.Equal(rec.Fingerprint, fp) {
 		s.observe(method, EventFingerprintConflict)
@@ -520,6 +532,11 @@ func (s *Service) settle(ctx context.Context, rec *Record, state State, res Resu
 	rec.Updated = s.clock.Now()
 	if err := s.records.Put(ctx, *rec); err != nil {
 		return s.storageError(err)
+	}
+	if state.Final() {
+		final := *rec
+		final.Result.StripeRequestID = "" // this call's, not the record's
+		s.finals.put(inflightKey(rec.Caller, rec.RequestID), &final)
 	}
 	return nil
 }
