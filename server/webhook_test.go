@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -103,6 +104,55 @@ func TestWebhookSettlesLostAnswer(t *testing.T) {
 	}
 	if got := posts(h.sim); got != 4 {
 		t.Errorf("create POSTs = %d, want the 4 of the first call only", got)
+	}
+}
+
+// INDETERMINATE records (Stripe answered 500 after processing) settle from
+// webhooks alone — no search, no reconciler in this harness — to match what
+// the simulator holds, and a retry then replays the settled outcome.
+func TestWebhookSettlesIndeterminate(t *testing.T) {
+	t.Parallel()
+	h := newWebhookHarness(t)
+	ctx := h.ctx()
+	tests := []struct {
+		id, pm string
+		want   service.State
+	}{
+		{"indet-ok", "pm_card_visa", service.StateSucceeded},
+		{"indet-declined", "pm_card_chargeDeclined", service.StateFailed},
+	}
+	for _, tt := range tests {
+		req := visa(tt.id)
+		req.PaymentMethodId = tt.pm
+		h.sim.FailNext("/v1/payment_intents", stripesim.FaultServerError, 1)
+		_, err := h.client.Charge(ctx, req)
+		if _, ei := errInfo(t, err, codes.Unavailable); ei.GetReason() != "OUTCOME_PENDING_RECONCILIATION" {
+			t.Fatalf("%s: reason = %s", tt.id, ei.GetReason())
+		}
+		rec := waitState(t, h.harness, tt.id, tt.want)
+		pis := h.intentsFor(caller, tt.id)
+		if len(pis) != 1 || rec.Result.ObjectID != pis[0].ID {
+			t.Fatalf("%s: record %+v, PIs %+v", tt.id, rec, pis)
+		}
+		resp, err := h.client.Charge(ctx, req)
+		switch tt.want {
+		case service.StateSucceeded:
+			if err != nil || !resp.GetReplayed() || resp.GetPaymentIntentId() != pis[0].ID {
+				t.Errorf("%s: retry = %v, %v", tt.id, resp, err)
+			}
+		case service.StateFailed:
+			if _, ei := errInfo(t, err, codes.FailedPrecondition); ei.GetReason() != "CARD_DECLINED" || ei.GetMetadata()["stripe_object_id"] != pis[0].ID {
+				t.Errorf("%s: retry = %v", tt.id, ei)
+			}
+		}
+	}
+	if got := posts(h.sim); got != 2 {
+		t.Errorf("create POSTs = %d, want one per operation", got)
+	}
+	for k, n := range h.sim.Stats().Requests {
+		if strings.HasSuffix(k.Path, "/search") {
+			t.Errorf("%d searches (%v): the webhooks alone should have settled the records", n, k)
+		}
 	}
 }
 
