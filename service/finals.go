@@ -10,20 +10,36 @@ import "sync"
 // still answered with the truth.
 type finals struct {
 	mu   sync.Mutex
-	m    map[string]*Record
+	m    map[string]*final
 	ring []string // insertion order; "" marks a free slot
 	next int
+}
+
+// final is what a replay needs of a final record, and no more (no params, no
+// keys): about a quarter of a Record in memory.
+type final struct {
+	fingerprint []byte
+	state       State
+	result      Result
+	err         *Error
+	attempts    int
+}
+
+func finalOf(rec *Record) *final {
+	res := rec.Result
+	res.StripeRequestID, res.Failure = "", nil // the answering call's, not the record's
+	return &final{fingerprint: rec.Fingerprint, state: rec.State, result: res, err: rec.Err, attempts: rec.Attempts}
 }
 
 func newFinals(size int) *finals {
 	if size <= 0 {
 		return nil
 	}
-	return &finals{m: make(map[string]*Record, size), ring: make([]string, size)}
+	return &finals{m: make(map[string]*final, size), ring: make([]string, size)}
 }
 
-// get returns the cached final record of key. A nil cache has nothing.
-func (f *finals) get(key string) (*Record, bool) {
+// get returns the cached final outcome of key. A nil cache has nothing.
+func (f *finals) get(key string) (*final, bool) {
 	if f == nil {
 		return nil, false
 	}
@@ -33,10 +49,9 @@ func (f *finals) get(key string) (*Record, bool) {
 	return rec, ok
 }
 
-// put caches a final record, evicting the oldest entry when full. Callers
-// must not modify rec afterwards.
-func (f *finals) put(key string, rec *Record) {
-	if f == nil || !rec.State.Final() {
+// put caches a final outcome, evicting the oldest entry when full.
+func (f *finals) put(key string, v *final) {
+	if f == nil {
 		return
 	}
 	f.mu.Lock()
@@ -48,6 +63,6 @@ func (f *finals) put(key string, rec *Record) {
 		delete(f.m, old)
 	}
 	f.ring[f.next] = key
-	f.m[key] = rec
+	f.m[key] = v
 	f.next = (f.next + 1) % len(f.ring)
 }

@@ -38,7 +38,7 @@ type Config struct {
 	// RetryAfter is the RetryInfo delay suggested with UNAVAILABLE answers.
 	RetryAfter time.Duration
 	// ReplayCache is how many final outcomes are kept in memory to answer
-	// repeats without a store read (0: none). About 0.5 KB each.
+	// repeats without a store read (0: none). About 0.25 KB each.
 	ReplayCache int
 }
 
@@ -259,25 +259,25 @@ func (s *Service) inProgress() *Error {
 // is found again there, failing closed).
 func (s *Service) replayFinal(ctx context.Context, caller, requestID string, method Method, fp []byte) (out Outcome, ok bool, err error) {
 	key := inflightKey(caller, requestID)
-	rec, cached := s.finals.get(key)
+	f, cached := s.finals.get(key)
 	if !cached {
 		stored, found, gerr := s.records.Get(ctx, caller, requestID)
 		if gerr != nil || !found || !stored.State.Final() {
 			return Outcome{}, false, nil
 		}
-		rec = &stored
-		s.finals.put(key, rec)
+		f = finalOf(&stored)
+		s.finals.put(key, f)
 	}
-	if !bytes.Equal(rec.Fingerprint, fp) {
+	if !bytes.Equal(f.fingerprint, fp) {
 		s.observe(method, EventFingerprintConflict)
 		return Outcome{}, true, reusedError()
 	}
 	s.observe(method, EventReplay)
-	if rec.State == StateFailed {
-		return Outcome{Replayed: true}, true, rec.Err
+	if f.state == StateFailed {
+		return Outcome{Replayed: true}, true, f.err
 	}
-	res := rec.Result
-	res.Attempts = rec.Attempts
+	res := f.result
+	res.Attempts = f.attempts
 	return Outcome{Result: res, Replayed: true}, true, nil
 }
 
@@ -534,9 +534,7 @@ func (s *Service) settle(ctx context.Context, rec *Record, state State, res Resu
 		return s.storageError(err)
 	}
 	if state.Final() {
-		final := *rec
-		final.Result.StripeRequestID = "" // this call's, not the record's
-		s.finals.put(inflightKey(rec.Caller, rec.RequestID), &final)
+		s.finals.put(inflightKey(rec.Caller, rec.RequestID), finalOf(rec))
 	}
 	return nil
 }

@@ -30,8 +30,8 @@ const simKey = "sk_test_billingd_simulator"
 
 // simMaxObjects bounds the built-in simulator's memory in long demos and
 // benchmarks (about 2.3 KB per object with its idempotency entry): it keeps
-// the newest 5,000 objects. billingd's own records are what replays use.
-const simMaxObjects = 5000
+// the newest 2,000 objects. billingd's own records are what replays use.
+const simMaxObjects = 2000
 
 // serve wires the concrete types together and runs until ctx is cancelled.
 func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
