@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	billingv1 "github.com/billingd/billingd/gen/billing/v1"
+	"github.com/billingd/billingd/internal/closedloop"
 	"github.com/billingd/billingd/internal/stripeapi"
 	"github.com/billingd/billingd/internal/stripesim"
 	"github.com/billingd/billingd/server"
@@ -108,7 +108,7 @@ func BenchmarkServer(b *testing.B) {
 		b.Run(fmt.Sprintf("health/c=%d", c), func(b *testing.B) {
 			bs := newBenchServer(b)
 			req := &healthpb.HealthCheckRequest{Service: billingv1.BillingService_ServiceDesc.ServiceName}
-			runClosedLoop(b, c, func(ctx context.Context, _ int) error {
+			closedloop.Run(b, c, func(ctx context.Context, _ int) error {
 				_, err := bs.health.Check(ctx, req)
 				return err
 			})
@@ -121,7 +121,7 @@ func BenchmarkServer(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			runClosedLoop(b, c, func(ctx context.Context, i int) error {
+			closedloop.Run(b, c, func(ctx context.Context, i int) error {
 				resp, err := bs.client.Charge(ctx, benchCharge("replay-"+strconv.Itoa(i%ids)))
 				if err == nil && !resp.GetReplayed() {
 					return fmt.Errorf("call %d was not a replay", i)
@@ -134,7 +134,7 @@ func BenchmarkServer(b *testing.B) {
 		})
 		b.Run(fmt.Sprintf("new/c=%d", c), func(b *testing.B) {
 			bs := newBenchServer(b)
-			runClosedLoop(b, c, func(ctx context.Context, i int) error {
+			closedloop.Run(b, c, func(ctx context.Context, i int) error {
 				resp, err := bs.client.Charge(ctx, benchCharge("new-"+strconv.Itoa(i)))
 				if err == nil && resp.GetReplayed() {
 					return fmt.Errorf("new charge %d answered as a replay", i)
@@ -151,7 +151,7 @@ func BenchmarkServer(b *testing.B) {
 		b.Run(fmt.Sprintf("mix/c=%d", c), func(b *testing.B) {
 			bs := newBenchServer(b)
 			var replayed atomic.Int64
-			runClosedLoop(b, c, func(ctx context.Context, i int) error {
+			closedloop.Run(b, c, func(ctx context.Context, i int) error {
 				if i%10 == 1 {
 					i-- // the same id as the call just before
 				}
@@ -167,39 +167,4 @@ func BenchmarkServer(b *testing.B) {
 			}
 		})
 	}
-}
-
-// runClosedLoop runs call b.N times from exactly c goroutines, each starting
-// its next call as soon as the previous returns, and reports calls/s.
-func runClosedLoop(b *testing.B, c int, call func(ctx context.Context, i int) error) {
-	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	var (
-		next   atomic.Int64
-		failed atomic.Bool
-		wg     sync.WaitGroup
-	)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for range c {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= b.N || failed.Load() {
-					return
-				}
-				if err := call(ctx, i); err != nil {
-					failed.Store(true)
-					b.Errorf("call %d: %v", i, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
 }

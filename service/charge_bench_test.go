@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/billingd/billingd/internal/closedloop"
 	"github.com/billingd/billingd/service"
 	"github.com/billingd/billingd/storage"
 )
@@ -47,7 +47,7 @@ func BenchmarkServiceCharge(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			closedLoop(b, c, func(ctx context.Context, i int) error {
+			closedloop.Run(b, c, func(ctx context.Context, i int) error {
 				out, err := svc.Charge(ctx, "bench", charge("r"+strconv.Itoa(i%ids)))
 				if err == nil && !out.Replayed {
 					return fmt.Errorf("call %d was not a replay", i)
@@ -60,7 +60,7 @@ func BenchmarkServiceCharge(b *testing.B) {
 		})
 		b.Run(fmt.Sprintf("new/c=%d", c), func(b *testing.B) {
 			svc, stripe := newBenchService(b)
-			closedLoop(b, c, func(ctx context.Context, i int) error {
+			closedloop.Run(b, c, func(ctx context.Context, i int) error {
 				out, err := svc.Charge(ctx, "bench", charge("n"+strconv.Itoa(i)))
 				if err == nil && out.Replayed {
 					return fmt.Errorf("new charge %d answered as a replay", i)
@@ -89,39 +89,4 @@ func newBenchService(b *testing.B) (*service.Service, *instantStripe) {
 		_ = svc.Close(ctx)
 	})
 	return svc, stripe
-}
-
-// closedLoop runs call b.N times from exactly c goroutines, each starting its
-// next call as soon as the previous returns, and reports calls/s.
-func closedLoop(b *testing.B, c int, call func(ctx context.Context, i int) error) {
-	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	var (
-		next   atomic.Int64
-		failed atomic.Bool
-		wg     sync.WaitGroup
-	)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for range c {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= b.N || failed.Load() {
-					return
-				}
-				if err := call(ctx, i); err != nil {
-					failed.Store(true)
-					b.Errorf("call %d: %v", i, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
 }
