@@ -184,6 +184,7 @@ func measure(ctx context.Context, cfg config, srv *server, spec scenarioSpec, c 
 		PeakAnon:    rs.peakAnon,
 		RSSSamples:  rs.samples,
 		RSSPerSec:   mibs(rs.perSecond),
+		AnonPerSec:  mibs(rs.anonPerSecond),
 		ServerCPU:   (cpu1 - cpu0).Seconds(),
 		GHZCPU:      g.cpu.Seconds(),
 		MachineBusy: (busy1 - busy0).Seconds(),

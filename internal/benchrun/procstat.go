@@ -25,9 +25,12 @@ type rssSampler struct {
 	peak     rss // the sample with the highest VmRSS
 	peakAnon int64
 	samples  int
-	// perSecond is the highest VmRSS of each second since start, for
-	// telling growth (a leak, a growing store) from a plateau.
-	perSecond []int64
+	// perSecond is the highest VmRSS of each second since start, and
+	// anonPerSecond the highest RssAnon: growth of the first alone is the
+	// store's memory map growing with its file; growth of the second (heap,
+	// stacks) over a long run would be a leak.
+	perSecond     []int64
+	anonPerSecond []int64
 }
 
 // rss is one sample, in bytes: VmRSS is RssAnon (heap, stacks) + RssFile
@@ -78,17 +81,20 @@ func (r *rssSampler) sample() {
 	sec := int(time.Since(r.start) / time.Second)
 	for len(r.perSecond) <= sec {
 		r.perSecond = append(r.perSecond, 0)
+		r.anonPerSecond = append(r.anonPerSecond, 0)
 	}
 	r.perSecond[sec] = max(r.perSecond[sec], v.Total)
+	r.anonPerSecond[sec] = max(r.anonPerSecond[sec], v.Anon)
 	r.mu.Unlock()
 }
 
 // rssStats is what a sampler saw.
 type rssStats struct {
-	peak      rss   // the sample with the highest VmRSS
-	peakAnon  int64 // the highest RssAnon, maybe of another sample
-	samples   int
-	perSecond []int64 // the highest VmRSS of each second
+	peak          rss   // the sample with the highest VmRSS
+	peakAnon      int64 // the highest RssAnon, maybe of another sample
+	samples       int
+	perSecond     []int64 // the highest VmRSS of each second
+	anonPerSecond []int64 // the highest RssAnon of each second
 }
 
 // stop takes a last sample and returns what the sampler saw.
@@ -98,7 +104,7 @@ func (r *rssSampler) stop() rssStats {
 	r.sample()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return rssStats{peak: r.peak, peakAnon: r.peakAnon, samples: r.samples, perSecond: r.perSecond}
+	return rssStats{peak: r.peak, peakAnon: r.peakAnon, samples: r.samples, perSecond: r.perSecond, anonPerSecond: r.anonPerSecond}
 }
 
 func statusField(status []byte, name string) (int64, error) {

@@ -87,6 +87,8 @@ type scenarioResult struct {
 	// RSSPerSec is the highest VmRSS of each second of the scenario, in
 	// MiB: flat means no growth (run with a long -duration for a soak).
 	RSSPerSec []float64 `json:"rss_mib_per_second,omitempty"`
+	// AnonPerSec is the same for RssAnon (heap and stacks), the leak signal.
+	AnonPerSec []float64 `json:"rss_anon_mib_per_second,omitempty"`
 	// ServerCPU and GHZCPU are the CPU seconds billingd and ghz used during
 	// the scenario; MachineBusy is every CPU's busy time, so MachineBusy -
 	// ServerCPU - GHZCPU is what else ran (other people's work, noise).
