@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/billingd/billingd/interceptors"
+	"github.com/billingd/billingd/internal/flagenv"
 	"github.com/billingd/billingd/internal/telemetry"
 	"github.com/billingd/billingd/storage/postgres"
 )
@@ -123,20 +124,8 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 			fmt.Fprintln(stderr)
 		})
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := flagenv.Parse(fs, args, envFor, getenv); err != nil {
 		return c, err
-	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	for name, env := range envFor {
-		if v := getenv(env); v != "" && !set[name] {
-			if err := fs.Set(name, v); err != nil {
-				return c, fmt.Errorf("%s: %w", env, err)
-			}
-		}
 	}
 	if err := checkRecovery(&c, getenv); err != nil {
 		return c, err

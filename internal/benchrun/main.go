@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/billingd/billingd/internal/flagenv"
 	"github.com/billingd/billingd/service"
 	"github.com/billingd/billingd/storage"
 )
@@ -109,20 +110,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.Keep, "keep", "", "keep the databases, raw ghz reports and server logs (last scenario's) in this directory")
 	fs.BoolVar(&c.CheckTargets, "check-targets", false, "also exit non-zero when a performance target of issue 7 is missed")
 	fs.BoolVar(&c.GHZFuncs, "ghz-funcs", false, "run ghz with its default templating (functions on, new charges use {{newUUID}}): a costlier client and a lower health ceiling")
-	if err := fs.Parse(args); err != nil {
+	if err := flagenv.Parse(fs, args, envFor, getenv); err != nil {
 		return c, err
-	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	for name, env := range envFor {
-		if v := getenv(env); v != "" && !set[name] {
-			if err := fs.Set(name, v); err != nil {
-				return c, fmt.Errorf("%s: %w", env, err)
-			}
-		}
 	}
 	var err error
 	if c.Concurrency, err = parseInts(conc); err != nil {
