@@ -166,25 +166,70 @@ func checkLayout(tx *bolt.Tx) error {
 // writeRecord stores val under key, replacing old (nil: none), and moves the
 // record between indexes and counts. All checks come before the first
 // mutation; an error after it aborts the whole transaction.
+//
+// Only what changed is rewritten: every bucket touched dirties a B+tree page
+// that the commit writes and fsyncs, and request keys are hashes, so the
+// reqkeys page is a random one. Settling a claim (same request key, new
+// state) touches records, the two time indexes and counts, not reqkeys.
 func writeRecord(tx *bolt.Tx, key []byte, old, rec *storagev1.Record, val []byte) error {
-	if old != nil {
-		if err := unindex(tx, key, old); err != nil {
-			return err
-		}
-	}
 	if err := tx.Bucket(bucketRecords).Put(key, val); err != nil {
 		return fmt.Errorf("put record: %w", err)
 	}
 	idx, ts := indexFor(rec.State, rec.CreateUnixNano, rec.UpdateUnixNano)
-	if err := tx.Bucket(idx).Put(indexKey(ts, key), []byte{byte(rec.State)}); err != nil {
-		return fmt.Errorf("put %s index: %w", idx, err)
+	sameIndex := false
+	if old != nil {
+		oldIdx, oldTS := indexFor(old.State, old.CreateUnixNano, old.UpdateUnixNano)
+		sameIndex = bytes.Equal(oldIdx, idx) && oldTS == ts && old.State == rec.State
+		if !sameIndex {
+			if err := tx.Bucket(oldIdx).Delete(indexKey(oldTS, key)); err != nil {
+				return fmt.Errorf("delete %s index: %w", oldIdx, err)
+			}
+		}
 	}
-	if rec.RequestKey != "" {
-		if err := tx.Bucket(bucketReqKeys).Put([]byte(rec.RequestKey), key); err != nil {
-			return fmt.Errorf("put reqkeys index: %w", err)
+	if !sameIndex {
+		if err := tx.Bucket(idx).Put(indexKey(ts, key), []byte{byte(rec.State)}); err != nil {
+			return fmt.Errorf("put %s index: %w", idx, err)
+		}
+	}
+	if err := moveRequestKey(tx, key, old, rec); err != nil {
+		return err
+	}
+	if old != nil && old.State == rec.State {
+		return nil
+	}
+	if old != nil {
+		if err := addCount(tx, old.State, -1); err != nil {
+			return err
 		}
 	}
 	return addCount(tx, rec.State, 1)
+}
+
+// moveRequestKey points rec's request key at key, and drops old's if it was
+// this record's and rec no longer carries it.
+func moveRequestKey(tx *bolt.Tx, key []byte, old, rec *storagev1.Record) error {
+	b := tx.Bucket(bucketReqKeys)
+	if old != nil && old.RequestKey != "" && old.RequestKey != rec.RequestKey {
+		// Only an entry that points at this record is its own: request keys
+		// are hashes of (caller, request_id), but a hand-made record could
+		// share one.
+		if rk := []byte(old.RequestKey); bytes.Equal(b.Get(rk), key) {
+			if err := b.Delete(rk); err != nil {
+				return fmt.Errorf("delete reqkeys index: %w", err)
+			}
+		}
+	}
+	if rec.RequestKey == "" {
+		return nil
+	}
+	rk := []byte(rec.RequestKey)
+	if old != nil && old.RequestKey == rec.RequestKey && bytes.Equal(b.Get(rk), key) {
+		return nil
+	}
+	if err := b.Put(rk, key); err != nil {
+		return fmt.Errorf("put reqkeys index: %w", err)
+	}
+	return nil
 }
 
 // deleteRecord removes the record old stored under key, with its index entry.
