@@ -113,7 +113,7 @@ func runGHZ(ctx context.Context, cfg config, srv *server, spec scenarioSpec, c i
 		md, _ := json.Marshal(map[string]string{"authorization": "Bearer " + cfg.Token})
 		args = append(args, "-m", string(md))
 	}
-	if !cfg.GHZFuncs { // else ghz's defaults, templates and functions on
+	if cfg.LeanGHZ { // else ghz's defaults, templates and functions on
 		args = append(args, "--disable-template-functions")
 		if spec.noTemplates {
 			args = append(args, "--disable-template-data")

@@ -56,21 +56,23 @@ type config struct {
 	Out          string        `json:"-"`
 	Keep         string        `json:"-"`
 	CheckTargets bool          `json:"check_targets"`
-	// GHZFuncs runs ghz with its defaults: call-data templates and template
-	// functions on in every scenario. Off (the default), every scenario runs
-	// with --disable-template-functions, and those with fixed data with
-	// --disable-template-data too: ghz then skips building a template with
-	// ~200 functions (its own and sprig's) for every call, which costs it
-	// ~50 µs of CPU per call on a 2-core machine, more than billingd's whole
-	// health check, taken from the CPU billingd is measured on.
-	GHZFuncs bool `json:"ghz_template_functions"`
+	// LeanGHZ runs ghz with --disable-template-functions in every scenario,
+	// and --disable-template-data too in those with fixed data: ghz then
+	// skips building a template with ~200 functions (its own and sprig's)
+	// for every call, ~50 µs of its CPU per call on a 2-core machine, taken
+	// from the CPU billingd is measured on. Off (the default), ghz runs as
+	// shipped, which is how issue 7 calibrated its targets (a no-op unary
+	// RPC at ~25k RPS, c=64, on this kind of machine); the lean client
+	// raises the health-check ceiling to ~35k and is the stricter measure of
+	// billingd's own cost.
+	LeanGHZ bool `json:"lean_ghz"`
 }
 
 // The scenarios, in the order a run measures them.
 const (
 	scenHealth = "health" // grpc.health.v1.Health/Check: the ceiling
 	scenReplay = "replay" // Charge with one of -replay-ids pre-charged request_ids, round-robin
-	scenNew    = "new"    // Charge with a fresh UUID request_id ({{.UUID}}; {{newUUID}} with -ghz-funcs)
+	scenNew    = "new"    // Charge with a fresh UUID request_id ({{newUUID}}; {{.UUID}} with -lean-ghz)
 	scenMix    = "mix"    // new charges, one call in ten repeating the previous call's id while it is in flight
 )
 
@@ -109,7 +111,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.Out, "out", "bench/results.json", "results file (\"\": none)")
 	fs.StringVar(&c.Keep, "keep", "", "keep the databases, raw ghz reports and server logs (last scenario's) in this directory")
 	fs.BoolVar(&c.CheckTargets, "check-targets", false, "also exit non-zero when a performance target of issue 7 is missed")
-	fs.BoolVar(&c.GHZFuncs, "ghz-funcs", false, "run ghz with its default templating (functions on, new charges use {{newUUID}}): a costlier client and a lower health ceiling")
+	fs.BoolVar(&c.LeanGHZ, "lean-ghz", false, "run ghz with its template functions off (new charges use {{.UUID}}): a cheaper client, a higher health ceiling, a stricter ratio")
 	if err := flagenv.Parse(fs, args, envFor, getenv); err != nil {
 		return c, err
 	}
@@ -302,11 +304,11 @@ func runMatrix(ctx context.Context, cfg config, runNo int, work string, stdout i
 		case scenReplay:
 			return scenarioSpec{name: name, call: chargeMethod, data: replayData, noTemplates: true}
 		case scenNew:
-			if cfg.GHZFuncs {
+			if !cfg.LeanGHZ {
 				return scenarioSpec{name: name, call: chargeMethod, data: chargeJSON("{{newUUID}}")}
 			}
 			// .UUID is a fresh UUIDv4 per call, as {{newUUID}} is, without
-			// ghz's template functions (see config.GHZFuncs).
+			// ghz's template functions (see config.LeanGHZ).
 			return scenarioSpec{name: name, call: chargeMethod, data: chargeJSON("{{.UUID}}")}
 		case scenMix:
 			return scenarioSpec{name: name, call: chargeMethod, data: mixData(fmt.Sprintf("mix-%s-c%d-", nonce, c))}
