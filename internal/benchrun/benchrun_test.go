@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"text/template"
@@ -9,11 +10,32 @@ import (
 
 // TestMixData renders the mix array as ghz does (element n % 10 for request
 // n, text/template over a RequestNumber) and checks that exactly the
-// requests with n % 10 == 1 repeat the id of request n-1.
+// requests with n % 10 == 1 repeat the id of request n-1: with ghz's
+// template functions (sprig's div, and sprig's slice, which refuses
+// strings) and without them (-lean-ghz, Go's own functions only).
 func TestMixData(t *testing.T) {
 	t.Parallel()
+	sprigLike := template.FuncMap{
+		"div": func(a, b int64) int64 { return a / b },
+		"slice": func(list any, _ ...any) (any, error) {
+			if _, ok := list.([]any); !ok {
+				return nil, fmt.Errorf("list should be type of slice or array but %T", list)
+			}
+			return list, nil
+		},
+	}
+	for _, tc := range []struct {
+		name  string
+		lean  bool
+		funcs template.FuncMap
+	}{{"ghz as shipped", false, sprigLike}, {"lean ghz", true, nil}} {
+		t.Run(tc.name, func(t *testing.T) { checkMixData(t, mixData("mix-x-", tc.lean), tc.funcs) })
+	}
+}
+
+func checkMixData(t *testing.T, data string, funcs template.FuncMap) {
 	var elems []map[string]any
-	if err := json.Unmarshal([]byte(mixData("mix-x-")), &elems); err != nil {
+	if err := json.Unmarshal([]byte(data), &elems); err != nil {
 		t.Fatal(err)
 	}
 	if len(elems) != mixEvery {
@@ -25,7 +47,7 @@ func TestMixData(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tmpl, err := template.New("").Parse(string(b))
+		tmpl, err := template.New("").Funcs(funcs).Parse(string(b))
 		if err != nil {
 			t.Fatal(err)
 		}

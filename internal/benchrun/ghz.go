@@ -132,7 +132,11 @@ func runGHZ(ctx context.Context, cfg config, srv *server, spec scenarioSpec, c i
 	err := cmd.Run()
 	wall := time.Since(start)
 	if err != nil {
-		return nil, fmt.Errorf("ghz: %w: %s", err, strings.TrimSpace(stderr.String()))
+		msg := strings.TrimSpace(stderr.String())
+		if len(msg) > 2000 { // ghz repeats a template error once per call
+			msg = msg[:2000] + " …"
+		}
+		return nil, fmt.Errorf("ghz: %w: %s", err, msg)
 	}
 	b, err := os.ReadFile(out)
 	if err != nil {

@@ -311,7 +311,7 @@ func runMatrix(ctx context.Context, cfg config, runNo int, work string, stdout i
 			// ghz's template functions (see config.LeanGHZ).
 			return scenarioSpec{name: name, call: chargeMethod, data: chargeJSON("{{.UUID}}")}
 		case scenMix:
-			return scenarioSpec{name: name, call: chargeMethod, data: mixData(fmt.Sprintf("mix-%s-c%d-", nonce, c))}
+			return scenarioSpec{name: name, call: chargeMethod, data: mixData(fmt.Sprintf("mix-%s-c%d-", nonce, c), cfg.LeanGHZ)}
 		}
 		panic("unknown scenario " + name)
 	}

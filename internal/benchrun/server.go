@@ -339,7 +339,14 @@ const mixEvery = 10
 // consecutive requests is about latency/c, far less than the latency, so
 // that request is still in flight: a concurrent identical request billingd
 // must coalesce. Nine calls in ten are new charges, one is a duplicate.
-func mixData(prefix string) string {
+func mixData(prefix string, lean bool) string {
+	// The request number without its last digit names the group of ten.
+	// ghz's template functions include sprig's, whose slice takes lists
+	// only, and Go's own template has no division: one spelling each.
+	group := "{{div .RequestNumber 10}}"
+	if lean {
+		group = "{{slice (printf `%012d` .RequestNumber) 0 11}}"
+	}
 	var b strings.Builder
 	b.WriteByte('[')
 	for j := range mixEvery {
@@ -350,7 +357,7 @@ func mixData(prefix string) string {
 		if j == 1 {
 			suffix = 0
 		}
-		b.WriteString(chargeJSON(fmt.Sprintf("%s{{slice (printf `%%012d` .RequestNumber) 0 11}}-%d", prefix, suffix)))
+		b.WriteString(chargeJSON(fmt.Sprintf("%s%s-%d", prefix, group, suffix)))
 	}
 	b.WriteByte(']')
 	return b.String()
