@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"math/bits"
 	"slices"
 	"strings"
 )
@@ -69,8 +70,19 @@ type decoder struct {
 	err error
 }
 
+// uvarint is binary.Uvarint accepting only the shortest encoding, the one
+// the encoder writes: a stored encoding has exactly one form, so equal
+// requests have equal fingerprints and decode → encode gives the same bytes.
+func uvarint(b []byte) (uint64, int) {
+	v, k := binary.Uvarint(b)
+	if k > 0 && k != (bits.Len64(v|1)+6)/7 {
+		return 0, 0
+	}
+	return v, k
+}
+
 func (d *decoder) str() string {
-	n, k := binary.Uvarint(d.b)
+	n, k := uvarint(d.b)
 	if k <= 0 || uint64(len(d.b)-k) < n {
 		d.err = errBadParams
 		return ""
@@ -81,17 +93,21 @@ func (d *decoder) str() string {
 }
 
 func (d *decoder) int() int64 {
-	v, k := binary.Varint(d.b)
+	ux, k := uvarint(d.b) // binary.Varint's zig-zag, on a shortest uvarint
 	if k <= 0 {
 		d.err = errBadParams
 		return 0
 	}
 	d.b = d.b[k:]
+	v := int64(ux >> 1)
+	if ux&1 != 0 {
+		v = ^v
+	}
 	return v
 }
 
 func (d *decoder) meta() map[string]string {
-	n, k := binary.Uvarint(d.b)
+	n, k := uvarint(d.b)
 	if k <= 0 || n > uint64(len(d.b)) {
 		d.err = errBadParams
 		return nil
@@ -101,8 +117,15 @@ func (d *decoder) meta() map[string]string {
 		return nil
 	}
 	m := make(map[string]string, n)
-	for range n {
+	prev := ""
+	for i := range n {
 		key := d.str()
+		// The encoder writes keys sorted and once each: anything else is
+		// a second spelling of some map.
+		if i > 0 && key <= prev {
+			d.err = errBadParams
+		}
+		prev = key
 		m[key] = d.str()
 	}
 	return m
