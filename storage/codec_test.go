@@ -111,7 +111,7 @@ func TestForwardCompatibleOnDisk(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	rewriteRaw(t, path, storage.RecordKey("acme", "r1"), withUnknownFields(v))
+	rewriteRaw(t, path, "acme", "r1", withUnknownFields(v))
 
 	db = openAt(t, path)
 	if d := diffRecord(mustGet(t, db, "acme", "r1"), rec); d != "" {

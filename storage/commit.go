@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,10 +25,11 @@ var (
 // can fail without looking at the database (validation, encoding) is done
 // before the op is queued.
 type op struct {
-	claim bool
-	key   []byte
-	msg   *storagev1.Record // the new record, for its index entry
-	val   []byte            // msg encoded
+	claim  bool
+	name   []byte            // recordKey(caller, request_id)
+	lookup []byte            // lookupKey(caller, request_id)
+	msg    *storagev1.Record // the new record, for its index entry
+	val    []byte            // msg encoded
 
 	// The outcome, written by whoever commits the op and read by its owner
 	// after opDone.
@@ -124,7 +126,7 @@ func (db *DB) newOp(claim bool, rec *service.Record) (*op, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &op{claim: claim, key: recordKey(rec.Caller, rec.RequestID), msg: m, val: val}, nil
+	return &op{claim: claim, name: recordKey(rec.Caller, rec.RequestID), lookup: lookupKey(rec.Caller, rec.RequestID), msg: m, val: val}, nil
 }
 
 // submit runs o in a write transaction according to the commit mode and
@@ -309,7 +311,12 @@ func (db *DB) boltBatch(o *op) error {
 func applyOp(tx *bolt.Tx, o *op) (wrote bool, err error) {
 	o.created, o.existing = false, service.Record{}
 	var old *storagev1.Record
-	if v := tx.Bucket(bucketRecords).Get(o.key); v != nil {
+	pos := findPos(tx, o.name, o.lookup)
+	if pos != nil {
+		v := tx.Bucket(bucketRecords).Get(pos)
+		if v == nil {
+			return false, fmt.Errorf("%w: reqkeys entry %q has no record", ErrCorrupt, o.lookup)
+		}
 		m, err := decodeProto(v)
 		if err != nil {
 			return false, fmt.Errorf("stored record: %w", err)
@@ -319,8 +326,11 @@ func applyOp(tx *bolt.Tx, o *op) (wrote bool, err error) {
 			return false, nil
 		}
 		old = m
+		pos = bytes.Clone(pos) // bbolt's bytes are valid only until the next write
+	} else {
+		pos = posKey(o.msg.CreateUnixNano, o.name)
 	}
-	if err := writeRecord(tx, o.key, old, o.msg, o.val); err != nil {
+	if err := writeRecord(tx, pos, old, o.msg, o.val); err != nil {
 		return false, err
 	}
 	o.created = o.claim

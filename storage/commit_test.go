@@ -211,7 +211,7 @@ func TestFailedOpDoesNotFailItsBatch(t *testing.T) {
 			if err := db.Close(); err != nil {
 				t.Fatalf("Close: %v", err)
 			}
-			rewriteRaw(t, path, storage.RecordKey("acme", "bad"), []byte{0x7f, 1, 2, 3})
+			rewriteRaw(t, path, "acme", "bad", []byte{0x7f, 1, 2, 3})
 			db = openAt(t, path, storage.WithCommitMode(mode))
 
 			var release func()
@@ -244,9 +244,10 @@ func TestFailedOpDoesNotFailItsBatch(t *testing.T) {
 	}
 }
 
-// rewriteRaw replaces a stored value behind the package's back, in a closed
-// file, to model data written by another version or damaged on disk.
-func rewriteRaw(t testing.TB, path string, key, value []byte) {
+// rewriteRaw replaces the stored value of (caller, requestID) behind the
+// package's back, in a closed file, to model data written by another version
+// or damaged on disk.
+func rewriteRaw(t testing.TB, path, caller, requestID string, value []byte) {
 	t.Helper()
 	bdb, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
@@ -254,9 +255,13 @@ func rewriteRaw(t testing.TB, path string, key, value []byte) {
 	}
 	defer bdb.Close()
 	err = bdb.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(storage.RecordsBucket()).Put(key, value)
+		pos := storage.RecordPos(tx, caller, requestID)
+		if pos == nil {
+			return fmt.Errorf("no record")
+		}
+		return tx.Bucket(storage.RecordsBucket()).Put(pos, value)
 	})
 	if err != nil {
-		t.Fatalf("rewrite %q: %v", key, err)
+		t.Fatalf("rewrite %s/%s: %v", caller, requestID, err)
 	}
 }

@@ -46,6 +46,11 @@ func (db *DB) GetByRequestKey(ctx context.Context, requestKey string) (service.R
 		if err != nil {
 			return fmt.Errorf("record %q: %w", k, err)
 		}
+		// Every record's lookup key shares this index with request keys:
+		// only a record whose metadata carries requestKey is an answer.
+		if r.RequestKey != requestKey {
+			return nil
+		}
 		rec, found = r, true
 		return nil
 	})

@@ -3,6 +3,8 @@ package storage
 import (
 	"bytes"
 	"sync"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // Hooks for the black-box tests in package storage_test. They exist because
@@ -37,7 +39,10 @@ func (db *DB) Queued() int {
 	return len(db.gc.queue)
 }
 
-// RecordsBucket and RecordKey let tests write raw values into a closed file.
+// RecordsBucket and RecordPos let tests write raw values into a closed file.
 func RecordsBucket() []byte { return bytes.Clone(bucketRecords) }
 
-func RecordKey(caller, requestID string) []byte { return recordKey(caller, requestID) }
+// RecordPos is the records key of (caller, requestID) in tx, or nil.
+func RecordPos(tx *bolt.Tx, caller, requestID string) []byte {
+	return bytes.Clone(findPos(tx, recordKey(caller, requestID), lookupKey(caller, requestID)))
+}

@@ -2,6 +2,8 @@ package storage
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -16,18 +18,30 @@ import (
 // The buckets. Every write keeps all of them consistent in the same
 // transaction, so an index never points at a record that is not there.
 //
-//	records  caller 0x00 request_id                 → formatProto ‖ storagev1.Record
-//	open     ts(created) ‖ caller 0x00 request_id   → state (1 byte)   PENDING, INDETERMINATE
-//	final    ts(updated) ‖ caller 0x00 request_id   → state (1 byte)   SUCCEEDED, FAILED
-//	counts   state (1 byte)                         → uint64 big-endian number of records
-//	reqkeys  request_key                            → caller 0x00 request_id (records with a request key)
-//	events   stripe event id                        → ts(seen)            webhook dedupe
-//	eventsts ts(seen) ‖ stripe event id             → nil                 events in sweep order
-//	meta     "layout"                               → layoutVersion (1 byte)
+//	records  pos = ts(created) ‖ caller 0x00 request_id   → formatProto ‖ storagev1.Record
+//	open     ts(created) ‖ pos                          → state (1 byte)   PENDING, INDETERMINATE
+//	final    ts(updated) ‖ pos                          → state (1 byte)   SUCCEEDED, FAILED
+//	counts   state (1 byte)                             → uint64 big-endian number of records
+//	reqkeys  lookupKey(caller, request_id)              → pos   (every record)
+//	         request_key, where it differs from that    → pos   (records with one)
+//	events   stripe event id                            → ts(seen)            webhook dedupe
+//	eventsts ts(seen) ‖ stripe event id                 → nil                 events in sweep order
+//	meta     "layout"                                   → layoutVersion (1 byte)
 //
 // ts is the record time in unix nanoseconds as 8 big-endian bytes with the
 // sign bit flipped, so byte order is time order (0, the zero time, sorts
 // before every real time after 1970).
+//
+// Records sit in claim order, found through reqkeys. A new charge then
+// dirties one random B+tree page (its reqkeys entry) and otherwise only the
+// right edge of records, open and final, pages the other writes of the same
+// group commit share; settling touches no random page at all. Keyed by
+// (caller, request_id), records put every claim and every settle on a random
+// page of the largest bucket: more pages per fsync, and a working set (and
+// mmap RSS) as large as the file. lookupKey is billingd's request key as
+// service.RequestKey computes it today, so for every record billingd writes
+// the one reqkeys entry serves both lookups; it is defined here, not called,
+// because a stored layout must not change when the service's key does.
 var (
 	bucketRecords = []byte("records")
 	bucketOpen    = []byte("open")
@@ -44,8 +58,8 @@ var (
 // layoutVersion names the bucket layout above. A future change to the
 // buckets or index keys bumps it so that Open can migrate or refuse a file
 // instead of misreading it. Version 1 had no reqkeys and events buckets;
-// Open migrates it by building the request-key index from the records.
-const layoutVersion byte = 2
+// version 2 keyed records by caller 0x00 request_id. Open migrates both.
+const layoutVersion byte = 3
 
 // allBuckets is every bucket of the current layout.
 var allBuckets = [][]byte{bucketRecords, bucketOpen, bucketFinal, bucketCounts, bucketMeta, bucketReqKeys, bucketEvents, bucketEventTs}
@@ -53,18 +67,45 @@ var allBuckets = [][]byte{bucketRecords, bucketOpen, bucketFinal, bucketCounts, 
 // tsLen is the length of the time prefix of an index key.
 const tsLen = 8
 
-// maxRecordKey keeps index keys (ts ‖ record key) within bbolt's key limit,
-// checked before a write joins a batch.
-const maxRecordKey = bolt.MaxKeySize - tsLen
+// maxRecordKey keeps index keys (ts ‖ ts ‖ caller 0x00 request_id) within
+// bbolt's key limit, checked before a write joins a batch.
+const maxRecordKey = bolt.MaxKeySize - 2*tsLen
 
-// recordKey is the primary key. Caller names never contain 0x00, so the
-// first 0x00 separates the two parts and no two (caller, request_id) pairs
-// share a key.
+// recordKey names a record: caller names never contain 0x00, so the first
+// 0x00 separates the two parts and no two (caller, request_id) pairs share
+// it. It was the records key in layout 2; now it is the tail of pos.
 func recordKey(caller, requestID string) []byte {
 	k := make([]byte, 0, len(caller)+1+len(requestID))
 	k = append(k, caller...)
 	k = append(k, 0)
 	return append(k, requestID...)
+}
+
+// posKey is a new record's key in records: its claim time, then its name.
+func posKey(createdUnixNano int64, name []byte) []byte {
+	return append(tsKey(make([]byte, 0, tsLen+len(name)), createdUnixNano), name...)
+}
+
+// lookupKey is the reqkeys entry every record has: "rk1_" and the unpadded
+// base64url SHA-256 of caller 0x00 request_id (service.RequestKey's value
+// when layout 3 was defined; a test keeps the two equal).
+func lookupKey(caller, requestID string) []byte {
+	h := sha256.New()
+	h.Write([]byte(caller))
+	h.Write([]byte{0})
+	h.Write([]byte(requestID))
+	return base64.RawURLEncoding.AppendEncode([]byte("rk1_"), h.Sum(nil))
+}
+
+// findPos returns the records key of (caller, requestID) in tx, or nil.
+func findPos(tx *bolt.Tx, name, lookup []byte) []byte {
+	pos := tx.Bucket(bucketReqKeys).Get(lookup)
+	// An entry is this record's only if pos names it: a hand-made request
+	// key could equal another record's lookup key.
+	if len(pos) < tsLen || !bytes.Equal(pos[tsLen:], name) {
+		return nil
+	}
+	return pos
 }
 
 func tsKey(dst []byte, unixNano int64) []byte {
@@ -122,9 +163,9 @@ func createBuckets(tx *bolt.Tx) error {
 			return fmt.Errorf("%w: records without a layout version", ErrCorrupt)
 		}
 		return meta.Put(metaLayout, []byte{layoutVersion})
-	case len(v) == 1 && v[0] == 1:
-		if err := indexRequestKeys(tx); err != nil {
-			return fmt.Errorf("migrate layout 1: %w", err)
+	case len(v) == 1 && (v[0] == 1 || v[0] == 2):
+		if err := migrateRecords(tx); err != nil {
+			return fmt.Errorf("migrate layout %d: %w", v[0], err)
 		}
 		return meta.Put(metaLayout, []byte{layoutVersion})
 	case len(v) != 1 || v[0] != layoutVersion:
@@ -133,20 +174,41 @@ func createBuckets(tx *bolt.Tx) error {
 	return nil
 }
 
-// indexRequestKeys builds the reqkeys bucket from the records, for a file
-// written before it existed.
-func indexRequestKeys(tx *bolt.Tx) error {
-	idx := tx.Bucket(bucketReqKeys)
-	return tx.Bucket(bucketRecords).ForEach(func(k, v []byte) error {
-		m, err := decodeProto(v)
-		if err != nil {
-			return fmt.Errorf("record %q: %w", k, err)
-		}
-		if m.RequestKey == "" {
-			return nil
-		}
-		return idx.Put([]byte(m.RequestKey), bytes.Clone(k))
+// migrateRecords moves a layout 1 or 2 file's records (keyed by caller 0x00
+// request_id) to their claim-ordered keys and rebuilds every index from
+// them, in the one transaction that also bumps the version: a crash leaves
+// the old layout whole.
+func migrateRecords(tx *bolt.Tx) error {
+	type kv struct{ name, val []byte }
+	var all []kv
+	err := tx.Bucket(bucketRecords).ForEach(func(k, v []byte) error {
+		all = append(all, kv{bytes.Clone(k), bytes.Clone(v)})
+		return nil
 	})
+	if err != nil {
+		return err
+	}
+	for _, name := range [][]byte{bucketRecords, bucketOpen, bucketFinal, bucketCounts, bucketReqKeys} {
+		if err := tx.DeleteBucket(name); err != nil {
+			return fmt.Errorf("drop %s: %w", name, err)
+		}
+		if _, err := tx.CreateBucket(name); err != nil {
+			return fmt.Errorf("create %s: %w", name, err)
+		}
+	}
+	for _, r := range all {
+		m, err := decodeProto(r.val)
+		if err != nil {
+			return fmt.Errorf("record %q: %w", r.name, err)
+		}
+		if !bytes.Equal(r.name, recordKey(m.Caller, m.RequestId)) {
+			return fmt.Errorf("%w: record %q holds %q/%q", ErrCorrupt, r.name, m.Caller, m.RequestId)
+		}
+		if err := writeRecord(tx, posKey(m.CreateUnixNano, r.name), nil, m, r.val); err != nil {
+			return fmt.Errorf("record %q: %w", r.name, err)
+		}
+	}
+	return nil
 }
 
 // checkLayout is createBuckets for a read-only file: it may not create
@@ -156,8 +218,10 @@ func checkLayout(tx *bolt.Tx) error {
 	if meta == nil {
 		return nil
 	}
-	// Version 1 reads the same, without the request-key index.
-	if v := meta.Get(metaLayout); v != nil && (len(v) != 1 || (v[0] != layoutVersion && v[0] != 1)) {
+	switch v := meta.Get(metaLayout); {
+	case len(v) == 1 && (v[0] == 1 || v[0] == 2):
+		return fmt.Errorf("%w: layout version %d: open it read-write once (billingd serve) to migrate it to %d", ErrOldLayout, v[0], layoutVersion)
+	case v != nil && (len(v) != 1 || v[0] != layoutVersion):
 		return fmt.Errorf("%w: layout version %v, want %d", ErrCorrupt, v, layoutVersion)
 	}
 	return nil
@@ -191,6 +255,11 @@ func writeRecord(tx *bolt.Tx, key []byte, old, rec *storagev1.Record, val []byte
 			return fmt.Errorf("put %s index: %w", idx, err)
 		}
 	}
+	if old == nil { // a record's name, so its lookup key, never changes
+		if err := tx.Bucket(bucketReqKeys).Put(lookupKey(rec.Caller, rec.RequestId), key); err != nil {
+			return fmt.Errorf("put reqkeys lookup: %w", err)
+		}
+	}
 	if err := moveRequestKey(tx, key, old, rec); err != nil {
 		return err
 	}
@@ -206,20 +275,17 @@ func writeRecord(tx *bolt.Tx, key []byte, old, rec *storagev1.Record, val []byte
 }
 
 // moveRequestKey points rec's request key at key, and drops old's if it was
-// this record's and rec no longer carries it.
+// this record's and rec no longer carries it. A request key equal to the
+// lookup key shares that entry, which writeRecord keeps.
 func moveRequestKey(tx *bolt.Tx, key []byte, old, rec *storagev1.Record) error {
 	b := tx.Bucket(bucketReqKeys)
-	if old != nil && old.RequestKey != "" && old.RequestKey != rec.RequestKey {
-		// Only an entry that points at this record is its own: request keys
-		// are hashes of (caller, request_id), but a hand-made record could
-		// share one.
-		if rk := []byte(old.RequestKey); bytes.Equal(b.Get(rk), key) {
-			if err := b.Delete(rk); err != nil {
-				return fmt.Errorf("delete reqkeys index: %w", err)
-			}
+	lookup := string(lookupKey(rec.Caller, rec.RequestId))
+	if old != nil && old.RequestKey != "" && old.RequestKey != rec.RequestKey && old.RequestKey != lookup {
+		if err := dropRequestKey(b, old.RequestKey, key); err != nil {
+			return err
 		}
 	}
-	if rec.RequestKey == "" {
+	if rec.RequestKey == "" || rec.RequestKey == lookup {
 		return nil
 	}
 	rk := []byte(rec.RequestKey)
@@ -228,6 +294,18 @@ func moveRequestKey(tx *bolt.Tx, key []byte, old, rec *storagev1.Record) error {
 	}
 	if err := b.Put(rk, key); err != nil {
 		return fmt.Errorf("put reqkeys index: %w", err)
+	}
+	return nil
+}
+
+// dropRequestKey deletes the reqkeys entry rk if it points at key: request
+// keys are hashes of (caller, request_id), but a hand-made record could
+// share one.
+func dropRequestKey(b *bolt.Bucket, rk string, key []byte) error {
+	if k := []byte(rk); bytes.Equal(b.Get(k), key) {
+		if err := b.Delete(k); err != nil {
+			return fmt.Errorf("delete reqkeys index: %w", err)
+		}
 	}
 	return nil
 }
@@ -248,11 +326,13 @@ func unindex(tx *bolt.Tx, key []byte, old *storagev1.Record) error {
 	if err := tx.Bucket(idx).Delete(indexKey(ts, key)); err != nil {
 		return fmt.Errorf("delete %s index: %w", idx, err)
 	}
-	// Only an entry that points at this record is its own: request keys are
-	// hashes of (caller, request_id), but a hand-made record could share one.
-	if rk := []byte(old.RequestKey); len(rk) > 0 && bytes.Equal(tx.Bucket(bucketReqKeys).Get(rk), key) {
-		if err := tx.Bucket(bucketReqKeys).Delete(rk); err != nil {
-			return fmt.Errorf("delete reqkeys index: %w", err)
+	b := tx.Bucket(bucketReqKeys)
+	if err := dropRequestKey(b, string(lookupKey(old.Caller, old.RequestId)), key); err != nil {
+		return err
+	}
+	if old.RequestKey != "" {
+		if err := dropRequestKey(b, old.RequestKey, key); err != nil {
+			return err
 		}
 	}
 	return addCount(tx, old.State, -1)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -93,7 +94,11 @@ func checkIndexes(t *testing.T, db *DB, want map[string]service.Record) {
 		wantReq := map[string]string{} // request key → record key
 		counts := map[byte]uint64{}
 		for id, r := range want {
-			key := recordKey(r.Caller, id)
+			key := findPos(tx, recordKey(r.Caller, id), lookupKey(r.Caller, id))
+			if !bytes.Equal(key, posKey(r.Created.UnixNano(), recordKey(r.Caller, id))) {
+				t.Errorf("record %s at %q, want at its claim time", id, key)
+				continue
+			}
 			v := recs.Get(key)
 			if v == nil {
 				t.Errorf("record %s missing", id)
@@ -105,6 +110,7 @@ func checkIndexes(t *testing.T, db *DB, want map[string]service.Record) {
 			}
 			idx, ts := indexFor(m.State, m.CreateUnixNano, m.UpdateUnixNano)
 			wantIdx[string(idx)+"|"+string(indexKey(ts, key))] = string([]byte{byte(m.State)})
+			wantReq[string(lookupKey(r.Caller, id))] = string(key)
 			if m.RequestKey != "" {
 				wantReq[m.RequestKey] = string(key)
 			}
@@ -158,6 +164,132 @@ func diffMaps(t *testing.T, what string, got, want map[string]string) {
 	for k := range got {
 		if _, ok := want[k]; !ok {
 			t.Errorf("%s: stray entry %q", what, k)
+		}
+	}
+}
+
+// TestMigrateToLayout3 builds files of layouts 1 and 2 by hand (records keyed
+// by caller 0x00 request_id; layout 1 without reqkeys), opens them, and
+// checks that every record is found by request_id and by request key, the
+// open ones are listed, the counts hold, and the buckets match layout 3. A
+// read-only open refuses the old file instead of misreading it.
+func TestMigrateToLayout3(t *testing.T) {
+	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	var recs []service.Record
+	for i := range 40 {
+		id := fmt.Sprintf("old-%02d", i)
+		r := service.Record{
+			Caller: []string{"acme", "globex"}[i%2], RequestID: id, Method: service.MethodCharge,
+			Fingerprint: []byte("fp"), StripeKey: "bd1_" + id,
+			State:   []service.State{service.StatePending, service.StateSucceeded, service.StateFailed, service.StateIndeterminate}[i%4],
+			Created: t0.Add(time.Duration(40-i) * time.Minute), Updated: t0.Add(time.Hour),
+		}
+		r.RequestKey = service.RequestKey(r.Caller, id)
+		recs = append(recs, r)
+	}
+	for _, version := range []byte{1, 2} {
+		t.Run(fmt.Sprintf("layout %d", version), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "billingd.db")
+			writeOldLayout(t, path, version, recs)
+
+			if _, err := OpenReadOnly(path); !errors.Is(err, ErrOldLayout) {
+				t.Errorf("OpenReadOnly of layout %d = %v, want ErrOldLayout", version, err)
+			}
+			db, err := Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			ctx := context.Background()
+			want := map[string]service.Record{}
+			open := 0
+			for _, r := range recs {
+				got, found, err := db.Get(ctx, r.Caller, r.RequestID)
+				if err != nil || !found || got.State != r.State || !got.Created.Equal(r.Created) {
+					t.Errorf("Get %s/%s = %+v, %v, %v", r.Caller, r.RequestID, got, found, err)
+				}
+				byKey, found, err := db.GetByRequestKey(ctx, r.RequestKey)
+				if err != nil || !found || byKey.RequestID != r.RequestID {
+					t.Errorf("GetByRequestKey %s = %+v, %v, %v", r.RequestKey, byKey, found, err)
+				}
+				want[r.RequestID] = r
+				if !r.State.Final() {
+					open++
+				}
+			}
+			listed, err := db.ListOpen(ctx, 0)
+			if err != nil || len(listed) != open {
+				t.Fatalf("ListOpen = %d records, %v; want %d", len(listed), err, open)
+			}
+			for i := 1; i < len(listed); i++ {
+				if listed[i].Created.Before(listed[i-1].Created) {
+					t.Errorf("ListOpen out of claim order at %d", i)
+				}
+			}
+			checkIndexes(t, db, want)
+		})
+	}
+}
+
+// writeOldLayout writes recs as layouts 1 and 2 stored them.
+func writeOldLayout(t *testing.T, path string, version byte, recs []service.Record) {
+	t.Helper()
+	bdb, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bdb.Close()
+	err = bdb.Update(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if version == 1 && (bytes.Equal(name, bucketReqKeys) || bytes.Equal(name, bucketEvents) || bytes.Equal(name, bucketEventTs)) {
+				continue
+			}
+			if _, err := tx.CreateBucket(name); err != nil {
+				return err
+			}
+		}
+		counts := map[byte]uint64{}
+		for i := range recs {
+			r := &recs[i]
+			name := recordKey(r.Caller, r.RequestID)
+			m := toProto(r)
+			val, err := encodeProto(m)
+			if err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketRecords).Put(name, val); err != nil {
+				return err
+			}
+			idx, ts := indexFor(m.State, m.CreateUnixNano, m.UpdateUnixNano)
+			if err := tx.Bucket(idx).Put(indexKey(ts, name), []byte{byte(m.State)}); err != nil {
+				return err
+			}
+			if version == 2 {
+				if err := tx.Bucket(bucketReqKeys).Put([]byte(r.RequestKey), name); err != nil {
+					return err
+				}
+			}
+			counts[byte(m.State)]++
+		}
+		for s, n := range counts {
+			if err := tx.Bucket(bucketCounts).Put([]byte{s}, binary.BigEndian.AppendUint64(nil, n)); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(metaLayout, []byte{version})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLookupKeyIsTheRequestKey: while the two agree, each record needs one
+// reqkeys entry, not two (the layout stays right if they part; only the
+// saving goes).
+func TestLookupKeyIsTheRequestKey(t *testing.T) {
+	for _, c := range [][2]string{{"acme", "r1"}, {"globex", "6f0e3c9a-1b2d-4e5f-8a7b-0c1d2e3f4a5b"}, {"x", ""}} {
+		if got, want := string(lookupKey(c[0], c[1])), service.RequestKey(c[0], c[1]); got != want {
+			t.Errorf("lookupKey(%q, %q) = %q, service.RequestKey = %q", c[0], c[1], got, want)
 		}
 	}
 }

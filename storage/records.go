@@ -79,7 +79,7 @@ func (db *DB) Get(ctx context.Context, caller, requestID string) (service.Record
 	if caller == "" || strings.IndexByte(caller, 0) >= 0 {
 		return service.Record{}, false, nil
 	}
-	key := recordKey(caller, requestID)
+	name, lookup := recordKey(caller, requestID), lookupKey(caller, requestID)
 	var (
 		rec   service.Record
 		found bool
@@ -89,9 +89,13 @@ func (db *DB) Get(ctx context.Context, caller, requestID string) (service.Record
 		if b == nil {
 			return nil
 		}
-		v := b.Get(key)
-		if v == nil {
+		pos := findPos(tx, name, lookup)
+		if pos == nil {
 			return nil
+		}
+		v := b.Get(pos)
+		if v == nil {
+			return fmt.Errorf("%w: reqkeys entry %q has no record", ErrCorrupt, lookup)
 		}
 		r, err := decodeRecord(v)
 		if err != nil {
@@ -237,7 +241,7 @@ func (db *DB) Sweep(ctx context.Context, updatedBefore time.Time, limit int) (in
 // scanChunk is how many records Scan decodes per read transaction.
 const scanChunk = 256
 
-// Scan calls fn for every record in key order (caller, then request_id)
+// Scan calls fn for every record in claim order (oldest Created first)
 // until fn returns false. It reads in chunks of short read transactions and
 // calls fn outside them, so a slow fn neither pins old pages nor blocks the
 // file from growing, and fn may call other methods of db. The price: Scan is

@@ -34,6 +34,9 @@ var (
 	// ErrCorrupt means a stored value or the file layout is not one this
 	// version understands.
 	ErrCorrupt = errors.New("storage: corrupt or unsupported data")
+	// ErrOldLayout: a read-only open found a file of an older layout, which
+	// only a read-write open migrates.
+	ErrOldLayout = errors.New("storage: older file layout")
 )
 
 // CommitMode chooses how concurrent writes share transactions.
