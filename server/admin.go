@@ -15,8 +15,9 @@ import (
 	"github.com/billingd/billingd/service"
 )
 
-// AdminStore is what the admin view reads: every record in key order, and
-// one record.
+// AdminStore is what the admin view reads: every record in the store's key
+// order (bbolt: claim time; PostgreSQL: caller, then request_id), and one
+// record.
 type AdminStore interface {
 	Scan(ctx context.Context, fn func(service.Record) bool) error
 	Get(ctx context.Context, caller, requestID string) (service.Record, bool, error)
