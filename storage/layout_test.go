@@ -44,13 +44,16 @@ func TestIndexesMirrorRecords(t *testing.T) {
 				Fingerprint: []byte("fp"), StripeKey: "bd1_" + id, RequestKey: "rk_" + id,
 				State: service.StatePending, Attempts: 1, Created: now, Updated: now,
 			}
+			if rng.IntN(2) == 0 { // as the service writes it: the lookup key
+				rec.RequestKey = service.RequestKey("acme", id)
+			}
 			got, _, err := db.Claim(ctx, rec)
 			if err != nil {
 				t.Fatal(err)
 			}
 			rec = got
 		default:
-			switch rng.IntN(5) {
+			switch rng.IntN(6) {
 			case 0: // another attempt, same state and times
 				rec.Attempts++
 			case 1: // a new state
@@ -62,6 +65,8 @@ func TestIndexesMirrorRecords(t *testing.T) {
 				rec.RequestKey = ""
 			case 4: // same everything but the update time
 				rec.Updated = now
+			case 5: // back to the service's request key, the lookup key
+				rec.RequestKey = service.RequestKey(rec.Caller, id)
 			}
 			if err := db.Put(ctx, rec); err != nil {
 				t.Fatal(err)
