@@ -248,6 +248,7 @@ func (db *DB) commit(batch []*op) {
 		failed := -1
 		start := time.Now()
 		err := db.bolt.Update(func(tx *bolt.Tx) error {
+			setFill(tx)
 			wrote := false
 			for i, o := range batch {
 				w, err := applyOp(tx, o)
@@ -295,6 +296,7 @@ func (db *DB) boltBatch(o *op) error {
 	err := db.bolt.Batch(func(tx *bolt.Tx) error {
 		if tx != db.lastBatchTx {
 			db.lastBatchTx = tx
+			setFill(tx)
 			tx.OnCommit(func() { db.commits.Add(1) })
 		}
 		if _, err := applyOp(tx, o); err != nil {

@@ -76,6 +76,7 @@ func (db *DB) ClaimEvent(ctx context.Context, id string, seen time.Time) (first 
 	}
 	err = db.bolt.Update(func(tx *bolt.Tx) error {
 		first = false
+		setFill(tx)
 		evs := tx.Bucket(bucketEvents)
 		if evs.Get([]byte(id)) != nil {
 			return nil

@@ -64,6 +64,36 @@ const layoutVersion byte = 3
 // allBuckets is every bucket of the current layout.
 var allBuckets = [][]byte{bucketRecords, bucketOpen, bucketFinal, bucketCounts, bucketMeta, bucketReqKeys, bucketEvents, bucketEventTs}
 
+// Fill factors for the time-ordered buckets. bbolt splits a full leaf at
+// Bucket.FillPercent, 0.5 by default, which suits random inserts; a bucket
+// written at its right edge then keeps every leaf half empty forever, and
+// the file (and the part of its mmap a server touches) is twice the data.
+// records is appended to at claim and each record rewritten once, a little
+// longer, when it settles, so its leaves keep room for that; final only
+// grows at its right edge. Keys that arrive slightly out of time order (a
+// claim stamped before a concurrent one but committed after it) land in a
+// leaf that still has that room, or split it.
+const (
+	fillRecords = 0.8
+	fillFinal   = 0.95
+)
+
+// setFill applies the fill factors to tx's buckets. The factor lives on the
+// transaction's Bucket handle, not in the file, so every write transaction
+// that may split a leaf sets it first; it changes how full pages are, never
+// what they hold.
+func setFill(tx *bolt.Tx) {
+	if b := tx.Bucket(bucketRecords); b != nil {
+		b.FillPercent = fillRecords
+	}
+	if b := tx.Bucket(bucketFinal); b != nil {
+		b.FillPercent = fillFinal
+	}
+	if b := tx.Bucket(bucketEventTs); b != nil {
+		b.FillPercent = fillFinal
+	}
+}
+
 // tsLen is the length of the time prefix of an index key.
 const tsLen = 8
 
@@ -196,6 +226,7 @@ func migrateRecords(tx *bolt.Tx) error {
 			return fmt.Errorf("create %s: %w", name, err)
 		}
 	}
+	setFill(tx)
 	for _, r := range all {
 		m, err := decodeProto(r.val)
 		if err != nil {

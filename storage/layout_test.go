@@ -298,3 +298,72 @@ func TestLookupKeyIsTheRequestKey(t *testing.T) {
 		}
 	}
 }
+
+// TestTimeOrderedBucketsStayFull writes records as the service does (claim,
+// then settle a little later, in claim order with some overlap) and checks
+// that the time-ordered buckets keep their leaves well filled. With bbolt's
+// default fill factor every leaf split at the right edge leaves a half-empty
+// page behind, and the file (and the mmap a server touches) doubles.
+func TestTimeOrderedBucketsStayFull(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "billingd.db")
+	db, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	const n, lag = 3000, 20 // settle each record 20 claims after its own
+	recs := make([]service.Record, 0, n)
+	for i := range n + lag {
+		if i < n {
+			now := t0.Add(time.Duration(i) * time.Millisecond)
+			id := fmt.Sprintf("order-%06d", i)
+			rec := service.Record{
+				Caller: "acme", RequestID: id, Method: service.MethodCharge,
+				Fingerprint: bytes.Repeat([]byte{7}, 32), StripeKey: service.StripeKey("acme", id, "create_payment_intent"),
+				RequestKey: service.RequestKey("acme", id), Params: bytes.Repeat([]byte{1}, 40),
+				State: service.StatePending, Attempts: 1, Created: now, FirstAttempt: now, Updated: now,
+			}
+			got, _, err := db.Claim(ctx, rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs = append(recs, got)
+		}
+		if j := i - lag; j >= 0 {
+			rec := recs[j]
+			rec.State = service.StateSucceeded
+			rec.Updated = t0.Add(time.Duration(i) * time.Millisecond)
+			rec.Result = service.Result{ObjectID: fmt.Sprintf("pi_%024d", j), Status: "succeeded", Amount: 2000, Currency: "usd", StripeRequestID: fmt.Sprintf("req_%014d", j)}
+			if err := db.Put(ctx, rec); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bdb, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bdb.Close()
+	err = bdb.View(func(tx *bolt.Tx) error {
+		for _, c := range []struct {
+			bucket []byte
+			min    float64
+		}{{bucketRecords, 0.7}, {bucketFinal, 0.85}} {
+			s := tx.Bucket(c.bucket).Stats()
+			if s.KeyN != n {
+				t.Errorf("%s holds %d keys, want %d", c.bucket, s.KeyN, n)
+			}
+			if fill := float64(s.LeafInuse) / float64(s.LeafAlloc); fill < c.min {
+				t.Errorf("%s leaves are %.0f%% full (%d pages), want at least %.0f%%", c.bucket, 100*fill, s.LeafPageN, 100*c.min)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
