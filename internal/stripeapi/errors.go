@@ -25,9 +25,16 @@ type call struct {
 
 type callKey struct{}
 
-func withCall(ctx context.Context) (context.Context, *call) {
-	c := &call{}
-	return context.WithValue(ctx, callKey{}, c), c
+// begin starts one API call. The request runs under reqCtx: ctx plus the
+// call record and the client's Timeout, which bounds the whole call,
+// retries and backoff included. (http.Client.Timeout would do the same at
+// the price of two goroutines and a timer per request.) classify is given
+// ctx itself, so that Timeout firing reads as Stripe being unavailable and
+// only the caller's own deadline reads as the caller's.
+func (c *Client) begin(ctx context.Context) (reqCtx context.Context, rec *call, done context.CancelFunc) {
+	rec = &call{}
+	reqCtx, done = context.WithTimeout(context.WithValue(ctx, callKey{}, rec), c.timeout)
+	return reqCtx, rec, done
 }
 
 // recorder is the outermost RoundTripper: it sees the response stripe-go
@@ -98,7 +105,7 @@ func (c *Client) classify(ctx context.Context, method string, rec *call, err err
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return ctxErr
 	}
-	// Network error, timeout (http.Client.Timeout included): nothing
+	// Network error, timeout (the client's own Timeout included): nothing
 	// definitive is known.
 	return &service.UpstreamError{Kind: service.UpstreamUnavailable}
 }

@@ -69,6 +69,7 @@ func DefaultConfig() Config {
 type Client struct {
 	api     *client.API
 	key     string // only to scrub it from Stripe's messages
+	timeout time.Duration
 	observe func(Observation)
 }
 
@@ -95,7 +96,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	httpClient := &http.Client{
 		Transport: &recorder{next: interceptors.Retry(transport, cfg.RetryOptions...)},
-		Timeout:   cfg.Timeout,
+		// No Timeout here: each call's context carries cfg.Timeout (begin).
 		// Stripe does not redirect; following one could resend a POST.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
@@ -103,6 +104,10 @@ func New(cfg Config) (*Client, error) {
 		HTTPClient:        httpClient,
 		MaxNetworkRetries: stripe.Int64(0), // one retry layer, ours (DESIGN.md §3 rule 5)
 		LeveledLogger:     silent{},
+		// stripe-go's telemetry marshals the previous request's id and
+		// duration into a header of the next one: JSON on every call, for
+		// figures only Stripe sees. billingd has its own metrics.
+		EnableTelemetry: stripe.Bool(false),
 	}
 	if cfg.URL != "" {
 		bc.URL = stripe.String(cfg.URL)
@@ -111,6 +116,7 @@ func New(cfg Config) (*Client, error) {
 	return &Client{
 		api:     client.New(cfg.Key, &stripe.Backends{API: b, Connect: b, Uploads: b}),
 		key:     cfg.Key,
+		timeout: cfg.Timeout,
 		observe: cfg.Observe,
 	}, nil
 }
@@ -147,9 +153,10 @@ func (c *Client) createPaymentIntent(ctx context.Context, key string, p service.
 	if err := checkKey(key); err != nil {
 		return service.Result{}, err
 	}
-	ctx, call := withCall(ctx)
+	reqCtx, call, done := c.begin(ctx)
+	defer done()
 	params := &stripe.PaymentIntentParams{
-		Params:        stripe.Params{Context: ctx, IdempotencyKey: stripe.String(key)},
+		Params:        stripe.Params{Context: reqCtx, IdempotencyKey: stripe.String(key)},
 		Amount:        stripe.Int64(p.Amount),
 		Currency:      stripe.String(p.Currency),
 		PaymentMethod: stripe.String(p.PaymentMethodID),
@@ -194,13 +201,14 @@ func (c *Client) createSubscription(ctx context.Context, key string, p service.S
 	if err := checkKey(key); err != nil {
 		return service.Result{}, err
 	}
-	ctx, call := withCall(ctx)
+	reqCtx, call, done := c.begin(ctx)
+	defer done()
 	item := &stripe.SubscriptionItemsParams{Price: stripe.String(p.PriceID)}
 	if p.Quantity > 0 {
 		item.Quantity = stripe.Int64(p.Quantity)
 	}
 	params := &stripe.SubscriptionParams{
-		Params:   stripe.Params{Context: ctx, IdempotencyKey: stripe.String(key)},
+		Params:   stripe.Params{Context: reqCtx, IdempotencyKey: stripe.String(key)},
 		Customer: stripe.String(p.CustomerID),
 		Items:    []*stripe.SubscriptionItemsParams{item},
 		Metadata: p.Metadata,
@@ -219,8 +227,9 @@ func (c *Client) findPaymentIntent(ctx context.Context, requestKey string) (serv
 	if requestKey == "" {
 		return service.Result{}, false, ErrNoRequestKeyValue
 	}
-	ctx, call := withCall(ctx)
-	it := c.api.PaymentIntents.Search(&stripe.PaymentIntentSearchParams{SearchParams: searchParams(ctx, requestKey)})
+	reqCtx, call, done := c.begin(ctx)
+	defer done()
+	it := c.api.PaymentIntents.Search(&stripe.PaymentIntentSearchParams{SearchParams: searchParams(reqCtx, requestKey)})
 	if err := it.Err(); err != nil {
 		return service.Result{}, false, c.classify(ctx, http.MethodGet, call, err)
 	}
@@ -259,8 +268,9 @@ func (c *Client) findSubscription(ctx context.Context, requestKey string) (servi
 	if requestKey == "" {
 		return service.Result{}, false, ErrNoRequestKeyValue
 	}
-	ctx, call := withCall(ctx)
-	it := c.api.Subscriptions.Search(&stripe.SubscriptionSearchParams{SearchParams: searchParams(ctx, requestKey)})
+	reqCtx, call, done := c.begin(ctx)
+	defer done()
+	it := c.api.Subscriptions.Search(&stripe.SubscriptionSearchParams{SearchParams: searchParams(reqCtx, requestKey)})
 	if err := it.Err(); err != nil {
 		return service.Result{}, false, c.classify(ctx, http.MethodGet, call, err)
 	}
