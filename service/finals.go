@@ -11,7 +11,8 @@ import "sync"
 type finals struct {
 	mu   sync.Mutex
 	m    map[string]*final
-	ring []string // insertion order; "" marks a free slot
+	ring []string // insertion order, grown up to size, then reused
+	size int
 	next int
 }
 
@@ -35,7 +36,9 @@ func newFinals(size int) *finals {
 	if size <= 0 {
 		return nil
 	}
-	return &finals{m: make(map[string]*final, size), ring: make([]string, size)}
+	// Grown as entries arrive: a server that only ever sees a few hundred
+	// request ids should not carry a map and ring sized for 16,384.
+	return &finals{m: map[string]*final{}, size: size}
 }
 
 // get returns the cached final outcome of key. A nil cache has nothing.
@@ -59,10 +62,12 @@ func (f *finals) put(key string, v *final) {
 	if _, ok := f.m[key]; ok {
 		return
 	}
-	if old := f.ring[f.next]; old != "" {
-		delete(f.m, old)
-	}
-	f.ring[f.next] = key
 	f.m[key] = v
-	f.next = (f.next + 1) % len(f.ring)
+	if len(f.ring) < f.size {
+		f.ring = append(f.ring, key)
+		return
+	}
+	delete(f.m, f.ring[f.next])
+	f.ring[f.next] = key
+	f.next = (f.next + 1) % f.size
 }
