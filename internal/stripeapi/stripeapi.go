@@ -6,13 +6,17 @@ package stripeapi
 import (
 	"context"
 	"errors"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/client"
+	"github.com/stripe/stripe-go/v76/form"
 
 	"github.com/billingd/billingd/interceptors"
 	"github.com/billingd/billingd/service"
@@ -155,33 +159,45 @@ func (c *Client) createPaymentIntent(ctx context.Context, key string, p service.
 	}
 	reqCtx, call, done := c.begin(ctx)
 	defer done()
-	params := &stripe.PaymentIntentParams{
-		Params:        stripe.Params{Context: reqCtx, IdempotencyKey: stripe.String(key)},
-		Amount:        stripe.Int64(p.Amount),
-		Currency:      stripe.String(p.Currency),
-		PaymentMethod: stripe.String(p.PaymentMethodID),
-		Confirm:       stripe.Bool(true),
-		// Card only: no redirect-based method, so no return_url is needed.
-		PaymentMethodTypes: stripe.StringSlice([]string{"card"}),
-		Metadata:           p.Metadata,
-	}
-	if p.CustomerID != "" {
-		params.Customer = stripe.String(p.CustomerID)
-		params.OffSession = stripe.Bool(true)
-	}
-	if p.Description != "" {
-		params.Description = stripe.String(p.Description)
-	}
 	// PaymentIntents.New, decoding only what billingd keeps (see createdIntent).
 	var pi createdIntent
 	pis := c.api.PaymentIntents
-	if err := pis.B.Call(http.MethodPost, "/v1/payment_intents", pis.Key, params, &pi); err != nil {
+	params := &stripe.Params{Context: reqCtx, IdempotencyKey: stripe.String(key)}
+	if err := pis.B.CallRaw(http.MethodPost, "/v1/payment_intents", pis.Key, paymentIntentForm(p), params, &pi); err != nil {
 		return service.Result{}, c.classify(ctx, http.MethodPost, call, err)
 	}
 	if pi.ID == "" {
 		return service.Result{}, emptyAnswer(call)
 	}
 	return service.Result{ObjectID: pi.ID, Status: string(pi.Status), Amount: pi.Amount, Currency: string(pi.Currency), StripeRequestID: call.requestID}, nil
+}
+
+// paymentIntentForm is the body of the PaymentIntent create: what
+// form.AppendTo makes of the equivalent stripe.PaymentIntentParams (metadata
+// keys sorted, as its map encoder sorts them), without the reflection that
+// walks all of that struct's fields on every call.
+// TestCreatePaymentIntentRequest and the stripe-mock test check the fields.
+func paymentIntentForm(p service.ChargeParams) *form.Values {
+	v := &form.Values{}
+	v.Add("amount", strconv.FormatInt(p.Amount, 10))
+	v.Add("confirm", "true")
+	v.Add("currency", p.Currency)
+	if p.CustomerID != "" {
+		v.Add("customer", p.CustomerID)
+	}
+	if p.Description != "" {
+		v.Add("description", p.Description)
+	}
+	for _, k := range slices.Sorted(maps.Keys(p.Metadata)) {
+		v.Add("metadata["+k+"]", p.Metadata[k])
+	}
+	if p.CustomerID != "" {
+		v.Add("off_session", "true")
+	}
+	v.Add("payment_method", p.PaymentMethodID)
+	// Card only: no redirect-based method, so no return_url is needed.
+	v.Add("payment_method_types[0]", "card")
+	return v
 }
 
 // createdIntent is the part of a created PaymentIntent that billingd keeps.
