@@ -312,7 +312,7 @@ func TestTimeOrderedBucketsStayFull(t *testing.T) {
 	}
 	ctx := context.Background()
 	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
-	const n, lag = 3000, 20 // settle each record 20 claims after its own
+	const n, lag = 1500, 20 // settle each record 20 claims after its own
 	recs := make([]service.Record, 0, n)
 	for i := range n + lag {
 		if i < n {
