@@ -58,6 +58,9 @@ func decodeRecord(v []byte) (service.Record, error) {
 	if err != nil {
 		return service.Record{}, err
 	}
+	if m.Implied != 0 {
+		return service.Record{}, fmt.Errorf("%w: a compact value decodes only with its key", ErrCorrupt)
+	}
 	return fromProto(m), nil
 }
 

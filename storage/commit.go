@@ -122,7 +122,7 @@ func (db *DB) newOp(claim bool, rec *service.Record) (*op, error) {
 		return nil, err
 	}
 	m := toProto(rec)
-	val, err := encodeProto(m)
+	val, err := encodeStored(m)
 	if err != nil {
 		return nil, err
 	}
@@ -319,7 +319,7 @@ func applyOp(tx *bolt.Tx, o *op) (wrote bool, err error) {
 		if v == nil {
 			return false, fmt.Errorf("%w: reqkeys entry %q has no record", ErrCorrupt, o.lookup)
 		}
-		m, err := decodeProto(v)
+		m, err := decodeStored(pos[tsLen:], v)
 		if err != nil {
 			return false, fmt.Errorf("stored record: %w", err)
 		}

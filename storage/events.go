@@ -42,10 +42,11 @@ func (db *DB) GetByRequestKey(ctx context.Context, requestKey string) (service.R
 		if v == nil {
 			return fmt.Errorf("%w: reqkeys index entry %q has no record", ErrCorrupt, k)
 		}
-		r, err := decodeRecord(v)
+		m, err := decodeAt(k, v)
 		if err != nil {
 			return fmt.Errorf("record %q: %w", k, err)
 		}
+		r := fromProto(m)
 		// Every record's lookup key shares this index with request keys:
 		// only a record whose metadata carries requestKey is an answer.
 		if r.RequestKey != requestKey {

@@ -18,7 +18,7 @@ import (
 // The buckets. Every write keeps all of them consistent in the same
 // transaction, so an index never points at a record that is not there.
 //
-//	records  pos = ts(created) ‖ caller 0x00 request_id   → formatProto ‖ storagev1.Record
+//	records  pos = ts(created) ‖ caller 0x00 request_id   → formatProto ‖ storagev1.Record (compact.go)
 //	open     ts(created) ‖ pos                          → state (1 byte)   PENDING, INDETERMINATE
 //	final    ts(updated) ‖ pos                          → state (1 byte)   SUCCEEDED, FAILED
 //	counts   state (1 byte)                             → uint64 big-endian number of records
@@ -59,7 +59,10 @@ var (
 // buckets or index keys bumps it so that Open can migrate or refuse a file
 // instead of misreading it. Version 1 had no reqkeys and events buckets;
 // version 2 keyed records by caller 0x00 request_id. Open migrates both.
-const layoutVersion byte = 3
+// Version 4 writes compact record values (compact.go) and reads the full
+// values of version 3 as well, so Open only bumps a version 3 file; the bump
+// keeps a version 3 binary from misreading the compact values.
+const layoutVersion byte = 4
 
 // allBuckets is every bucket of the current layout.
 var allBuckets = [][]byte{bucketRecords, bucketOpen, bucketFinal, bucketCounts, bucketMeta, bucketReqKeys, bucketEvents, bucketEventTs}
@@ -68,13 +71,15 @@ var allBuckets = [][]byte{bucketRecords, bucketOpen, bucketFinal, bucketCounts, 
 // Bucket.FillPercent, 0.5 by default, which suits random inserts; a bucket
 // written at its right edge then keeps every leaf half empty forever, and
 // the file (and the part of its mmap a server touches) is twice the data.
-// records is appended to at claim and each record rewritten once, a little
-// longer, when it settles, so its leaves keep room for that; final only
+// records is appended to at claim and each record rewritten once when it
+// settles, ~40 % longer in the compact encoding (the result is added), by
+// which time its leaf is usually closed: its leaves keep room for that
+// (at 0.8 they overflow and split in halves); final only
 // grows at its right edge. Keys that arrive slightly out of time order (a
 // claim stamped before a concurrent one but committed after it) land in a
 // leaf that still has that room, or split it.
 const (
-	fillRecords = 0.8
+	fillRecords = 0.7
 	fillFinal   = 0.95
 )
 
@@ -198,6 +203,8 @@ func createBuckets(tx *bolt.Tx) error {
 			return fmt.Errorf("migrate layout %d: %w", v[0], err)
 		}
 		return meta.Put(metaLayout, []byte{layoutVersion})
+	case len(v) == 1 && v[0] == 3:
+		return meta.Put(metaLayout, []byte{layoutVersion})
 	case len(v) != 1 || v[0] != layoutVersion:
 		return fmt.Errorf("%w: layout version %v, want %d", ErrCorrupt, v, layoutVersion)
 	}
@@ -252,7 +259,7 @@ func checkLayout(tx *bolt.Tx) error {
 	switch v := meta.Get(metaLayout); {
 	case len(v) == 1 && (v[0] == 1 || v[0] == 2):
 		return fmt.Errorf("%w: layout version %d: open it read-write once (billingd serve) to migrate it to %d", ErrOldLayout, v[0], layoutVersion)
-	case v != nil && (len(v) != 1 || v[0] != layoutVersion):
+	case v != nil && (len(v) != 1 || (v[0] != 3 && v[0] != layoutVersion)):
 		return fmt.Errorf("%w: layout version %v, want %d", ErrCorrupt, v, layoutVersion)
 	}
 	return nil

@@ -109,7 +109,7 @@ func checkIndexes(t *testing.T, db *DB, want map[string]service.Record) {
 				t.Errorf("record %s missing", id)
 				continue
 			}
-			m, err := decodeProto(v)
+			m, err := decodeAt(key, v)
 			if err != nil {
 				return err
 			}
@@ -177,8 +177,11 @@ func diffMaps(t *testing.T, what string, got, want map[string]string) {
 // by caller 0x00 request_id; layout 1 without reqkeys), opens them, and
 // checks that every record is found by request_id and by request key, the
 // open ones are listed, the counts hold, and the buckets match layout 3. A
-// read-only open refuses the old file instead of misreading it.
-func TestMigrateToLayout3(t *testing.T) {
+// read-only open refuses the old file instead of misreading it. A layout 3
+// file (full record values) is read as it is, read-only too, and Open only
+// bumps its version: records written after that are compact and both kinds
+// read alike.
+func TestMigrateOldLayouts(t *testing.T) {
 	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	var recs []service.Record
 	for i := range 40 {
@@ -192,13 +195,22 @@ func TestMigrateToLayout3(t *testing.T) {
 		r.RequestKey = service.RequestKey(r.Caller, id)
 		recs = append(recs, r)
 	}
-	for _, version := range []byte{1, 2} {
+	for _, version := range []byte{1, 2, 3} {
 		t.Run(fmt.Sprintf("layout %d", version), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "billingd.db")
 			writeOldLayout(t, path, version, recs)
 
-			if _, err := OpenReadOnly(path); !errors.Is(err, ErrOldLayout) {
+			ro, err := OpenReadOnly(path)
+			switch {
+			case version < 3 && !errors.Is(err, ErrOldLayout):
 				t.Errorf("OpenReadOnly of layout %d = %v, want ErrOldLayout", version, err)
+			case version == 3 && err != nil:
+				t.Errorf("OpenReadOnly of layout 3: %v", err)
+			case version == 3:
+				if got, found, err := ro.Get(context.Background(), recs[0].Caller, recs[0].RequestID); err != nil || !found || got.StripeKey != recs[0].StripeKey {
+					t.Errorf("read-only Get of a layout 3 record = %+v, %v, %v", got, found, err)
+				}
+				ro.Close()
 			}
 			db, err := Open(path)
 			if err != nil {
@@ -232,11 +244,39 @@ func TestMigrateToLayout3(t *testing.T) {
 				}
 			}
 			checkIndexes(t, db, want)
+
+			// A record written now is compact and lives beside the old ones.
+			fresh := service.Record{Caller: "acme", RequestID: "new-1", Method: service.MethodCharge,
+				Fingerprint: []byte("fp"), StripeKey: service.StripeKey("acme", "new-1", "create_payment_intent"),
+				RequestKey: service.RequestKey("acme", "new-1"), State: service.StatePending, Attempts: 1,
+				Created: t0.Add(2 * time.Hour), Updated: t0.Add(2 * time.Hour)}
+			if _, created, err := db.Claim(ctx, fresh); err != nil || !created {
+				t.Fatalf("Claim after migration: %v, %v", created, err)
+			}
+			want[fresh.RequestID] = fresh
+			checkIndexes(t, db, want)
+			err = db.bolt.View(func(tx *bolt.Tx) error {
+				if v := tx.Bucket(bucketMeta).Get(metaLayout); !bytes.Equal(v, []byte{layoutVersion}) {
+					t.Errorf("layout after Open = %v, want %d", v, layoutVersion)
+				}
+				pos := findPos(tx, recordKey("acme", "new-1"), lookupKey("acme", "new-1"))
+				m, err := decodeProto(tx.Bucket(bucketRecords).Get(pos))
+				if err != nil {
+					return err
+				}
+				if m.Implied != impliedAll {
+					t.Errorf("a record written after migration has implied %#x, want %#x", m.Implied, impliedAll)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
 		})
 	}
 }
 
-// writeOldLayout writes recs as layouts 1 and 2 stored them.
+// writeOldLayout writes recs as layouts 1, 2 and 3 stored them.
 func writeOldLayout(t *testing.T, path string, version byte, recs []service.Record) {
 	t.Helper()
 	bdb, err := bolt.Open(path, 0o600, nil)
@@ -261,6 +301,12 @@ func writeOldLayout(t *testing.T, path string, version byte, recs []service.Reco
 			val, err := encodeProto(m)
 			if err != nil {
 				return err
+			}
+			if version == 3 { // claim-ordered, every field in the value
+				if err := writeRecord(tx, posKey(m.CreateUnixNano, name), nil, m, val); err != nil {
+					return err
+				}
+				continue
 			}
 			if err := tx.Bucket(bucketRecords).Put(name, val); err != nil {
 				return err
@@ -312,7 +358,7 @@ func TestTimeOrderedBucketsStayFull(t *testing.T) {
 	}
 	ctx := context.Background()
 	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
-	const n, lag = 1500, 20 // settle each record 20 claims after its own
+	const n, lag = 1500, 100 // settle each record 100 claims after its own, as at c=64-256
 	recs := make([]service.Record, 0, n)
 	for i := range n + lag {
 		if i < n {

@@ -30,10 +30,11 @@ func (db *DB) Claim(ctx context.Context, rec service.Record) (service.Record, bo
 	if !o.created {
 		return o.existing, false, nil
 	}
-	stored, err := decodeRecord(o.val)
+	m, err := decodeStored(o.name, o.val)
 	if err != nil {
 		return service.Record{}, false, fmt.Errorf("claim: %w", err)
 	}
+	stored := fromProto(m)
 	return stored, true, nil
 }
 
@@ -97,11 +98,11 @@ func (db *DB) Get(ctx context.Context, caller, requestID string) (service.Record
 		if v == nil {
 			return fmt.Errorf("%w: reqkeys entry %q has no record", ErrCorrupt, lookup)
 		}
-		r, err := decodeRecord(v)
+		m, err := decodeAt(pos, v)
 		if err != nil {
 			return err
 		}
-		rec, found = r, true
+		rec, found = fromProto(m), true
 		return nil
 	})
 	if err != nil {
@@ -135,11 +136,11 @@ func (db *DB) ListOpen(ctx context.Context, limit int) ([]service.Record, error)
 			if v == nil {
 				return fmt.Errorf("%w: open index entry %q has no record", ErrCorrupt, k[tsLen:])
 			}
-			r, err := decodeRecord(v)
+			m, err := decodeAt(k[tsLen:], v)
 			if err != nil {
 				return fmt.Errorf("record %q: %w", k[tsLen:], err)
 			}
-			out = append(out, r)
+			out = append(out, fromProto(m))
 		}
 		return nil
 	})
@@ -215,7 +216,7 @@ func (db *DB) Sweep(ctx context.Context, updatedBefore time.Time, limit int) (in
 		}
 		for _, ik := range keys {
 			key := ik[tsLen:]
-			m, err := decodeProto(recs.Get(key))
+			m, err := decodeAt(key, recs.Get(key))
 			if err != nil {
 				return fmt.Errorf("record %q: %w", key, err)
 			}
@@ -270,11 +271,11 @@ func (db *DB) Scan(ctx context.Context, fn func(service.Record) bool) error {
 				k, v = c.Next()
 			}
 			for ; k != nil && len(chunk) < scanChunk; k, v = c.Next() {
-				r, err := decodeRecord(v)
+				m, err := decodeAt(k, v)
 				if err != nil {
 					return fmt.Errorf("record %q: %w", k, err)
 				}
-				chunk = append(chunk, r)
+				chunk = append(chunk, fromProto(m))
 				after = append(after[:0], k...)
 			}
 			return nil

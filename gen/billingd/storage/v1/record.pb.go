@@ -54,7 +54,13 @@ type Record struct {
 	RequestKey string `protobuf:"bytes,13,opt,name=request_key,json=requestKey,proto3" json:"request_key,omitempty"`
 	// params is the canonical request (without request_id), kept so the record
 	// can be re-driven without the caller.
-	Params        []byte `protobuf:"bytes,14,opt,name=params,proto3" json:"params,omitempty"`
+	Params []byte `protobuf:"bytes,14,opt,name=params,proto3" json:"params,omitempty"`
+	// implied lists the fields left out of this encoding because the bbolt
+	// store can recompute them exactly: bit 0 caller and request_id (they are
+	// the record's key), bit 1 stripe_key, bit 2 request_key (each set only
+	// when the field equals the derivation storage/ defines). 0 in every record
+	// written before layout 4 and in every record PostgreSQL stores.
+	Implied       uint32 `protobuf:"varint,15,opt,name=implied,proto3" json:"implied,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -185,6 +191,13 @@ func (x *Record) GetParams() []byte {
 		return x.Params
 	}
 	return nil
+}
+
+func (x *Record) GetImplied() uint32 {
+	if x != nil {
+		return x.Implied
+	}
+	return 0
 }
 
 // Result is a successful outcome.
@@ -419,7 +432,7 @@ var File_billingd_storage_v1_record_proto protoreflect.FileDescriptor
 
 const file_billingd_storage_v1_record_proto_rawDesc = "" +
 	"\n" +
-	" billingd/storage/v1/record.proto\x12\x13billingd.storage.v1\"\xf5\x03\n" +
+	" billingd/storage/v1/record.proto\x12\x13billingd.storage.v1\"\x8f\x04\n" +
 	"\x06Record\x12\x16\n" +
 	"\x06caller\x18\x01 \x01(\tR\x06caller\x12\x1d\n" +
 	"\n" +
@@ -438,7 +451,8 @@ const file_billingd_storage_v1_record_proto_rawDesc = "" +
 	"\x05error\x18\f \x01(\v2\x1a.billingd.storage.v1.ErrorR\x05error\x12\x1f\n" +
 	"\vrequest_key\x18\r \x01(\tR\n" +
 	"requestKey\x12\x16\n" +
-	"\x06params\x18\x0e \x01(\fR\x06params\"q\n" +
+	"\x06params\x18\x0e \x01(\fR\x06params\x12\x18\n" +
+	"\aimplied\x18\x0f \x01(\rR\aimplied\"q\n" +
 	"\x06Result\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\tR\bobjectId\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x16\n" +
