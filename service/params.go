@@ -191,24 +191,35 @@ func Fingerprint(params []byte) []byte {
 // cannot produce a second charge within Stripe's 24 h window, and it hides the
 // raw request_id. Stripe allows 255 characters; this is 47.
 func StripeKey(caller, requestID, step string) string {
-	return "bd1_" + hashParts(caller, requestID, step)
+	return hashParts("bd1_", caller, requestID, step)
 }
 
 // RequestKey is the value of metadata[billingd_request_key]: it finds the
 // operation's Stripe object in search and webhooks without the raw request_id.
 func RequestKey(caller, requestID string) string {
-	return "rk1_" + hashParts(caller, requestID)
+	return hashParts("rk1_", caller, requestID)
 }
 
-func hashParts(parts ...string) string {
-	h := sha256.New()
+// hashParts returns prefix and the unpadded base64url SHA-256 of parts
+// joined by 0x00, hashed and encoded on the stack: one allocation, the
+// string itself (every new charge derives two keys).
+func hashParts(prefix string, parts ...string) string {
+	var buf [256]byte
+	b := buf[:0]
 	for i, p := range parts {
 		if i > 0 {
-			h.Write([]byte{0})
+			b = append(b, 0)
 		}
-		h.Write([]byte(p))
+		b = append(b, p...)
 	}
-	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
+	sum := sha256.Sum256(b)
+	if len(prefix) > 8 {
+		return prefix + base64.RawURLEncoding.EncodeToString(sum[:])
+	}
+	var out [8 + 43]byte
+	n := copy(out[:], prefix)
+	base64.RawURLEncoding.Encode(out[n:], sum[:])
+	return string(out[:n+base64.RawURLEncoding.EncodedLen(len(sum))])
 }
 
 // checkMetadata rejects caller metadata that collides with billingd's own keys.

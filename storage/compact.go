@@ -2,8 +2,6 @@ package storage
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/base64"
 	"fmt"
 
 	storagev1 "github.com/billingd/billingd/gen/billingd/storage/v1"
@@ -29,18 +27,12 @@ const (
 // step, as service.StripeKey computes it (TestDerivedKeysAreTheService's).
 // It is defined here, not called, for the reason lookupKey is: what a stored
 // value means must not change when the service's derivation does.
-func derivedStripeKey(caller, requestID, method string) string {
+func derivedStripeKey(caller, requestID, method string) derivedKey {
 	step := "create_payment_intent"
 	if method == "Subscribe" {
 		step = "create_subscription"
 	}
-	h := sha256.New()
-	h.Write([]byte(caller))
-	h.Write([]byte{0})
-	h.Write([]byte(requestID))
-	h.Write([]byte{0})
-	h.Write([]byte(step))
-	return "bd1_" + base64.RawURLEncoding.EncodeToString(h.Sum(nil))
+	return derive("bd1_", caller, requestID, step)
 }
 
 // encodeStored is encodeProto for a value of records: m (a full record, as
@@ -52,11 +44,11 @@ func encodeStored(m *storagev1.Record) ([]byte, error) {
 	}
 	caller, requestID, sk, rk := m.Caller, m.RequestId, m.StripeKey, m.RequestKey
 	implied := impliedName
-	if sk != "" && sk == derivedStripeKey(caller, requestID, m.Method) {
+	if dk := derivedStripeKey(caller, requestID, m.Method); sk != "" && sk == string(dk[:]) {
 		implied |= impliedStripeKey
 		m.StripeKey = ""
 	}
-	if rk != "" && rk == string(lookupKey(caller, requestID)) {
+	if dk := derive("rk1_", caller, requestID, ""); rk != "" && rk == string(dk[:]) {
 		implied |= impliedRequestKey
 		m.RequestKey = ""
 	}
@@ -98,13 +90,15 @@ func expand(m *storagev1.Record, name []byte) error {
 		if m.StripeKey != "" {
 			return fmt.Errorf("%w: implied stripe_key is also stored", ErrCorrupt)
 		}
-		m.StripeKey = derivedStripeKey(m.Caller, m.RequestId, m.Method)
+		k := derivedStripeKey(m.Caller, m.RequestId, m.Method)
+		m.StripeKey = string(k[:])
 	}
 	if implied&impliedRequestKey != 0 {
 		if m.RequestKey != "" {
 			return fmt.Errorf("%w: implied request_key is also stored", ErrCorrupt)
 		}
-		m.RequestKey = string(lookupKey(m.Caller, m.RequestId))
+		k := derive("rk1_", m.Caller, m.RequestId, "")
+		m.RequestKey = string(k[:])
 	}
 	m.Implied = 0
 	return nil

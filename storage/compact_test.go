@@ -2,6 +2,7 @@ package storage
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,12 +116,13 @@ func TestCompactRejectsWhatDoesNotFit(t *testing.T) {
 // service's, every record the service writes is stored compact (the file
 // stays right if they part; only the saving goes).
 func TestDerivedKeysAreTheService(t *testing.T) {
-	for i, c := range [][2]string{{"acme", "r1"}, {"globex", "6f0e3c9a-1b2d-4e5f-8a7b-0c1d2e3f4a5b"}, {"x", ""}} {
+	for i, c := range [][2]string{{"acme", "r1"}, {"globex", "6f0e3c9a-1b2d-4e5f-8a7b-0c1d2e3f4a5b"}, {"x", ""}, {strings.Repeat("c", 200), strings.Repeat("r", 300)}} {
 		for _, m := range []struct {
 			method service.Method
 			step   string
 		}{{service.MethodCharge, "create_payment_intent"}, {service.MethodSubscribe, "create_subscription"}} {
-			if got, want := derivedStripeKey(c[0], c[1], string(m.method)), service.StripeKey(c[0], c[1], m.step); got != want {
+			k := derivedStripeKey(c[0], c[1], string(m.method))
+			if got, want := string(k[:]), service.StripeKey(c[0], c[1], m.step); got != want {
 				t.Errorf("%d: derivedStripeKey(%q, %q, %s) = %q, service.StripeKey = %q", i, c[0], c[1], m.method, got, want)
 			}
 		}

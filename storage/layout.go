@@ -125,11 +125,29 @@ func posKey(createdUnixNano int64, name []byte) []byte {
 // base64url SHA-256 of caller 0x00 request_id (service.RequestKey's value
 // when layout 3 was defined; a test keeps the two equal).
 func lookupKey(caller, requestID string) []byte {
-	h := sha256.New()
-	h.Write([]byte(caller))
-	h.Write([]byte{0})
-	h.Write([]byte(requestID))
-	return base64.RawURLEncoding.AppendEncode([]byte("rk1_"), h.Sum(nil))
+	k := derive("rk1_", caller, requestID, "")
+	return k[:]
+}
+
+// derivedKey is prefix (4 bytes) and the 43-byte unpadded base64url SHA-256
+// of caller 0x00 request_id, then 0x00 step when step is set: billingd's
+// request and Stripe keys. It is built on the stack; every record write and
+// settle computes a few.
+type derivedKey [4 + 43]byte
+
+func derive(prefix, caller, requestID, step string) (k derivedKey) {
+	var buf [256]byte
+	b := append(buf[:0], caller...)
+	b = append(b, 0)
+	b = append(b, requestID...)
+	if step != "" {
+		b = append(b, 0)
+		b = append(b, step...)
+	}
+	sum := sha256.Sum256(b)
+	copy(k[:4], prefix)
+	base64.RawURLEncoding.Encode(k[4:], sum[:])
+	return k
 }
 
 // findPos returns the records key of (caller, requestID) in tx, or nil.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -338,7 +339,7 @@ func writeOldLayout(t *testing.T, path string, version byte, recs []service.Reco
 // reqkeys entry, not two (the layout stays right if they part; only the
 // saving goes).
 func TestLookupKeyIsTheRequestKey(t *testing.T) {
-	for _, c := range [][2]string{{"acme", "r1"}, {"globex", "6f0e3c9a-1b2d-4e5f-8a7b-0c1d2e3f4a5b"}, {"x", ""}} {
+	for _, c := range [][2]string{{"acme", "r1"}, {"globex", "6f0e3c9a-1b2d-4e5f-8a7b-0c1d2e3f4a5b"}, {"x", ""}, {strings.Repeat("c", 200), strings.Repeat("r", 300)}} {
 		if got, want := string(lookupKey(c[0], c[1])), service.RequestKey(c[0], c[1]); got != want {
 			t.Errorf("lookupKey(%q, %q) = %q, service.RequestKey = %q", c[0], c[1], got, want)
 		}
