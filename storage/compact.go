@@ -48,7 +48,7 @@ func encodeStored(m *storagev1.Record) ([]byte, error) {
 		implied |= impliedStripeKey
 		m.StripeKey = ""
 	}
-	if dk := derive("rk1_", caller, requestID, ""); rk != "" && rk == string(dk[:]) {
+	if dk := lookupKeyOf(caller, requestID); rk != "" && rk == string(dk[:]) {
 		implied |= impliedRequestKey
 		m.RequestKey = ""
 	}
@@ -97,7 +97,7 @@ func expand(m *storagev1.Record, name []byte) error {
 		if m.RequestKey != "" {
 			return fmt.Errorf("%w: implied request_key is also stored", ErrCorrupt)
 		}
-		k := derive("rk1_", m.Caller, m.RequestId, "")
+		k := lookupKeyOf(m.Caller, m.RequestId)
 		m.RequestKey = string(k[:])
 	}
 	m.Implied = 0

@@ -125,8 +125,13 @@ func posKey(createdUnixNano int64, name []byte) []byte {
 // base64url SHA-256 of caller 0x00 request_id (service.RequestKey's value
 // when layout 3 was defined; a test keeps the two equal).
 func lookupKey(caller, requestID string) []byte {
-	k := derive("rk1_", caller, requestID, "")
+	k := lookupKeyOf(caller, requestID)
 	return k[:]
+}
+
+// lookupKeyOf is lookupKey without the allocation, for comparisons.
+func lookupKeyOf(caller, requestID string) derivedKey {
+	return derive("rk1_", caller, requestID, "")
 }
 
 // derivedKey is prefix (4 bytes) and the 43-byte unpadded base64url SHA-256
