@@ -12,6 +12,7 @@ import (
 
 	"github.com/billingd/billingd/interceptors"
 	"github.com/billingd/billingd/internal/flagenv"
+	"github.com/billingd/billingd/internal/stripeapi"
 	"github.com/billingd/billingd/internal/telemetry"
 	"github.com/billingd/billingd/storage/postgres"
 )
@@ -19,17 +20,18 @@ import (
 // serveConfig is everything `billingd serve` is told. stripeKey is resolved
 // from the environment or a file, never from a flag value, and never printed.
 type serveConfig struct {
-	Listen        string
-	DB            string
-	Store         string // postgres:// URL; empty: the bbolt file DB. Holds a password: never printed whole
-	LeaseTTL      time.Duration
-	StripeURL     string
-	StripeSim     bool
-	SimFaults     string
-	SimSeed       int64
-	StripeKeyFile string
-	LogFormat     string
-	ShutdownGrace time.Duration
+	Listen         string
+	DB             string
+	Store          string // postgres:// URL; empty: the bbolt file DB. Holds a password: never printed whole
+	LeaseTTL       time.Duration
+	StripeURL      string
+	StripeSim      bool
+	SimFaults      string
+	SimSeed        int64
+	StripeKeyFile  string
+	StripeInFlight int
+	LogFormat      string
+	ShutdownGrace  time.Duration
 
 	AuthTokensFile string
 	AuthReflection bool
@@ -58,24 +60,25 @@ var errHelp = flag.ErrHelp
 // envFor names the environment variable that sets each flag, so every flag is
 // settable both ways; a flag on the command line wins over the environment.
 var envFor = map[string]string{
-	"listen":            "BILLINGD_LISTEN",
-	"db":                "BILLINGD_DB",
-	"store":             "BILLINGD_STORE",
-	"lease-ttl":         "BILLINGD_LEASE_TTL",
-	"stripe-url":        "BILLINGD_STRIPE_URL",
-	"stripe-sim":        "BILLINGD_STRIPE_SIM",
-	"stripe-sim-faults": "BILLINGD_STRIPE_SIM_FAULTS",
-	"stripe-sim-seed":   "BILLINGD_STRIPE_SIM_SEED",
-	"stripe-key-file":   "BILLINGD_STRIPE_KEY_FILE",
-	"log-format":        "BILLINGD_LOG_FORMAT",
-	"shutdown-grace":    "BILLINGD_SHUTDOWN_GRACE",
-	"auth-tokens-file":  "BILLINGD_AUTH_TOKENS_FILE",
-	"auth-reflection":   "BILLINGD_AUTH_REFLECTION",
-	"tls-cert":          "BILLINGD_TLS_CERT",
-	"tls-key":           "BILLINGD_TLS_KEY",
-	"tls-client-ca":     "BILLINGD_TLS_CLIENT_CA",
-	"rate-limit":        "BILLINGD_RATE_LIMIT",
-	"rate-burst":        "BILLINGD_RATE_BURST",
+	"listen":              "BILLINGD_LISTEN",
+	"db":                  "BILLINGD_DB",
+	"store":               "BILLINGD_STORE",
+	"lease-ttl":           "BILLINGD_LEASE_TTL",
+	"stripe-url":          "BILLINGD_STRIPE_URL",
+	"stripe-sim":          "BILLINGD_STRIPE_SIM",
+	"stripe-sim-faults":   "BILLINGD_STRIPE_SIM_FAULTS",
+	"stripe-sim-seed":     "BILLINGD_STRIPE_SIM_SEED",
+	"stripe-key-file":     "BILLINGD_STRIPE_KEY_FILE",
+	"stripe-max-inflight": "BILLINGD_STRIPE_MAX_INFLIGHT",
+	"log-format":          "BILLINGD_LOG_FORMAT",
+	"shutdown-grace":      "BILLINGD_SHUTDOWN_GRACE",
+	"auth-tokens-file":    "BILLINGD_AUTH_TOKENS_FILE",
+	"auth-reflection":     "BILLINGD_AUTH_REFLECTION",
+	"tls-cert":            "BILLINGD_TLS_CERT",
+	"tls-key":             "BILLINGD_TLS_KEY",
+	"tls-client-ca":       "BILLINGD_TLS_CLIENT_CA",
+	"rate-limit":          "BILLINGD_RATE_LIMIT",
+	"rate-burst":          "BILLINGD_RATE_BURST",
 
 	// Reconciliation, retention and webhooks.
 	"webhook-listen":     "BILLINGD_WEBHOOK_LISTEN",
@@ -100,6 +103,7 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.StringVar(&c.SimFaults, "stripe-sim-faults", "", "simulator fault rates, e.g. unavailable=0.05,drop_after=0.02,server_error=0.01,rate_limit=0.02,drop_before=0.02,latency=20ms")
 	fs.Int64Var(&c.SimSeed, "stripe-sim-seed", 1, "simulator random seed (faults and ids are reproducible)")
 	fs.StringVar(&c.StripeKeyFile, "stripe-key-file", "", "file holding the Stripe secret key (else STRIPE_SECRET_KEY)")
+	fs.IntVar(&c.StripeInFlight, "stripe-max-inflight", stripeapi.DefaultMaxInFlight, "most Stripe calls under way at once; more wait for a slot (Stripe's default live-mode rate limit is 100 operations a second)")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "log format: json or text")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 20*time.Second, "how long in-flight calls may finish on SIGTERM")
 	fs.StringVar(&c.WebhookListen, "webhook-listen", "", "address for Stripe webhooks at /stripe/webhook (secret from STRIPE_WEBHOOK_SECRET); off if empty")
@@ -147,6 +151,9 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 	}
 	if c.TLSClientCA != "" && c.TLSCert == "" {
 		return c, errors.New("--tls-client-ca needs --tls-cert and --tls-key: mutual TLS is TLS")
+	}
+	if c.StripeInFlight < 1 || c.StripeInFlight > 10_000 {
+		return c, fmt.Errorf("--stripe-max-inflight must be 1 to 10000, not %d", c.StripeInFlight)
 	}
 	if c.RateLimit < 0 || c.RateBurst < 0 {
 		return c, errors.New("--rate-limit and --rate-burst must not be negative")

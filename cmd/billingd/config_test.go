@@ -41,6 +41,18 @@ func TestParseServe(t *testing.T) {
 				if c.ShutdownGrace != 20*time.Second {
 					t.Errorf("ShutdownGrace = %v", c.ShutdownGrace)
 				}
+				if c.StripeInFlight != 64 {
+					t.Errorf("StripeInFlight = %d, want 64", c.StripeInFlight)
+				}
+			},
+		},
+		{
+			name: "stripe in-flight bound from environment",
+			env:  map[string]string{"BILLINGD_STRIPE_MAX_INFLIGHT": "8", "BILLINGD_STRIPE_SIM": "true"},
+			check: func(t *testing.T, c serveConfig) {
+				if c.StripeInFlight != 8 {
+					t.Errorf("StripeInFlight = %d, want 8", c.StripeInFlight)
+				}
 			},
 		},
 		{
@@ -108,6 +120,7 @@ func TestParseServe(t *testing.T) {
 		{name: "sim and url", args: []string{"--stripe-sim", "--stripe-url", "http://x"}, wantErr: "exclusive"},
 		{name: "faults without sim", args: []string{"--stripe-sim-faults", "unavailable=0.1"}, env: map[string]string{"STRIPE_SECRET_KEY": "sk_test_x"}, wantErr: "needs --stripe-sim"},
 		{name: "bad env value", env: map[string]string{"BILLINGD_SHUTDOWN_GRACE": "soon"}, wantErr: "BILLINGD_SHUTDOWN_GRACE"},
+		{name: "no stripe call allowed", args: []string{"--stripe-sim", "--stripe-max-inflight", "0"}, wantErr: "--stripe-max-inflight"},
 		{name: "bad log format", args: []string{"--stripe-sim", "--log-format", "xml"}, wantErr: "log-format"},
 		{name: "stray argument", args: []string{"--stripe-sim", "extra"}, wantErr: "unexpected arguments"},
 		{name: "key is not a flag", args: []string{"--stripe-key", "sk_test_x"}, wantErr: "not defined"},

@@ -86,7 +86,7 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	} else if stripeURL != "" {
 		mode = stripeURL
 	}
-	payments, err := stripeapi.New(obs.stripe(stripeapi.Config{Key: key, URL: stripeURL}))
+	payments, err := stripeapi.New(obs.stripe(stripeapi.Config{Key: key, URL: stripeURL, MaxInFlight: cfg.StripeInFlight}))
 	if err != nil {
 		return fmt.Errorf("stripe client: %w", err)
 	}

@@ -25,16 +25,28 @@ type call struct {
 
 type callKey struct{}
 
-// begin starts one API call. The request runs under reqCtx: ctx plus the
-// call record and the client's Timeout, which bounds the whole call,
-// retries and backoff included. (http.Client.Timeout would do the same at
-// the price of two goroutines and a timer per request.) classify is given
-// ctx itself, so that Timeout firing reads as Stripe being unavailable and
-// only the caller's own deadline reads as the caller's.
-func (c *Client) begin(ctx context.Context) (reqCtx context.Context, rec *call, done context.CancelFunc) {
+// begin starts one API call once a slot is free (Config.MaxInFlight); done
+// frees it. The request runs under reqCtx: ctx plus the call record and the
+// client's Timeout, which bounds the whole call, retries and backoff
+// included, from the moment it has its slot. (http.Client.Timeout would do
+// the same at the price of two goroutines and a timer per request.)
+// classify is given ctx itself, so that Timeout firing reads as Stripe being
+// unavailable and only the caller's own deadline reads as the caller's. If
+// ctx ends while the call waits for a slot, begin returns ctx's error and
+// nothing has been sent.
+func (c *Client) begin(ctx context.Context) (reqCtx context.Context, rec *call, done context.CancelFunc, err error) {
+	select {
+	case c.slots <- struct{}{}:
+	default: // all taken: wait, unless ctx is already over
+		select {
+		case c.slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, nil, nil, ctx.Err()
+		}
+	}
 	rec = &call{}
-	reqCtx, done = context.WithTimeout(context.WithValue(ctx, callKey{}, rec), c.timeout)
-	return reqCtx, rec, done
+	reqCtx, cancel := context.WithTimeout(context.WithValue(ctx, callKey{}, rec), c.timeout)
+	return reqCtx, rec, func() { cancel(); <-c.slots }, nil
 }
 
 // recorder is the outermost RoundTripper: it sees the response stripe-go

@@ -48,9 +48,17 @@ type Config struct {
 	// nil means a transport tuned for many concurrent calls to one host
 	// (MaxIdleConnsPerHost idle connections, explicit timeouts, HTTP/2).
 	Transport http.RoundTripper
+	// MaxInFlight bounds the Stripe calls under way at once; more wait for
+	// a slot as long as their context allows, and one that gives up waiting
+	// sent nothing. Stripe itself answers a burst past its rate limit (100
+	// operations a second in live mode by default) with 429s, so sending
+	// more at once buys retries, not throughput, and every call in flight
+	// holds a connection, its buffers and goroutines. Searches count too.
+	MaxInFlight int
 	// MaxIdleConnsPerHost sizes the idle pool of the default transport
-	// (ignored when Transport is set). stripe-go's default of 2 redials
-	// under load.
+	// (ignored when Transport is set); 0 means MaxInFlight, the most
+	// connections the calls can use at once. stripe-go's default of 2
+	// redials under load.
 	MaxIdleConnsPerHost int
 	// Timeout bounds one call, retries and backoff included.
 	Timeout time.Duration
@@ -66,8 +74,13 @@ type Config struct {
 
 // DefaultConfig returns the defaults New applies to zero fields.
 func DefaultConfig() Config {
-	return Config{MaxIdleConnsPerHost: 256, Timeout: 30 * time.Second}
+	return Config{MaxInFlight: DefaultMaxInFlight, Timeout: 30 * time.Second}
 }
+
+// DefaultMaxInFlight is Config.MaxInFlight's default: at Stripe's typical
+// 0.3-1 s per confirmed PaymentIntent, 64 calls in flight already reach its
+// default live-mode rate limit.
+const DefaultMaxInFlight = 64
 
 // Client is service.Payments on the Stripe API.
 type Client struct {
@@ -75,6 +88,7 @@ type Client struct {
 	key     string // only to scrub it from Stripe's messages
 	timeout time.Duration
 	observe func(Observation)
+	slots   chan struct{} // one token per call in flight (Config.MaxInFlight)
 }
 
 var _ service.Payments = (*Client)(nil)
@@ -85,8 +99,11 @@ func New(cfg Config) (*Client, error) {
 		return nil, ErrNoAPIKey
 	}
 	def := DefaultConfig()
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = def.MaxInFlight
+	}
 	if cfg.MaxIdleConnsPerHost <= 0 {
-		cfg.MaxIdleConnsPerHost = def.MaxIdleConnsPerHost
+		cfg.MaxIdleConnsPerHost = cfg.MaxInFlight
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = def.Timeout
@@ -122,6 +139,7 @@ func New(cfg Config) (*Client, error) {
 		key:     cfg.Key,
 		timeout: cfg.Timeout,
 		observe: cfg.Observe,
+		slots:   make(chan struct{}, cfg.MaxInFlight),
 	}, nil
 }
 
@@ -157,7 +175,10 @@ func (c *Client) createPaymentIntent(ctx context.Context, key string, p service.
 	if err := checkKey(key); err != nil {
 		return service.Result{}, err
 	}
-	reqCtx, call, done := c.begin(ctx)
+	reqCtx, call, done, err := c.begin(ctx)
+	if err != nil {
+		return service.Result{}, err
+	}
 	defer done()
 	// PaymentIntents.New, decoding only what billingd keeps (see createdIntent).
 	var pi createdIntent
@@ -217,7 +238,10 @@ func (c *Client) createSubscription(ctx context.Context, key string, p service.S
 	if err := checkKey(key); err != nil {
 		return service.Result{}, err
 	}
-	reqCtx, call, done := c.begin(ctx)
+	reqCtx, call, done, err := c.begin(ctx)
+	if err != nil {
+		return service.Result{}, err
+	}
 	defer done()
 	item := &stripe.SubscriptionItemsParams{Price: stripe.String(p.PriceID)}
 	if p.Quantity > 0 {
@@ -243,7 +267,10 @@ func (c *Client) findPaymentIntent(ctx context.Context, requestKey string) (serv
 	if requestKey == "" {
 		return service.Result{}, false, ErrNoRequestKeyValue
 	}
-	reqCtx, call, done := c.begin(ctx)
+	reqCtx, call, done, err := c.begin(ctx)
+	if err != nil {
+		return service.Result{}, false, err
+	}
 	defer done()
 	it := c.api.PaymentIntents.Search(&stripe.PaymentIntentSearchParams{SearchParams: searchParams(reqCtx, requestKey)})
 	if err := it.Err(); err != nil {
@@ -284,7 +311,10 @@ func (c *Client) findSubscription(ctx context.Context, requestKey string) (servi
 	if requestKey == "" {
 		return service.Result{}, false, ErrNoRequestKeyValue
 	}
-	reqCtx, call, done := c.begin(ctx)
+	reqCtx, call, done, err := c.begin(ctx)
+	if err != nil {
+		return service.Result{}, false, err
+	}
 	defer done()
 	it := c.api.Subscriptions.Search(&stripe.SubscriptionSearchParams{SearchParams: searchParams(reqCtx, requestKey)})
 	if err := it.Err(); err != nil {

@@ -544,3 +544,65 @@ func TestObserveReportsEveryCall(t *testing.T) {
 		t.Errorf("connection failure observed as %+v", o)
 	}
 }
+
+// TestMaxInFlight: past Config.MaxInFlight calls wait for a slot instead of
+// opening more connections, and one whose context ends while it waits sends
+// nothing.
+func TestMaxInFlight(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var mu sync.Mutex
+	cur, peak := 0, 0
+	f := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		cur++
+		peak = max(peak, cur)
+		mu.Unlock()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		mu.Lock()
+		cur--
+		mu.Unlock()
+		respond(200, `{"id":"pi_1","object":"payment_intent","status":"succeeded","amount":2000,"currency":"usd"}`)(w, r)
+	})
+	c := newClient(t, f.URL, func(c *stripeapi.Config) { c.MaxInFlight = 2 })
+
+	const calls = 5
+	errs := make(chan error, calls)
+	for range calls {
+		go func() { errs <- opCharge.call(t.Context(), c) }()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(f.requests()) < 2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := len(f.requests()); n != 2 {
+		t.Fatalf("Stripe saw %d requests while the first two were stuck, want 2", n)
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	if err := opFind.call(ctx, c); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a call that found no slot before its deadline: err = %v, want context.DeadlineExceeded", err)
+	}
+	if n := len(f.requests()); n != 2 {
+		t.Errorf("Stripe saw %d requests with every slot taken, want 2", n)
+	}
+
+	close(release)
+	for range calls {
+		if err := <-errs; err != nil {
+			t.Errorf("call: %v", err)
+		}
+	}
+	if n := len(f.requests()); n != calls {
+		t.Errorf("Stripe saw %d requests, want %d", n, calls)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if peak != 2 {
+		t.Errorf("%d calls were at Stripe at once, want 2 (MaxInFlight)", peak)
+	}
+}
