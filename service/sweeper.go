@@ -8,7 +8,8 @@ import (
 )
 
 // SweepStore is what the sweeper needs: bounded deletes of final records
-// and of webhook event ids, oldest first. Open records are never swept.
+// and of webhook event ids past retention, oldest first (by claim or by
+// update, as the store keeps them). Open records are never swept.
 type SweepStore interface {
 	Sweep(ctx context.Context, updatedBefore time.Time, limit int) (int, error)
 	SweepEvents(ctx context.Context, seenBefore time.Time, limit int) (int, error)

@@ -20,7 +20,6 @@ import (
 //
 //	records  pos = ts(created) ‖ caller 0x00 request_id   → formatProto ‖ storagev1.Record (compact.go)
 //	open     ts(created) ‖ pos                          → state (1 byte)   PENDING, INDETERMINATE
-//	final    ts(updated) ‖ pos                          → state (1 byte)   SUCCEEDED, FAILED
 //	counts   state (1 byte)                             → uint64 big-endian number of records
 //	reqkeys  lookupKey(caller, request_id)              → pos   (every record)
 //	         request_key, where it differs from that    → pos   (records with one)
@@ -34,8 +33,11 @@ import (
 //
 // Records sit in claim order, found through reqkeys. A new charge then
 // dirties one random B+tree page (its reqkeys entry) and otherwise only the
-// right edge of records, open and final, pages the other writes of the same
-// group commit share; settling touches no random page at all. Keyed by
+// right edge of records and open, pages the other writes of the same group
+// commit share; settling touches no random page at all. The sweeper walks
+// records from the oldest claim (Sweep), so final records need no index of
+// their own: layout 4 kept one (final, by update time) that was 15 % of the
+// file and one more right edge to rewrite in every settling commit. Keyed by
 // (caller, request_id), records put every claim and every settle on a random
 // page of the largest bucket: more pages per fsync, and a working set (and
 // mmap RSS) as large as the file. lookupKey is billingd's request key as
@@ -45,7 +47,6 @@ import (
 var (
 	bucketRecords = []byte("records")
 	bucketOpen    = []byte("open")
-	bucketFinal   = []byte("final")
 	bucketCounts  = []byte("counts")
 	bucketMeta    = []byte("meta")
 	bucketReqKeys = []byte("reqkeys")
@@ -53,6 +54,9 @@ var (
 	bucketEventTs = []byte("eventsts")
 
 	metaLayout = []byte("layout")
+
+	// bucketFinalV4 is layout 4's index of final records, dropped by Open.
+	bucketFinalV4 = []byte("final")
 )
 
 // layoutVersion names the bucket layout above. A future change to the
@@ -61,11 +65,13 @@ var (
 // version 2 keyed records by caller 0x00 request_id. Open migrates both.
 // Version 4 writes compact record values (compact.go) and reads the full
 // values of version 3 as well, so Open only bumps a version 3 file; the bump
-// keeps a version 3 binary from misreading the compact values.
-const layoutVersion byte = 4
+// keeps a version 3 binary from misreading the compact values. Version 5
+// drops version 4's final index: Open deletes that bucket (the records
+// themselves are unchanged), and a read-only open reads versions 3 to 5.
+const layoutVersion byte = 5
 
 // allBuckets is every bucket of the current layout.
-var allBuckets = [][]byte{bucketRecords, bucketOpen, bucketFinal, bucketCounts, bucketMeta, bucketReqKeys, bucketEvents, bucketEventTs}
+var allBuckets = [][]byte{bucketRecords, bucketOpen, bucketCounts, bucketMeta, bucketReqKeys, bucketEvents, bucketEventTs}
 
 // Fill factors for the time-ordered buckets. bbolt splits a full leaf at
 // Bucket.FillPercent, 0.5 by default, which suits random inserts; a bucket
@@ -74,13 +80,13 @@ var allBuckets = [][]byte{bucketRecords, bucketOpen, bucketFinal, bucketCounts, 
 // records is appended to at claim and each record rewritten once when it
 // settles, ~40 % longer in the compact encoding (the result is added), by
 // which time its leaf is usually closed: its leaves keep room for that
-// (at 0.8 they overflow and split in halves); final only
+// (at 0.8 they overflow and split in halves); eventsts only
 // grows at its right edge. Keys that arrive slightly out of time order (a
 // claim stamped before a concurrent one but committed after it) land in a
 // leaf that still has that room, or split it.
 const (
 	fillRecords = 0.7
-	fillFinal   = 0.95
+	fillEventTs = 0.95
 )
 
 // setFill applies the fill factors to tx's buckets. The factor lives on the
@@ -91,11 +97,8 @@ func setFill(tx *bolt.Tx) {
 	if b := tx.Bucket(bucketRecords); b != nil {
 		b.FillPercent = fillRecords
 	}
-	if b := tx.Bucket(bucketFinal); b != nil {
-		b.FillPercent = fillFinal
-	}
 	if b := tx.Bucket(bucketEventTs); b != nil {
-		b.FillPercent = fillFinal
+		b.FillPercent = fillEventTs
 	}
 }
 
@@ -175,14 +178,13 @@ func indexKey(unixNano int64, key []byte) []byte {
 	return append(tsKey(k, unixNano), key...)
 }
 
-// indexFor says which index holds a record in state s, and under which time.
-// Open records are listed oldest claim first; final ones are swept oldest
-// update first.
-func indexFor(state int32, created, updated int64) (bucket []byte, ts int64) {
-	if service.State(state).Final() {
-		return bucketFinal, updated
+// openKey is m's entry in the open index (oldest claim first), or nil when m
+// is final and so in no index.
+func openKey(m *storagev1.Record, key []byte) []byte {
+	if m == nil || service.State(m.State).Final() {
+		return nil
 	}
-	return bucketOpen, created
+	return indexKey(m.CreateUnixNano, key)
 }
 
 // validate rejects what cannot be stored or indexed before the record joins
@@ -226,7 +228,10 @@ func createBuckets(tx *bolt.Tx) error {
 			return fmt.Errorf("migrate layout %d: %w", v[0], err)
 		}
 		return meta.Put(metaLayout, []byte{layoutVersion})
-	case len(v) == 1 && v[0] == 3:
+	case len(v) == 1 && (v[0] == 3 || v[0] == 4):
+		if err := dropFinalIndex(tx); err != nil {
+			return fmt.Errorf("migrate layout %d: %w", v[0], err)
+		}
 		return meta.Put(metaLayout, []byte{layoutVersion})
 	case len(v) != 1 || v[0] != layoutVersion:
 		return fmt.Errorf("%w: layout version %v, want %d", ErrCorrupt, v, layoutVersion)
@@ -248,7 +253,10 @@ func migrateRecords(tx *bolt.Tx) error {
 	if err != nil {
 		return err
 	}
-	for _, name := range [][]byte{bucketRecords, bucketOpen, bucketFinal, bucketCounts, bucketReqKeys} {
+	if err := dropFinalIndex(tx); err != nil {
+		return err
+	}
+	for _, name := range [][]byte{bucketRecords, bucketOpen, bucketCounts, bucketReqKeys} {
 		if err := tx.DeleteBucket(name); err != nil {
 			return fmt.Errorf("drop %s: %w", name, err)
 		}
@@ -272,6 +280,17 @@ func migrateRecords(tx *bolt.Tx) error {
 	return nil
 }
 
+// dropFinalIndex deletes layout 4's final index, if the file has one.
+func dropFinalIndex(tx *bolt.Tx) error {
+	if tx.Bucket(bucketFinalV4) == nil {
+		return nil
+	}
+	if err := tx.DeleteBucket(bucketFinalV4); err != nil {
+		return fmt.Errorf("drop %s: %w", bucketFinalV4, err)
+	}
+	return nil
+}
+
 // checkLayout is createBuckets for a read-only file: it may not create
 // anything, and a file the server never initialised simply reads as empty.
 func checkLayout(tx *bolt.Tx) error {
@@ -282,7 +301,7 @@ func checkLayout(tx *bolt.Tx) error {
 	switch v := meta.Get(metaLayout); {
 	case len(v) == 1 && (v[0] == 1 || v[0] == 2):
 		return fmt.Errorf("%w: layout version %d: open it read-write once (billingd serve) to migrate it to %d", ErrOldLayout, v[0], layoutVersion)
-	case v != nil && (len(v) != 1 || (v[0] != 3 && v[0] != layoutVersion)):
+	case v != nil && (len(v) != 1 || v[0] < 3 || v[0] > layoutVersion):
 		return fmt.Errorf("%w: layout version %v, want %d", ErrCorrupt, v, layoutVersion)
 	}
 	return nil
@@ -300,20 +319,15 @@ func writeRecord(tx *bolt.Tx, key []byte, old, rec *storagev1.Record, val []byte
 	if err := tx.Bucket(bucketRecords).Put(key, val); err != nil {
 		return fmt.Errorf("put record: %w", err)
 	}
-	idx, ts := indexFor(rec.State, rec.CreateUnixNano, rec.UpdateUnixNano)
-	sameIndex := false
-	if old != nil {
-		oldIdx, oldTS := indexFor(old.State, old.CreateUnixNano, old.UpdateUnixNano)
-		sameIndex = bytes.Equal(oldIdx, idx) && oldTS == ts && old.State == rec.State
-		if !sameIndex {
-			if err := tx.Bucket(oldIdx).Delete(indexKey(oldTS, key)); err != nil {
-				return fmt.Errorf("delete %s index: %w", oldIdx, err)
-			}
+	oldOpen, newOpen := openKey(old, key), openKey(rec, key)
+	if oldOpen != nil && !bytes.Equal(oldOpen, newOpen) {
+		if err := tx.Bucket(bucketOpen).Delete(oldOpen); err != nil {
+			return fmt.Errorf("delete open index: %w", err)
 		}
 	}
-	if !sameIndex {
-		if err := tx.Bucket(idx).Put(indexKey(ts, key), []byte{byte(rec.State)}); err != nil {
-			return fmt.Errorf("put %s index: %w", idx, err)
+	if newOpen != nil && (!bytes.Equal(oldOpen, newOpen) || old.State != rec.State) {
+		if err := tx.Bucket(bucketOpen).Put(newOpen, []byte{byte(rec.State)}); err != nil {
+			return fmt.Errorf("put open index: %w", err)
 		}
 	}
 	if old == nil { // a record's name, so its lookup key, never changes
@@ -383,9 +397,10 @@ func deleteRecord(tx *bolt.Tx, key []byte, old *storagev1.Record) error {
 }
 
 func unindex(tx *bolt.Tx, key []byte, old *storagev1.Record) error {
-	idx, ts := indexFor(old.State, old.CreateUnixNano, old.UpdateUnixNano)
-	if err := tx.Bucket(idx).Delete(indexKey(ts, key)); err != nil {
-		return fmt.Errorf("delete %s index: %w", idx, err)
+	if ik := openKey(old, key); ik != nil {
+		if err := tx.Bucket(bucketOpen).Delete(ik); err != nil {
+			return fmt.Errorf("delete open index: %w", err)
+		}
 	}
 	b := tx.Bucket(bucketReqKeys)
 	if err := dropRequestKey(b, string(lookupKey(old.Caller, old.RequestId)), key); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	storagev1 "github.com/billingd/billingd/gen/billingd/storage/v1"
 	"github.com/billingd/billingd/service"
 )
 
@@ -96,7 +97,7 @@ func checkIndexes(t *testing.T, db *DB, want map[string]service.Record) {
 		if n := recs.Stats().KeyN; n != len(want) {
 			t.Errorf("records bucket holds %d records, want %d", n, len(want))
 		}
-		wantIdx := map[string]string{} // bucket ‖ index key → state byte
+		wantIdx := map[string]string{} // open index key → state byte
 		wantReq := map[string]string{} // request key → record key
 		counts := map[byte]uint64{}
 		for id, r := range want {
@@ -114,8 +115,9 @@ func checkIndexes(t *testing.T, db *DB, want map[string]service.Record) {
 			if err != nil {
 				return err
 			}
-			idx, ts := indexFor(m.State, m.CreateUnixNano, m.UpdateUnixNano)
-			wantIdx[string(idx)+"|"+string(indexKey(ts, key))] = string([]byte{byte(m.State)})
+			if ik := openKey(m, key); ik != nil {
+				wantIdx[string(ik)] = string([]byte{byte(m.State)})
+			}
 			wantReq[string(lookupKey(r.Caller, id))] = string(key)
 			if m.RequestKey != "" {
 				wantReq[m.RequestKey] = string(key)
@@ -123,13 +125,14 @@ func checkIndexes(t *testing.T, db *DB, want map[string]service.Record) {
 			counts[byte(m.State)]++
 		}
 		gotIdx := map[string]string{}
-		for _, b := range [][]byte{bucketOpen, bucketFinal} {
-			_ = tx.Bucket(b).ForEach(func(k, v []byte) error {
-				gotIdx[string(b)+"|"+string(k)] = string(v)
-				return nil
-			})
+		_ = tx.Bucket(bucketOpen).ForEach(func(k, v []byte) error {
+			gotIdx[string(k)] = string(v)
+			return nil
+		})
+		diffMaps(t, "open index", gotIdx, wantIdx)
+		if tx.Bucket(bucketFinalV4) != nil {
+			t.Error("the file still has layout 4's final index")
 		}
-		diffMaps(t, "time index", gotIdx, wantIdx)
 		gotReq := map[string]string{}
 		_ = tx.Bucket(bucketReqKeys).ForEach(func(k, v []byte) error {
 			gotReq[string(k)] = string(v)
@@ -196,7 +199,7 @@ func TestMigrateOldLayouts(t *testing.T) {
 		r.RequestKey = service.RequestKey(r.Caller, id)
 		recs = append(recs, r)
 	}
-	for _, version := range []byte{1, 2, 3} {
+	for _, version := range []byte{1, 2, 3, 4} {
 		t.Run(fmt.Sprintf("layout %d", version), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "billingd.db")
 			writeOldLayout(t, path, version, recs)
@@ -205,11 +208,11 @@ func TestMigrateOldLayouts(t *testing.T) {
 			switch {
 			case version < 3 && !errors.Is(err, ErrOldLayout):
 				t.Errorf("OpenReadOnly of layout %d = %v, want ErrOldLayout", version, err)
-			case version == 3 && err != nil:
-				t.Errorf("OpenReadOnly of layout 3: %v", err)
-			case version == 3:
+			case version >= 3 && err != nil:
+				t.Errorf("OpenReadOnly of layout %d: %v", version, err)
+			case version >= 3:
 				if got, found, err := ro.Get(context.Background(), recs[0].Caller, recs[0].RequestID); err != nil || !found || got.StripeKey != recs[0].StripeKey {
-					t.Errorf("read-only Get of a layout 3 record = %+v, %v, %v", got, found, err)
+					t.Errorf("read-only Get of a layout %d record = %+v, %v, %v", version, got, found, err)
 				}
 				ro.Close()
 			}
@@ -277,7 +280,8 @@ func TestMigrateOldLayouts(t *testing.T) {
 	}
 }
 
-// writeOldLayout writes recs as layouts 1, 2 and 3 stored them.
+// writeOldLayout writes recs as layouts 1 to 4 stored them: every one of
+// them with a final index beside the open one.
 func writeOldLayout(t *testing.T, path string, version byte, recs []service.Record) {
 	t.Helper()
 	bdb, err := bolt.Open(path, 0o600, nil)
@@ -286,7 +290,7 @@ func writeOldLayout(t *testing.T, path string, version byte, recs []service.Reco
 	}
 	defer bdb.Close()
 	err = bdb.Update(func(tx *bolt.Tx) error {
-		for _, name := range allBuckets {
+		for _, name := range append(allBuckets, bucketFinalV4) {
 			if version == 1 && (bytes.Equal(name, bucketReqKeys) || bytes.Equal(name, bucketEvents) || bytes.Equal(name, bucketEventTs)) {
 				continue
 			}
@@ -294,26 +298,40 @@ func writeOldLayout(t *testing.T, path string, version byte, recs []service.Reco
 				return err
 			}
 		}
+		index := func(m *storagev1.Record, key []byte) error {
+			if service.State(m.State).Final() {
+				return tx.Bucket(bucketFinalV4).Put(indexKey(m.UpdateUnixNano, key), []byte{byte(m.State)})
+			}
+			return tx.Bucket(bucketOpen).Put(indexKey(m.CreateUnixNano, key), []byte{byte(m.State)})
+		}
 		counts := map[byte]uint64{}
 		for i := range recs {
 			r := &recs[i]
 			name := recordKey(r.Caller, r.RequestID)
 			m := toProto(r)
 			val, err := encodeProto(m)
+			if version == 4 { // compact values
+				val, err = encodeStored(m)
+			}
 			if err != nil {
 				return err
 			}
-			if version == 3 { // claim-ordered, every field in the value
-				if err := writeRecord(tx, posKey(m.CreateUnixNano, name), nil, m, val); err != nil {
+			if version >= 3 { // claim-ordered, and counted and in reqkeys as now
+				pos := posKey(m.CreateUnixNano, name)
+				if err := writeRecord(tx, pos, nil, m, val); err != nil {
 					return err
+				}
+				if service.State(m.State).Final() {
+					if err := index(m, pos); err != nil {
+						return err
+					}
 				}
 				continue
 			}
 			if err := tx.Bucket(bucketRecords).Put(name, val); err != nil {
 				return err
 			}
-			idx, ts := indexFor(m.State, m.CreateUnixNano, m.UpdateUnixNano)
-			if err := tx.Bucket(idx).Put(indexKey(ts, name), []byte{byte(m.State)}); err != nil {
+			if err := index(m, name); err != nil {
 				return err
 			}
 			if version == 2 {
@@ -399,7 +417,7 @@ func TestTimeOrderedBucketsStayFull(t *testing.T) {
 		for _, c := range []struct {
 			bucket []byte
 			min    float64
-		}{{bucketRecords, 0.7}, {bucketFinal, 0.85}} {
+		}{{bucketRecords, 0.7}} {
 			s := tx.Bucket(c.bucket).Stats()
 			if s.KeyN != n {
 				t.Errorf("%s holds %d keys, want %d", c.bucket, s.KeyN, n)

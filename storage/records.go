@@ -10,6 +10,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	storagev1 "github.com/billingd/billingd/gen/billingd/storage/v1"
 	"github.com/billingd/billingd/service"
 )
 
@@ -186,10 +187,15 @@ func (db *DB) CountByState(ctx context.Context) (map[service.State]int, error) {
 }
 
 // Sweep deletes up to limit SUCCEEDED or FAILED records last updated before
-// updatedBefore, oldest first, and returns how many it deleted. It walks the
-// final index from its oldest end, so it touches only what it deletes, and
-// one call is one bounded transaction: call it again while it returns limit.
-// PENDING and INDETERMINATE records are never in that index and never swept.
+// updatedBefore and returns how many it deleted. It walks records from the
+// oldest claim and stops at the first claimed at or after updatedBefore: a
+// record is updated no earlier than it is claimed, so none past that point
+// qualifies. (Should the clock step back between a claim and its settle, the
+// record is swept a little later, never earlier.) What it passes over is
+// what is still open, which the reconciler settles, and the few records
+// settled long after their claim; so it reads little more than it deletes,
+// and one call is one bounded transaction: call it again while it returns
+// limit. PENDING and INDETERMINATE records are never swept.
 func (db *DB) Sweep(ctx context.Context, updatedBefore time.Time, limit int) (int, error) {
 	if err := db.checkWritable(); err != nil {
 		return 0, fmt.Errorf("sweep: %w", err)
@@ -203,30 +209,35 @@ func (db *DB) Sweep(ctx context.Context, updatedBefore time.Time, limit int) (in
 	if updatedBefore.IsZero() {
 		return 0, nil
 	}
-	cutoff := tsKey(nil, updatedBefore.UnixNano())
+	before := updatedBefore.UnixNano()
+	cutoff := tsKey(nil, before)
 	deleted := 0
 	err := db.bolt.Update(func(tx *bolt.Tx) error {
 		deleted = 0
-		idx, recs := tx.Bucket(bucketFinal), tx.Bucket(bucketRecords)
-		// Collect first: deleting under a bbolt cursor can skip keys.
-		var keys [][]byte
-		c := idx.Cursor()
-		for k, _ := c.First(); k != nil && len(keys) < limit && bytes.Compare(k[:tsLen], cutoff) < 0; k, _ = c.Next() {
-			keys = append(keys, bytes.Clone(k))
+		type victim struct {
+			key []byte
+			m   *storagev1.Record
 		}
-		for _, ik := range keys {
-			key := ik[tsLen:]
-			m, err := decodeAt(key, recs.Get(key))
+		// Collect first: deleting under a bbolt cursor can skip keys.
+		var victims []victim
+		c := tx.Bucket(bucketRecords).Cursor()
+		for k, v := c.First(); k != nil && len(victims) < limit; k, v = c.Next() {
+			if len(k) <= tsLen {
+				return fmt.Errorf("%w: record key %q too short", ErrCorrupt, k)
+			}
+			if bytes.Compare(k[:tsLen], cutoff) >= 0 {
+				break
+			}
+			m, err := decodeAt(k, v)
 			if err != nil {
-				return fmt.Errorf("record %q: %w", key, err)
+				return fmt.Errorf("record %q: %w", k, err)
 			}
-			// The index is written in the same transactions as the records,
-			// so this holds; checked anyway because a wrong delete here loses
-			// an open payment.
-			if b, ts := indexFor(m.State, m.CreateUnixNano, m.UpdateUnixNano); !bytes.Equal(b, bucketFinal) || !bytes.Equal(indexKey(ts, key), ik) {
-				return fmt.Errorf("%w: final index entry %q does not match its record", ErrCorrupt, key)
+			if service.State(m.State).Final() && m.UpdateUnixNano < before {
+				victims = append(victims, victim{bytes.Clone(k), m})
 			}
-			if err := deleteRecord(tx, key, m); err != nil {
+		}
+		for _, vi := range victims {
+			if err := deleteRecord(tx, vi.key, vi.m); err != nil {
 				return err
 			}
 			deleted++

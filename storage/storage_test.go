@@ -387,17 +387,19 @@ func TestSweep(t *testing.T) {
 	now := t0.Add(30 * 24 * time.Hour)
 	cutoff := now.Add(-7 * 24 * time.Hour)
 
-	// Keys sort the other way round from Updated: the sweep must go by
-	// Updated, oldest first, so oldFinal lists them oldest first.
+	// Claimed in one order and settled in the other: the sweep walks
+	// records in claim order, so oldFinal lists them in claim order, and the
+	// records claimed before them but not sweepable (open, or settled at the
+	// cutoff) sit at the head of that walk.
 	var oldFinal []string
 	for i := range 5 {
 		id := fmt.Sprintf("old-final-%d", i)
-		oldFinal = append([]string{id}, oldFinal...)
+		oldFinal = append(oldFinal, id)
 		state := service.StateSucceeded
 		if i%2 == 1 {
 			state = service.StateFailed
 		}
-		r := pending("acme", id, t0)
+		r := pending("acme", id, t0.Add(time.Duration(i+1)*time.Minute))
 		mustClaim(t, db, r)
 		mustPut(t, db, withState(r, state, cutoff.Add(-time.Duration(i+1)*time.Hour)))
 	}
@@ -437,7 +439,7 @@ func TestSweep(t *testing.T) {
 		}
 	}
 	if !reflect.DeepEqual(swept, oldFinal) {
-		t.Errorf("swept in order %v, want oldest first %v", swept, oldFinal)
+		t.Errorf("swept in order %v, want oldest claim first %v", swept, oldFinal)
 	}
 	for _, r := range keep {
 		if d := diffRecord(mustGet(t, db, r.Caller, r.RequestID), r); d != "" {
