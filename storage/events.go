@@ -34,13 +34,13 @@ func (db *DB) GetByRequestKey(ctx context.Context, requestKey string) (service.R
 		if idx == nil || recs == nil {
 			return nil
 		}
-		k := idx.Get([]byte(requestKey))
-		if k == nil {
+		e := idx.Get([]byte(requestKey))
+		if e == nil {
 			return nil
 		}
-		v := recs.Get(k)
+		k, v := lookupTarget(tx, requestKey, e)
 		if v == nil {
-			return fmt.Errorf("%w: reqkeys index entry %q has no record", ErrCorrupt, k)
+			return fmt.Errorf("%w: reqkeys index entry %q has no record", ErrCorrupt, requestKey)
 		}
 		m, err := decodeAt(k, v)
 		if err != nil {

@@ -21,8 +21,8 @@ import (
 //	records  pos = ts(created) ‖ caller 0x00 request_id   → formatProto ‖ storagev1.Record (compact.go)
 //	open     ts(created) ‖ pos                          → state (1 byte)   PENDING, INDETERMINATE
 //	counts   state (1 byte)                             → uint64 big-endian number of records
-//	reqkeys  lookupKey(caller, request_id)              → pos   (every record)
-//	         request_key, where it differs from that    → pos   (records with one)
+//	reqkeys  lookupKey(caller, request_id)              → ts(created)   (every record)
+//	         request_key, where it differs from that    → pos           (records with one)
 //	events   stripe event id                            → ts(seen)            webhook dedupe
 //	eventsts ts(seen) ‖ stripe event id                 → nil                 events in sweep order
 //	meta     "layout"                                   → layoutVersion (1 byte)
@@ -44,6 +44,11 @@ import (
 // service.RequestKey computes it today, so for every record billingd writes
 // the one reqkeys entry serves both lookups; it is defined here, not called,
 // because a stored layout must not change when the service's key does.
+// A lookup key's value is only the claim time: the key is the hash of the
+// name, so whoever looks it up by (caller, request_id) has the rest of pos,
+// and GetByRequestKey finds the one record of that time whose name hashes to
+// it. That is 8 bytes of value instead of ~50 in the bucket whose pages are
+// random (layouts 3 to 5 stored pos, which still reads).
 var (
 	bucketRecords = []byte("records")
 	bucketOpen    = []byte("open")
@@ -67,8 +72,11 @@ var (
 // values of version 3 as well, so Open only bumps a version 3 file; the bump
 // keeps a version 3 binary from misreading the compact values. Version 5
 // drops version 4's final index: Open deletes that bucket (the records
-// themselves are unchanged), and a read-only open reads versions 3 to 5.
-const layoutVersion byte = 5
+// themselves are unchanged). Version 6 writes the claim time alone under a
+// lookup key; pos written there by versions 3 to 5 reads as before, so Open
+// only bumps the version, which keeps a version 5 binary from taking a time
+// for a missing record. A read-only open reads versions 3 to 6.
+const layoutVersion byte = 6
 
 // allBuckets is every bucket of the current layout.
 var allBuckets = [][]byte{bucketRecords, bucketOpen, bucketCounts, bucketMeta, bucketReqKeys, bucketEvents, bucketEventTs}
@@ -158,15 +166,40 @@ func derive(prefix, caller, requestID, step string) (k derivedKey) {
 	return k
 }
 
-// findPos returns the records key of (caller, requestID) in tx, or nil.
+// findPos returns the records key of the record named name (caller 0x00
+// request_id) in tx, or nil. lookup is lookupKey of the same pair.
 func findPos(tx *bolt.Tx, name, lookup []byte) []byte {
-	pos := tx.Bucket(bucketReqKeys).Get(lookup)
-	// An entry is this record's only if pos names it: a hand-made request
-	// key could equal another record's lookup key.
-	if len(pos) < tsLen || !bytes.Equal(pos[tsLen:], name) {
-		return nil
+	v := tx.Bucket(bucketReqKeys).Get(lookup)
+	switch {
+	case len(v) == tsLen: // a claim time: only ever written under the name's own lookup key
+		return append(append(make([]byte, 0, tsLen+len(name)), v...), name...)
+	case len(v) > tsLen && bytes.Equal(v[tsLen:], name):
+		// pos (layouts 3 to 5, or a request key equal to this lookup key).
+		// An entry is this record's only if pos names it: a hand-made
+		// request key could equal another record's lookup key.
+		return v
 	}
-	return pos
+	return nil
+}
+
+// lookupTarget returns the records key (and value) a reqkeys entry holding v
+// points at, in tx: v itself when it is pos, or the record claimed at time v
+// whose name hashes to requestKey. nil if there is none.
+func lookupTarget(tx *bolt.Tx, requestKey string, v []byte) (pos, val []byte) {
+	recs := tx.Bucket(bucketRecords)
+	if len(v) != tsLen {
+		return v, recs.Get(v)
+	}
+	c := recs.Cursor()
+	for k, val := c.Seek(v); k != nil && bytes.HasPrefix(k, v); k, val = c.Next() {
+		name := k[tsLen:]
+		if i := bytes.IndexByte(name, 0); i > 0 {
+			if lk := lookupKeyOf(string(name[:i]), string(name[i+1:])); string(lk[:]) == requestKey {
+				return k, val
+			}
+		}
+	}
+	return nil, nil
 }
 
 func tsKey(dst []byte, unixNano int64) []byte {
@@ -228,7 +261,7 @@ func createBuckets(tx *bolt.Tx) error {
 			return fmt.Errorf("migrate layout %d: %w", v[0], err)
 		}
 		return meta.Put(metaLayout, []byte{layoutVersion})
-	case len(v) == 1 && (v[0] == 3 || v[0] == 4):
+	case len(v) == 1 && v[0] >= 3 && v[0] < layoutVersion:
 		if err := dropFinalIndex(tx); err != nil {
 			return fmt.Errorf("migrate layout %d: %w", v[0], err)
 		}
@@ -331,7 +364,7 @@ func writeRecord(tx *bolt.Tx, key []byte, old, rec *storagev1.Record, val []byte
 		}
 	}
 	if old == nil { // a record's name, so its lookup key, never changes
-		if err := tx.Bucket(bucketReqKeys).Put(lookupKey(rec.Caller, rec.RequestId), key); err != nil {
+		if err := tx.Bucket(bucketReqKeys).Put(lookupKey(rec.Caller, rec.RequestId), key[:tsLen:tsLen]); err != nil {
 			return fmt.Errorf("put reqkeys lookup: %w", err)
 		}
 	}
@@ -385,6 +418,12 @@ func dropRequestKey(b *bolt.Bucket, rk string, key []byte) error {
 	return nil
 }
 
+// isLookupOf says whether v, the value under the lookup key of key's name,
+// points at key: its claim time, or (layouts 3 to 5) key itself.
+func isLookupOf(v, key []byte) bool {
+	return bytes.Equal(v, key[:tsLen]) || bytes.Equal(v, key)
+}
+
 // deleteRecord removes the record old stored under key, with its index entry.
 func deleteRecord(tx *bolt.Tx, key []byte, old *storagev1.Record) error {
 	if err := unindex(tx, key, old); err != nil {
@@ -403,8 +442,10 @@ func unindex(tx *bolt.Tx, key []byte, old *storagev1.Record) error {
 		}
 	}
 	b := tx.Bucket(bucketReqKeys)
-	if err := dropRequestKey(b, string(lookupKey(old.Caller, old.RequestId)), key); err != nil {
-		return err
+	if lk := lookupKey(old.Caller, old.RequestId); isLookupOf(b.Get(lk), key) {
+		if err := b.Delete(lk); err != nil {
+			return fmt.Errorf("delete reqkeys lookup: %w", err)
+		}
 	}
 	if old.RequestKey != "" {
 		if err := dropRequestKey(b, old.RequestKey, key); err != nil {

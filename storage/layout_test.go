@@ -98,7 +98,7 @@ func checkIndexes(t *testing.T, db *DB, want map[string]service.Record) {
 			t.Errorf("records bucket holds %d records, want %d", n, len(want))
 		}
 		wantIdx := map[string]string{} // open index key → state byte
-		wantReq := map[string]string{} // request key → record key
+		wantReq := map[string]string{} // lookup key → claim time; other request key → record key
 		counts := map[byte]uint64{}
 		for id, r := range want {
 			key := findPos(tx, recordKey(r.Caller, id), lookupKey(r.Caller, id))
@@ -118,8 +118,9 @@ func checkIndexes(t *testing.T, db *DB, want map[string]service.Record) {
 			if ik := openKey(m, key); ik != nil {
 				wantIdx[string(ik)] = string([]byte{byte(m.State)})
 			}
-			wantReq[string(lookupKey(r.Caller, id))] = string(key)
-			if m.RequestKey != "" {
+			lk := string(lookupKey(r.Caller, id))
+			wantReq[lk] = string(key[:tsLen]) // the claim time: the key names the rest
+			if m.RequestKey != "" && m.RequestKey != lk {
 				wantReq[m.RequestKey] = string(key)
 			}
 			counts[byte(m.State)]++
@@ -135,6 +136,13 @@ func checkIndexes(t *testing.T, db *DB, want map[string]service.Record) {
 		}
 		gotReq := map[string]string{}
 		_ = tx.Bucket(bucketReqKeys).ForEach(func(k, v []byte) error {
+			// Layouts 3 to 5 kept the whole pos under a lookup key; it
+			// still reads, so it counts as the claim time it starts with.
+			if name := v[min(len(v), tsLen):]; len(v) > tsLen {
+				if i := bytes.IndexByte(name, 0); i > 0 && string(lookupKey(string(name[:i]), string(name[i+1:]))) == string(k) {
+					v = v[:tsLen]
+				}
+			}
 			gotReq[string(k)] = string(v)
 			return nil
 		})
@@ -199,7 +207,7 @@ func TestMigrateOldLayouts(t *testing.T) {
 		r.RequestKey = service.RequestKey(r.Caller, id)
 		recs = append(recs, r)
 	}
-	for _, version := range []byte{1, 2, 3, 4} {
+	for _, version := range []byte{1, 2, 3, 4, 5} {
 		t.Run(fmt.Sprintf("layout %d", version), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "billingd.db")
 			writeOldLayout(t, path, version, recs)
@@ -259,6 +267,18 @@ func TestMigrateOldLayouts(t *testing.T) {
 			}
 			want[fresh.RequestID] = fresh
 			checkIndexes(t, db, want)
+
+			// Sweeping removes old entries (pos or time) and new alike.
+			n, err := db.Sweep(ctx, t0.Add(1000*time.Hour), 100)
+			if err != nil || n != len(recs)-open {
+				t.Errorf("Sweep of every final record = %d, %v; want %d", n, err, len(recs)-open)
+			}
+			for id, r := range want {
+				if r.State.Final() {
+					delete(want, id)
+				}
+			}
+			checkIndexes(t, db, want)
 			err = db.bolt.View(func(tx *bolt.Tx) error {
 				if v := tx.Bucket(bucketMeta).Get(metaLayout); !bytes.Equal(v, []byte{layoutVersion}) {
 					t.Errorf("layout after Open = %v, want %d", v, layoutVersion)
@@ -280,8 +300,8 @@ func TestMigrateOldLayouts(t *testing.T) {
 	}
 }
 
-// writeOldLayout writes recs as layouts 1 to 4 stored them: every one of
-// them with a final index beside the open one.
+// writeOldLayout writes recs as layouts 1 to 5 stored them: up to 4 with a
+// final index beside the open one, and from 3 with pos under lookup keys.
 func writeOldLayout(t *testing.T, path string, version byte, recs []service.Record) {
 	t.Helper()
 	bdb, err := bolt.Open(path, 0o600, nil)
@@ -292,6 +312,9 @@ func writeOldLayout(t *testing.T, path string, version byte, recs []service.Reco
 	err = bdb.Update(func(tx *bolt.Tx) error {
 		for _, name := range append(allBuckets, bucketFinalV4) {
 			if version == 1 && (bytes.Equal(name, bucketReqKeys) || bytes.Equal(name, bucketEvents) || bytes.Equal(name, bucketEventTs)) {
+				continue
+			}
+			if version == 5 && bytes.Equal(name, bucketFinalV4) {
 				continue
 			}
 			if _, err := tx.CreateBucket(name); err != nil {
@@ -310,7 +333,7 @@ func writeOldLayout(t *testing.T, path string, version byte, recs []service.Reco
 			name := recordKey(r.Caller, r.RequestID)
 			m := toProto(r)
 			val, err := encodeProto(m)
-			if version == 4 { // compact values
+			if version >= 4 { // compact values
 				val, err = encodeStored(m)
 			}
 			if err != nil {
@@ -321,7 +344,10 @@ func writeOldLayout(t *testing.T, path string, version byte, recs []service.Reco
 				if err := writeRecord(tx, pos, nil, m, val); err != nil {
 					return err
 				}
-				if service.State(m.State).Final() {
+				if err := tx.Bucket(bucketReqKeys).Put(lookupKey(r.Caller, r.RequestID), pos); err != nil {
+					return err
+				}
+				if version <= 4 && service.State(m.State).Final() {
 					if err := index(m, pos); err != nil {
 						return err
 					}
@@ -431,4 +457,64 @@ func TestTimeOrderedBucketsStayFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestLookupByClaimTime: a lookup key holds only its record's claim time, and
+// records claimed in the same nanosecond are still told apart, by request
+// key and after one of them is swept.
+func TestLookupByClaimTime(t *testing.T) {
+	db, err := Open(filepath.Join(t.TempDir(), "billingd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	var recs []service.Record
+	for _, id := range []string{"same-a", "same-b", "same-c"} {
+		r := service.Record{Caller: "acme", RequestID: id, Method: service.MethodCharge, Fingerprint: []byte("fp"),
+			StripeKey: service.StripeKey("acme", id, "create_payment_intent"), RequestKey: service.RequestKey("acme", id),
+			State: service.StatePending, Attempts: 1, Created: t0, Updated: t0}
+		if _, created, err := db.Claim(ctx, r); err != nil || !created {
+			t.Fatalf("Claim %s: %v, %v", id, created, err)
+		}
+		recs = append(recs, r)
+	}
+	err = db.bolt.View(func(tx *bolt.Tx) error {
+		for _, r := range recs {
+			if v := tx.Bucket(bucketReqKeys).Get(lookupKey(r.Caller, r.RequestID)); !bytes.Equal(v, tsKey(nil, t0.UnixNano())) {
+				t.Errorf("lookup entry of %s = %x, want the claim time alone", r.RequestID, v)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := func(r service.Record, want bool) {
+		t.Helper()
+		got, ok, err := db.GetByRequestKey(ctx, r.RequestKey)
+		if err != nil || ok != want || (ok && got.RequestID != r.RequestID) {
+			t.Errorf("GetByRequestKey(%s) = %s, found %v, %v; want found %v", r.RequestID, got.RequestID, ok, err, want)
+		}
+		got, ok, err = db.Get(ctx, r.Caller, r.RequestID)
+		if err != nil || ok != want || (ok && got.RequestID != r.RequestID) {
+			t.Errorf("Get(%s) = %s, found %v, %v; want found %v", r.RequestID, got.RequestID, ok, err, want)
+		}
+	}
+	for _, r := range recs {
+		found(r, true)
+	}
+	b := recs[1]
+	b.State, b.Updated = service.StateSucceeded, t0.Add(time.Second)
+	if err := db.Put(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := db.Sweep(ctx, t0.Add(time.Hour), 10); err != nil || n != 1 {
+		t.Fatalf("Sweep = %d, %v; want 1", n, err)
+	}
+	found(recs[0], true)
+	found(b, false)
+	found(recs[2], true)
+	checkIndexes(t, db, map[string]service.Record{recs[0].RequestID: recs[0], recs[2].RequestID: recs[2]})
 }
