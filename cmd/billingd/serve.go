@@ -90,6 +90,7 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("stripe client: %w", err)
 	}
+	obs.watchStripe(payments)
 
 	svcCfg := service.DefaultConfig()
 	svcCfg.SearchLag = cfg.SearchLag

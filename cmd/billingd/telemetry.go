@@ -67,6 +67,25 @@ func (o *observability) stripe(c stripeapi.Config) stripeapi.Config {
 	return c
 }
 
+// watchStripe exports the Stripe client's call slots (--stripe-max-inflight):
+// calls waiting for a slot mean the bound, not Stripe, is holding them.
+func (o *observability) watchStripe(c *stripeapi.Client) {
+	o.metrics.Register(
+		telemetry.Gauge("billingd_stripe_calls_in_flight", "Stripe calls under way now.", func() float64 {
+			n, _, _ := c.Slots()
+			return float64(n)
+		}),
+		telemetry.Gauge("billingd_stripe_max_in_flight", "The bound on Stripe calls under way at once (--stripe-max-inflight).", func() float64 {
+			_, limit, _ := c.Slots()
+			return float64(limit)
+		}),
+		telemetry.Counter("billingd_stripe_slot_waits_total", "Stripe calls that found every slot taken and waited for one.", func() float64 {
+			_, _, waited := c.Slots()
+			return float64(waited)
+		}),
+	)
+}
+
 func (o *observability) serviceOptions() []service.Option {
 	return []service.Option{service.WithObserver(o.metrics)}
 }

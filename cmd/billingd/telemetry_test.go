@@ -73,7 +73,7 @@ func TestObservability(t *testing.T) {
 	var logs syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"serve", "--stripe-sim", "--listen", addr, "--db", db, "--metrics-listen", metricsAddr},
+		done <- run(ctx, []string{"serve", "--stripe-sim", "--listen", addr, "--db", db, "--metrics-listen", metricsAddr, "--stripe-max-inflight", "5"},
 			os.Getenv, &logs, &logs)
 	}()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -118,6 +118,9 @@ func TestObservability(t *testing.T) {
 		`billingd_records{state="FAILED"} 3`,
 		`billingd_records{state="SUCCEEDED"} 1`,
 		`billingd_records{state="PENDING"} 0`,
+		`billingd_stripe_max_in_flight 5`,
+		`billingd_stripe_calls_in_flight 0`,
+		`billingd_stripe_slot_waits_total 0`,
 		`billingd_reconciler_total{kind="passes"}`,
 		`billingd_bbolt_commit_seconds_count`,
 		`grpc_server_handling_seconds_bucket`,

@@ -38,6 +38,7 @@ func (c *Client) begin(ctx context.Context) (reqCtx context.Context, rec *call, 
 	select {
 	case c.slots <- struct{}{}:
 	default: // all taken: wait, unless ctx is already over
+		c.waited.Add(1)
 		select {
 		case c.slots <- struct{}{}:
 		case <-ctx.Done():

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
@@ -89,6 +90,13 @@ type Client struct {
 	timeout time.Duration
 	observe func(Observation)
 	slots   chan struct{} // one token per call in flight (Config.MaxInFlight)
+	waited  atomic.Uint64 // calls that found every slot taken
+}
+
+// Slots reports the Stripe calls under way now, Config.MaxInFlight, and how
+// many calls so far found every slot taken and waited: for metrics.
+func (c *Client) Slots() (inFlight, limit int, waited uint64) {
+	return len(c.slots), cap(c.slots), c.waited.Load()
 }
 
 var _ service.Payments = (*Client)(nil)

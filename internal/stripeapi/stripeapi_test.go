@@ -581,6 +581,14 @@ func TestMaxInFlight(t *testing.T) {
 	if n := len(f.requests()); n != 2 {
 		t.Fatalf("Stripe saw %d requests while the first two were stuck, want 2", n)
 	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if _, _, waited := c.Slots(); waited == calls-2 {
+			break
+		}
+	}
+	if n, limit, waited := c.Slots(); n != 2 || limit != 2 || waited != calls-2 {
+		t.Errorf("Slots() = %d in flight of %d, %d waited; want 2 of 2, %d waited", n, limit, waited, calls-2)
+	}
 
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
@@ -599,6 +607,9 @@ func TestMaxInFlight(t *testing.T) {
 	}
 	if n := len(f.requests()); n != calls {
 		t.Errorf("Stripe saw %d requests, want %d", n, calls)
+	}
+	if n, _, waited := c.Slots(); n != 0 || waited != calls-2+1 {
+		t.Errorf("Slots() after = %d in flight, %d waited; want 0, %d (the find that gave up included)", n, waited, calls-2+1)
 	}
 	mu.Lock()
 	defer mu.Unlock()

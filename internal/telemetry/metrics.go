@@ -102,6 +102,16 @@ func GaugeFunc(name, help, label string, read func() map[string]float64) prometh
 	return &funcCollector{desc: prometheus.NewDesc(name, help, []string{label}, nil), kind: prometheus.GaugeValue, read: read}
 }
 
+// Gauge returns an unlabelled gauge read at scrape time.
+func Gauge(name, help string, read func() float64) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, read)
+}
+
+// Counter returns an unlabelled counter kept elsewhere, read at scrape time.
+func Counter(name, help string, read func() float64) prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, read)
+}
+
 // CounterFunc is GaugeFunc for monotonically increasing values (counters kept
 // elsewhere, e.g. the reconciler's own tallies).
 func CounterFunc(name, help, label string, read func() map[string]float64) prometheus.Collector {

@@ -32,6 +32,8 @@ func TestMetricsExposition(t *testing.T) {
 	m.Commit(time.Millisecond, 8)
 	m.Register(telemetry.GaugeFunc("billingd_records", "Records by state.", "state",
 		func() map[string]float64 { return map[string]float64{"PENDING": 3, "INDETERMINATE": 1} }))
+	m.Register(telemetry.Gauge("billingd_stripe_max_in_flight", "Bound.", func() float64 { return 64 }),
+		telemetry.Counter("billingd_stripe_slot_waits_total", "Waits.", func() float64 { return 7 }))
 	out := scrape(t, m)
 	for _, want := range []string{
 		`billingd_stripe_requests_total{code="",endpoint="payment_intents.create",error_type="api_connection_error",outcome="unavailable"} 1`,
@@ -40,6 +42,8 @@ func TestMetricsExposition(t *testing.T) {
 		`billingd_bbolt_commit_batch_size_sum 8`,
 		`billingd_records{state="PENDING"} 3`,
 		`billingd_records{state="INDETERMINATE"} 1`,
+		`billingd_stripe_max_in_flight 64`,
+		`billingd_stripe_slot_waits_total 7`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(out, want) {
