@@ -24,11 +24,7 @@ import (
 // records: writeRecord rewrites only what changed, and whatever it skips must
 // still be right.
 func TestIndexesMirrorRecords(t *testing.T) {
-	db, err := Open(filepath.Join(t.TempDir(), "billingd.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := openTemp(t)
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(7, 11))
 	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
@@ -87,6 +83,18 @@ func TestIndexesMirrorRecords(t *testing.T) {
 		}
 	}
 	checkIndexes(t, db, live)
+}
+
+// openTemp opens a new database in t's temporary directory, closed when t
+// ends.
+func openTemp(t *testing.T) *DB {
+	t.Helper()
+	db, err := Open(filepath.Join(t.TempDir(), "billingd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
 }
 
 // checkIndexes compares the raw buckets with want, the records by request_id.
@@ -463,11 +471,7 @@ func TestTimeOrderedBucketsStayFull(t *testing.T) {
 // records claimed in the same nanosecond are still told apart, by request
 // key and after one of them is swept.
 func TestLookupByClaimTime(t *testing.T) {
-	db, err := Open(filepath.Join(t.TempDir(), "billingd.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := openTemp(t)
 	ctx := context.Background()
 	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	var recs []service.Record
@@ -480,7 +484,7 @@ func TestLookupByClaimTime(t *testing.T) {
 		}
 		recs = append(recs, r)
 	}
-	err = db.bolt.View(func(tx *bolt.Tx) error {
+	err := db.bolt.View(func(tx *bolt.Tx) error {
 		for _, r := range recs {
 			if v := tx.Bucket(bucketReqKeys).Get(lookupKey(r.Caller, r.RequestID)); !bytes.Equal(v, tsKey(nil, t0.UnixNano())) {
 				t.Errorf("lookup entry of %s = %x, want the claim time alone", r.RequestID, v)
