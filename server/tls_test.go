@@ -1,19 +1,10 @@
 package server_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
-	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -22,102 +13,25 @@ import (
 	"google.golang.org/grpc/status"
 
 	billingv1 "github.com/billingd/billingd/gen/billing/v1"
+	"github.com/billingd/billingd/internal/testpki"
 	"github.com/billingd/billingd/server"
 )
-
-// testCA issues certificates for one test.
-type testCA struct {
-	t    *testing.T
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key := newKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{t: t, cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key
-}
-
-// issue returns a leaf certificate and key, PEM-encoded: a server
-// certificate for 127.0.0.1, or a client certificate with CommonName cn.
-func (ca *testCA) issue(cn string, server bool) (certPEM, keyPEM []byte) {
-	ca.t.Helper()
-	key := newKey(ca.t)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		ca.t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		ca.t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
-}
-
-func writeFile(t *testing.T, dir, name string, b []byte) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 // tlsSetup is a server certificate from its own CA, written where LoadTLS
 // reads it, and a client CA for mutual TLS.
 type tlsSetup struct {
-	serverCA, clientCA           *testCA
+	serverCA, clientCA           *testpki.CA
 	certFile, keyFile, clientCAs string
 }
 
 func newTLSSetup(t *testing.T) tlsSetup {
 	t.Helper()
 	dir := t.TempDir()
-	s := tlsSetup{serverCA: newCA(t, "billingd test server CA"), clientCA: newCA(t, "billingd test client CA")}
-	cert, key := s.serverCA.issue("billingd", true)
-	s.certFile = writeFile(t, dir, "server.pem", cert)
-	s.keyFile = writeFile(t, dir, "server-key.pem", key)
-	s.clientCAs = writeFile(t, dir, "client-ca.pem", s.clientCA.pem)
+	s := tlsSetup{serverCA: testpki.NewCA(t, "billingd test server CA"), clientCA: testpki.NewCA(t, "billingd test client CA")}
+	cert, key := s.serverCA.Issue("billingd", true)
+	s.certFile = testpki.WriteFile(t, dir, "server.pem", cert)
+	s.keyFile = testpki.WriteFile(t, dir, "server-key.pem", key)
+	s.clientCAs = testpki.WriteFile(t, dir, "client-ca.pem", s.clientCA.PEM)
 	return s
 }
 
@@ -125,7 +39,7 @@ func newTLSSetup(t *testing.T) tlsSetup {
 func dialTLS(t *testing.T, addr string, s tlsSetup, client *tls.Certificate, tweak func(*tls.Config)) billingv1.BillingServiceClient {
 	t.Helper()
 	pool := x509.NewCertPool()
-	pool.AddCert(s.serverCA.cert)
+	pool.AddCert(s.serverCA.Cert)
 	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	if client != nil {
 		cfg.Certificates = []tls.Certificate{*client}
@@ -139,16 +53,6 @@ func dialTLS(t *testing.T, addr string, s tlsSetup, client *tls.Certificate, twe
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	return billingv1.NewBillingServiceClient(conn)
-}
-
-func clientCert(t *testing.T, ca *testCA, cn string) *tls.Certificate {
-	t.Helper()
-	c, k := ca.issue(cn, false)
-	pair, err := tls.X509KeyPair(c, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &pair
 }
 
 func TestTLS(t *testing.T) {
@@ -207,7 +111,7 @@ func TestMutualTLS(t *testing.T) {
 	}
 	h := newHarness(t, harnessOpts{srvCfg: &cfg})
 	ctx := h.ctx()
-	good := clientCert(t, s.clientCA, "caller_c")
+	good := s.clientCA.ClientCert("caller_c")
 
 	t.Run("certificate CommonName is the caller", func(t *testing.T) {
 		resp, err := dialTLS(t, h.addr, s, good, nil).Charge(ctx, visa("mtls-1"))
@@ -240,14 +144,14 @@ func TestMutualTLS(t *testing.T) {
 		}
 	})
 	t.Run("certificate from another CA", func(t *testing.T) {
-		stranger := clientCert(t, newCA(t, "some other CA"), "caller_c")
+		stranger := testpki.NewCA(t, "some other CA").ClientCert("caller_c")
 		_, err := dialTLS(t, h.addr, s, stranger, nil).Charge(as(ctx, tokenA), visa("mtls-5"))
 		if status.Code(err) != codes.Unavailable {
 			t.Errorf("foreign client cert: %v, want UNAVAILABLE (handshake refused)", err)
 		}
 	})
 	t.Run("CommonName that is no caller name", func(t *testing.T) {
-		odd := clientCert(t, s.clientCA, "caller c/with spaces")
+		odd := s.clientCA.ClientCert("caller c/with spaces")
 		_, err := dialTLS(t, h.addr, s, odd, nil).Charge(ctx, visa("mtls-6"))
 		if status.Code(err) != codes.Unauthenticated {
 			t.Errorf("invalid CN: %v, want UNAUTHENTICATED", err)
@@ -266,7 +170,7 @@ func TestLoadTLSErrors(t *testing.T) {
 	t.Parallel()
 	s := newTLSSetup(t)
 	dir := t.TempDir()
-	notPEM := writeFile(t, dir, "not.pem", []byte("not a certificate"))
+	notPEM := testpki.WriteFile(t, dir, "not.pem", []byte("not a certificate"))
 	tests := []struct {
 		name                 string
 		cert, key, clientCAs string
