@@ -45,9 +45,11 @@ ENV BILLINGD_LISTEN=0.0.0.0:50051 \
 VOLUME ["/data"]
 EXPOSE 50051
 # Asks grpc.health.v1 about billing.v1.BillingService on 127.0.0.1 at the port
-# of BILLINGD_LISTEN; health answers without credentials. Plaintext only for
-# now: with BILLINGD_TLS_CERT set, this probe fails until healthcheck gets TLS
-# flags (not written yet).
+# of BILLINGD_LISTEN; health answers without caller tokens. With
+# BILLINGD_TLS_CERT set the probe speaks TLS and accepts only that
+# certificate; with BILLINGD_TLS_CLIENT_CA (mutual TLS) also set
+# BILLINGD_HEALTHCHECK_CLIENT_CERT and BILLINGD_HEALTHCHECK_CLIENT_KEY to a
+# client certificate that CA issued.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
   CMD ["/usr/local/bin/billingd", "healthcheck", "--timeout", "3s"]
 STOPSIGNAL SIGTERM
