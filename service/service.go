@@ -78,6 +78,7 @@ type Service struct {
 	base   context.Context
 	cancel context.CancelFunc
 	drives sync.WaitGroup
+	work   *workers // the goroutines drives run on
 
 	mu       sync.Mutex
 	inflight map[string]*call
@@ -109,6 +110,7 @@ func New(records Store, payments Payments, opts ...Option) *Service {
 	s.search = rate.NewLimiter(s.cfg.SearchRate, 1)
 	s.finals = newFinals(s.cfg.ReplayCache)
 	s.base, s.cancel = context.WithCancel(context.Background())
+	s.work = newWorkers(workerIdle, s.base.Done())
 	return s
 }
 
@@ -196,7 +198,9 @@ func (s *Service) do(ctx context.Context, caller, requestID string, method Metho
 	if owner {
 		rec := s.newRecord(caller, requestID, method, params, fp)
 		wait := s.coalesceWait(ctx)
-		go s.run(ctx, key, c, func(ctx context.Context) (Result, bool, error) { return s.resolve(ctx, rec, wait) })
+		s.work.start(func() {
+			s.run(ctx, key, c, func(ctx context.Context) (Result, bool, error) { return s.resolve(ctx, rec, wait) })
+		})
 	} else {
 		s.observe(method, EventCoalescedWait)
 	}
