@@ -151,6 +151,18 @@ func (db *DB) ListOpen(ctx context.Context, limit int) ([]service.Record, error)
 	return out, nil
 }
 
+// CountOpen returns how many records are PENDING and INDETERMINATE.
+func (db *DB) CountOpen(ctx context.Context) (map[service.State]int, error) {
+	all, err := db.CountByState(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return map[service.State]int{
+		service.StatePending:       all[service.StatePending],
+		service.StateIndeterminate: all[service.StateIndeterminate],
+	}, nil
+}
+
 // CountByState returns how many records are in each state, for metrics. It
 // reads counters kept in the write transactions, so it costs the same at any
 // store size. Every known state is present in the map, zero included.

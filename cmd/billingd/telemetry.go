@@ -90,21 +90,33 @@ func (o *observability) serviceOptions() []service.Option {
 	return []service.Option{service.WithObserver(o.metrics)}
 }
 
+// recordCounts is billingd_records at one scrape: the open states always
+// (the alerts watch them, and both stores count them from an index), every
+// state when the store counts them all within ctx. PostgreSQL counts the
+// table for that; past ctx the final states are left out of the scrape
+// rather than the open ones with them.
+func recordCounts(ctx context.Context, db service.OpenRecords) map[string]float64 {
+	out := map[string]float64{}
+	counts, err := db.CountOpen(ctx)
+	if err != nil {
+		return out
+	}
+	if all, err := db.CountByState(ctx); err == nil {
+		counts = all
+	}
+	for st, n := range counts {
+		out[st.String()] = float64(n)
+	}
+	return out
+}
+
 // watch exports state kept elsewhere, read at scrape time: records by state
 // (a per-state count bucket, no scan) and the reconciler's tallies.
 func (o *observability) watch(db service.OpenRecords, rec *service.Reconciler) {
 	o.metrics.Register(telemetry.GaugeFunc("billingd_records", "Records by state.", "state", func() map[string]float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		counts, err := db.CountByState(ctx)
-		out := make(map[string]float64, len(counts))
-		if err != nil {
-			return out
-		}
-		for st, n := range counts {
-			out[st.String()] = float64(n)
-		}
-		return out
+		return recordCounts(ctx, db)
 	}))
 	if rec == nil {
 		return

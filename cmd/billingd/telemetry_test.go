@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +24,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	billingv1 "github.com/billingd/billingd/gen/billing/v1"
+	"github.com/billingd/billingd/service"
+	"github.com/billingd/billingd/storage"
 )
 
 // collector is a minimal OTLP/HTTP trace receiver.
@@ -179,5 +183,54 @@ func TestObservability(t *testing.T) {
 	}
 	if rpc == nil {
 		t.Errorf("Stripe span's trace %s has no Charge server span", hex.EncodeToString(stripe.GetTraceId()))
+	}
+}
+
+// slowCount is a store whose full count does not answer within the scrape's
+// budget, as on a PostgreSQL table too big to count in a second.
+type slowCount struct{ *storage.DB }
+
+func (slowCount) CountByState(ctx context.Context) (map[service.State]int, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestRecordCounts: billingd_records has every state when the store counts
+// them in time, and still the open states (which the alerts watch) when the
+// full count runs out of time.
+func TestRecordCounts(t *testing.T) {
+	t.Parallel()
+	db, err := storage.Open(filepath.Join(t.TempDir(), "billingd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	now := time.Now()
+	for i, st := range []service.State{service.StatePending, service.StateSucceeded, service.StateSucceeded} {
+		id := fmt.Sprintf("r%d", i)
+		rec, created, err := db.Claim(ctx, service.Record{Caller: "acme", RequestID: id, Method: service.MethodCharge,
+			Fingerprint: []byte(id), StripeKey: "bd1_" + id, State: service.StatePending, Attempts: 1,
+			Created: now, FirstAttempt: now, Updated: now})
+		if err != nil || !created {
+			t.Fatalf("Claim %s: created %v, %v", id, created, err)
+		}
+		if st != service.StatePending {
+			rec.State, rec.Result = st, service.Result{ObjectID: "pi_" + id, Status: "succeeded"}
+			if err := db.Put(ctx, rec); err != nil {
+				t.Fatalf("Put %s: %v", id, err)
+			}
+		}
+	}
+
+	all := map[string]float64{"PENDING": 1, "SUCCEEDED": 2, "FAILED": 0, "INDETERMINATE": 0}
+	if got := recordCounts(ctx, db); !reflect.DeepEqual(got, all) {
+		t.Errorf("recordCounts = %v, want %v", got, all)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	open := map[string]float64{"PENDING": 1, "INDETERMINATE": 0}
+	if got := recordCounts(short, slowCount{db}); !reflect.DeepEqual(got, open) {
+		t.Errorf("recordCounts with a full count past its budget = %v, want the open states %v", got, open)
 	}
 }

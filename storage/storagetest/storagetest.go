@@ -422,12 +422,20 @@ func testCounts(t *testing.T, b Backend) {
 			t.Errorf("empty store: count[%v] = %d, present %v; want 0, present", st, n, ok)
 		}
 	}
+	if open, err := s.CountOpen(ctx); err != nil || len(open) != 2 || open[service.StatePending] != 0 || open[service.StateIndeterminate] != 0 {
+		t.Errorf("empty store: CountOpen = %v, %v; want PENDING and INDETERMINATE, both 0", open, err)
+	}
 	fill(t, s, service.StatePending, service.StatePending, service.StateSucceeded, service.StateSucceeded,
 		service.StateSucceeded, service.StateFailed, service.StateIndeterminate)
 	counts, err = s.CountByState(ctx)
 	want := map[service.State]int{service.StatePending: 2, service.StateSucceeded: 3, service.StateFailed: 1, service.StateIndeterminate: 1}
 	if err != nil || !reflect.DeepEqual(counts, want) {
 		t.Errorf("CountByState = %v, %v; want %v", counts, err, want)
+	}
+	open, err := s.CountOpen(ctx)
+	wantOpen := map[service.State]int{service.StatePending: 2, service.StateIndeterminate: 1}
+	if err != nil || !reflect.DeepEqual(open, wantOpen) {
+		t.Errorf("CountOpen = %v, %v; want %v", open, err, wantOpen)
 	}
 }
 
