@@ -163,10 +163,25 @@ func TestParseFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Duration.String() != "3s" || len(c.Concurrency) != 2 || c.Concurrency[1] != 64 ||
-		strings.Join(c.Scenarios, ",") != "health,mix" || c.Runs != 3 {
+		strings.Join(c.Scenarios, ",") != "health,mix" || c.Runs != 3 || c.StoreKind != "bbolt" {
 		t.Errorf("config %+v", c)
 	}
-	for _, bad := range [][]string{{"-scenarios", "nope"}, {"-concurrency", "0"}, {"-runs", "0"}, {"-server-log", "pipe"}, {"-server-args", "--listen=0.0.0.0:1"}, {"extra"}} {
+	const dsn = "postgres://bench:secret@127.0.0.1:55432/bench"
+	c, err = parseFlags([]string{"-store", dsn}, func(string) string { return "" }, &strings.Builder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Store != dsn || c.StoreKind != "postgres" {
+		t.Errorf("-store: config %+v", c)
+	}
+	if b, err := json.Marshal(c); err != nil || strings.Contains(string(b), "secret") || !strings.Contains(string(b), `"store":"postgres"`) {
+		t.Errorf("config as results.json writes it: %s (%v)", b, err)
+	}
+	for _, bad := range [][]string{
+		{"-scenarios", "nope"}, {"-concurrency", "0"}, {"-runs", "0"}, {"-server-log", "pipe"},
+		{"-server-args", "--listen=0.0.0.0:1"}, {"extra"},
+		{"-server-args", "--store=" + dsn}, {"-server-args", "--store " + dsn}, {"-store", "mysql://127.0.0.1/bench"},
+	} {
 		if _, err := parseFlags(bad, func(string) string { return "" }, &strings.Builder{}); err == nil {
 			t.Errorf("parseFlags(%q) accepted", bad)
 		}

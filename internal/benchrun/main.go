@@ -23,6 +23,7 @@ import (
 	"github.com/billingd/billingd/internal/flagenv"
 	"github.com/billingd/billingd/service"
 	"github.com/billingd/billingd/storage"
+	"github.com/billingd/billingd/storage/postgres"
 )
 
 func main() {
@@ -39,23 +40,27 @@ func main() {
 
 // config is everything benchrun is told.
 type config struct {
-	Duration     time.Duration `json:"duration_ns"`
-	Warmup       time.Duration `json:"warmup_ns"`
-	Concurrency  []int         `json:"concurrency"`
-	Scenarios    []string      `json:"scenarios"`
-	Runs         int           `json:"runs"`
-	Connections  int           `json:"connections"`
-	CallTimeout  time.Duration `json:"call_timeout_ns"`
-	ReplayIDs    int           `json:"replay_ids"`
-	ServerLog    string        `json:"server_log"`
-	LogFormat    string        `json:"log_format"`
-	ServerArgs   []string      `json:"server_args,omitempty"`
-	Token        string        `json:"-"`
-	Bin          string        `json:"bin"`
-	GHZ          string        `json:"ghz"`
-	Out          string        `json:"-"`
-	Keep         string        `json:"-"`
-	CheckTargets bool          `json:"check_targets"`
+	Duration    time.Duration `json:"duration_ns"`
+	Warmup      time.Duration `json:"warmup_ns"`
+	Concurrency []int         `json:"concurrency"`
+	Scenarios   []string      `json:"scenarios"`
+	Runs        int           `json:"runs"`
+	Connections int           `json:"connections"`
+	CallTimeout time.Duration `json:"call_timeout_ns"`
+	ReplayIDs   int           `json:"replay_ids"`
+	ServerLog   string        `json:"server_log"`
+	LogFormat   string        `json:"log_format"`
+	ServerArgs  []string      `json:"server_args,omitempty"`
+	// Store is billingd serve's --store (a postgres:// URL with a password:
+	// never printed or written); empty, a fresh bbolt file each run.
+	Store        string `json:"-"`
+	StoreKind    string `json:"store"` // "bbolt" or "postgres"
+	Token        string `json:"-"`
+	Bin          string `json:"bin"`
+	GHZ          string `json:"ghz"`
+	Out          string `json:"-"`
+	Keep         string `json:"-"`
+	CheckTargets bool   `json:"check_targets"`
 	// LeanGHZ runs ghz with --disable-template-functions in every scenario,
 	// and --disable-template-data too in those with fixed data: ghz then
 	// skips building a template with ~200 functions (its own and sprig's)
@@ -87,6 +92,7 @@ var envFor = map[string]string{
 	"runs":        "BENCH_RUNS",
 	"out":         "BENCH_OUT",
 	"token":       "BENCH_TOKEN",
+	"store":       "BENCH_STORE",
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -105,6 +111,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.ServerLog, "server-log", "file", "server log sink: file (truncated before each scenario, kept with -keep) or discard (/dev/null)")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "server --log-format: json (production) or text")
 	fs.StringVar(&serverArgs, "server-args", "", "extra space-separated flags for billingd serve")
+	fs.StringVar(&c.Store, "store", "", "billingd serve --store: a postgres:// URL to run on PostgreSQL instead of a fresh bbolt file; the records a run adds are counted there")
 	fs.StringVar(&c.Token, "token", "", "bearer token sent as authorization metadata (when billingd requires one)")
 	fs.StringVar(&c.Bin, "bin", "bin/billingd", "billingd binary (built with go build if missing)")
 	fs.StringVar(&c.GHZ, "ghz", "", "ghz binary (default: the one pinned in tools/go.mod, via go tool -n)")
@@ -128,7 +135,16 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		switch name {
 		case "listen", "db", "stripe-sim", "stripe-url":
 			return c, fmt.Errorf("-server-args: benchrun sets --%s itself (a loopback port, a fresh database, the simulator)", name)
+		case "store":
+			return c, errors.New("-server-args: give the store as -store, so that benchrun counts the records there")
 		}
+	}
+	c.StoreKind = "bbolt"
+	if c.Store != "" {
+		if !strings.HasPrefix(c.Store, "postgres://") && !strings.HasPrefix(c.Store, "postgresql://") {
+			return c, errors.New("-store must be a postgres:// URL")
+		}
+		c.StoreKind = "postgres"
 	}
 	switch {
 	case c.Duration <= 0:
@@ -274,6 +290,14 @@ func runMatrix(ctx context.Context, cfg config, runNo int, work string, stdout i
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return rr, err
 	}
+	before := 0 // a PostgreSQL store is not fresh: count what the run adds
+	if cfg.Store != "" {
+		n, err := countRecords(ctx, cfg, "")
+		if err != nil {
+			return rr, err
+		}
+		before = n
+	}
 	srv, err := startServer(ctx, cfg, dir)
 	if err != nil {
 		return rr, err
@@ -283,7 +307,11 @@ func runMatrix(ctx context.Context, cfg config, runNo int, work string, stdout i
 			fmt.Fprintln(stdout, "warning: stop server:", err)
 		}
 	}()
-	fmt.Fprintf(stdout, "\nrun %d/%d: billingd pid %d on %s, db %s\n", runNo, cfg.Runs, srv.pid(), srv.addr, srv.db)
+	where := "db " + srv.db
+	if cfg.Store != "" {
+		where = fmt.Sprintf("store postgres (%d records before the run)", before)
+	}
+	fmt.Fprintf(stdout, "\nrun %d/%d: billingd pid %d on %s, %s\n", runNo, cfg.Runs, srv.pid(), srv.addr, where)
 
 	if cfg.Warmup > 0 {
 		if _, err := runGHZ(ctx, cfg, srv, scenarioSpec{name: "warmup", call: healthMethod, data: healthData, noTemplates: true}, 16, cfg.Warmup, dir); err != nil {
@@ -344,11 +372,11 @@ func runMatrix(ctx context.Context, cfg config, runNo int, work string, stdout i
 	// The bench measured what it claims only if the database holds exactly
 	// one record per distinct request_id it sent.
 	rr.Records = expectedRecords(cfg, rr.Results)
-	got, err := countRecords(ctx, srv.db)
+	got, err := countRecords(ctx, cfg, srv.db)
 	if err != nil {
 		return rr, err
 	}
-	if got != rr.Records {
+	if got -= before; got != rr.Records {
 		return rr, fmt.Errorf("the database holds %d records, the scenarios should have created %d", got, rr.Records)
 	}
 	return rr, nil
@@ -380,9 +408,19 @@ func duplicates(count, every int) int {
 	return (count-2)/every + 1
 }
 
-// countRecords opens the stopped server's database read-only and counts its records.
-func countRecords(ctx context.Context, path string) (int, error) {
-	db, err := storage.OpenReadOnly(path)
+// countRecords counts the records in the stopped server's store: the bbolt
+// file at path, opened read-only, or cfg.Store.
+func countRecords(ctx context.Context, cfg config, path string) (int, error) {
+	var db interface {
+		CountByState(context.Context) (map[service.State]int, error)
+		Close() error
+	}
+	var err error
+	if cfg.Store != "" {
+		db, err = postgres.Open(ctx, cfg.Store)
+	} else {
+		db, err = storage.OpenReadOnly(path)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("count records: %w", err)
 	}

@@ -107,6 +107,9 @@ func startOnce(ctx context.Context, cfg config, dir string, attempt int) (*serve
 	s.logFile = sink
 	args := append([]string{"serve", "--stripe-sim", "--listen", addr, "--db", s.db,
 		"--log-format", cfg.LogFormat, "--shutdown-grace", "5s"}, cfg.ServerArgs...)
+	if cfg.Store != "" {
+		args = append(args, "--store", cfg.Store)
+	}
 	// Not CommandContext: the server is stopped by its PID with SIGTERM, and
 	// only by stop, so that it can close its database cleanly.
 	s.cmd = exec.Command(cfg.Bin, args...)
