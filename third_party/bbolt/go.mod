@@ -1,4 +1,5 @@
-// A copy of go.etcd.io/bbolt v1.5.0, trimmed to the packages billingd builds.
+// A copy of go.etcd.io/bbolt v1.5.0, trimmed to the packages billingd builds,
+// with one change in internal/freelist: see BILLINGD.md.
 module go.etcd.io/bbolt
 
 go 1.25.0

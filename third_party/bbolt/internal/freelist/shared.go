@@ -22,6 +22,11 @@ type shared struct {
 	allocs        map[common.Pgid]common.Txid // mapping of Txid that allocated a pgid.
 	cache         map[common.Pgid]struct{}    // fast lookup of all free and pending page ids.
 	pending       map[common.Txid]*txPending  // mapping of soon-to-be free page ids by tx.
+
+	// billingd: allocs was pruned of every entry whose Txid is not newer
+	// than this one (see pruneAllocs).
+	prunedBelow common.Txid
+	keepAllocs  bool // tests only: never prune, as upstream
 }
 
 func newShared() *shared {
@@ -155,6 +160,48 @@ func (t *shared) ReleasePendingPages() {
 	}
 	t.releaseRange(minid, common.Txid(math.MaxUint64))
 	// Any page both allocated and freed in an extent is safe to release.
+
+	t.pruneAllocs()
+}
+
+// pruneAllocs (billingd) drops the allocs entries no release can use.
+//
+// An entry tells releaseRange which transaction allocated a page, so that a
+// page allocated and freed between two open readers is reused before the
+// older reader closes. releaseRange only ever looks at extents that begin
+// after an open reader's Txid, and a reader that opens later is at least as
+// new as every transaction that has committed, so an entry whose Txid is not
+// newer than the oldest open reader (every entry, when none is open) can
+// never fall in an extent again. Upstream keeps such entries until their page
+// is freed, which for a live page is never: the map grows with every page
+// taken from the freelist and stays as long as the process. Dropping them
+// keeps it to the pages of the transactions newer than the oldest reader.
+// A dropped entry makes Free record the page's allocating Txid as 0, which
+// releaseRange treats as "not in this extent": the page waits for release,
+// exactly as it would have with the entry.
+//
+// ReleasePendingPages runs at the start of every write transaction and has
+// just sorted readonlyTXIDs. prunedBelow skips the walk while the oldest
+// reader stays the same.
+func (t *shared) pruneAllocs() {
+	if t.keepAllocs || len(t.allocs) == 0 {
+		return
+	}
+	if len(t.readonlyTXIDs) == 0 {
+		clear(t.allocs)
+		t.prunedBelow = 0
+		return
+	}
+	oldest := t.readonlyTXIDs[0]
+	if oldest == t.prunedBelow {
+		return
+	}
+	for pgid, tid := range t.allocs {
+		if tid <= oldest {
+			delete(t.allocs, pgid)
+		}
+	}
+	t.prunedBelow = oldest
 }
 
 func (t *shared) release(txid common.Txid) {
