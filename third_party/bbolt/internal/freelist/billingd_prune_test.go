@@ -34,19 +34,17 @@ func sharedOf(f Interface) *shared {
 // release can be replayed on an upstream (never pruning) copy of the same
 // state. And it keeps the pages every open reader can still see.
 type pruneSim struct {
-	t         *testing.T
-	name      string
-	f         Interface
-	newF      func() Interface
-	rng       *rand.Rand
-	hwm       common.Pgid                         // next page at the end of the file
-	live      map[common.Pgid]int                 // start page -> page count, as of the last commit
-	readers   []reader                            // open readers
-	txid      common.Txid                         // last committed
-	allocs    map[common.Pgid]common.Txid         // upstream's allocs
-	alloctx   map[common.Pgid]common.Txid         // upstream's alloctx of each pending page
-	freedBy   map[common.Txid]map[common.Pgid]int // pages each writer freed, for its rollback
-	fromFresh int                                 // allocations that came from the freelist
+	t            *testing.T
+	f            Interface
+	newF         func() Interface
+	rng          *rand.Rand
+	hwm          common.Pgid                 // next page at the end of the file
+	live         map[common.Pgid]int         // start page -> page count, as of the last commit
+	readers      []reader                    // open readers
+	txid         common.Txid                 // last committed
+	allocs       map[common.Pgid]common.Txid // upstream's allocs
+	alloctx      map[common.Pgid]common.Txid // upstream's alloctx of each pending page
+	fromFreelist int                         // allocations that came from the freelist
 }
 
 type reader struct {
@@ -56,10 +54,9 @@ type reader struct {
 
 func newPruneSim(t *testing.T, name string, seed int64) *pruneSim {
 	s := &pruneSim{
-		t: t, name: name, newF: freelistImpls[name], rng: rand.New(rand.NewSource(seed)), hwm: 2,
+		t: t, newF: freelistImpls[name], rng: rand.New(rand.NewSource(seed)), hwm: 2,
 		live: map[common.Pgid]int{}, txid: 1,
 		allocs: map[common.Pgid]common.Txid{}, alloctx: map[common.Pgid]common.Txid{},
-		freedBy: map[common.Txid]map[common.Pgid]int{},
 	}
 	s.f = s.newF()
 	s.f.Init(common.Pgids{})
@@ -112,7 +109,6 @@ func (s *pruneSim) write(commit bool) {
 		}
 		delete(s.allocs, old)
 	}
-	s.freedBy[txid] = freed
 	// ...and allocate new pages, from the freelist when it has a span.
 	for n := 1 + s.rng.Intn(4); n > 0; n-- {
 		count := 1 + s.rng.Intn(3)
@@ -121,7 +117,7 @@ func (s *pruneSim) write(commit bool) {
 			id, s.hwm = s.hwm, s.hwm+common.Pgid(count)
 		} else {
 			s.allocs[id] = txid
-			s.fromFresh++
+			s.fromFreelist++
 		}
 		for p := id; p < id+common.Pgid(count); p++ {
 			s.requireUnseen(p)
@@ -247,8 +243,8 @@ func TestPruneAllocs_SameReleasesAsUpstream(t *testing.T) {
 					s.closeReader()
 				}
 				s.write(true)
-				if s.fromFresh < 200 || len(s.allocs) < 100 {
-					t.Fatalf("seed %d: %d allocations from the freelist, upstream allocs %d: the workload does not exercise allocs", seed, s.fromFresh, len(s.allocs))
+				if s.fromFreelist < 200 || len(s.allocs) < 100 {
+					t.Fatalf("seed %d: %d allocations from the freelist, upstream allocs %d: the workload does not exercise allocs", seed, s.fromFreelist, len(s.allocs))
 				}
 				// With no reader open, allocs holds only the last writer's.
 				if n := len(sharedOf(s.f).allocs); n > 4 {
