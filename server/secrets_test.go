@@ -61,3 +61,35 @@ func TestPanicLeaksNoSecret(t *testing.T) {
 		}
 	}
 }
+
+// An error billingd does not recognise answers INTERNAL "internal error",
+// and its cause goes on the call's log line, with Stripe secrets scrubbed:
+// a bug must leave a trace, never a key or a client_secret.
+func TestInternalErrorLogsItsCauseScrubbed(t *testing.T) {
+	t.Parallel()
+	const (
+		stripeKey    = "sk_test_cause_0b7d41e2c9"
+		clientSecret = "pi_3Q0abc_secret_Zx81kq"
+	)
+	var logs lockedBuffer
+	cfg := authConfig(t)
+	cfg.ExtraInterceptors = []grpc.UnaryServerInterceptor{
+		func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			return nil, fmt.Errorf("unrecognised: key=%s secret=%s", stripeKey, clientSecret)
+		},
+	}
+	h := newHarness(t, harnessOpts{srvCfg: &cfg, stripeKey: stripeKey, log: &logs})
+	_, err := h.client.Charge(as(h.ctx(), tokenA), visa("cause-1"))
+	if st := status.Convert(err); st.Code() != codes.Internal || st.Message() != "internal error" {
+		t.Fatalf("answered %v, want INTERNAL \"internal error\"", err)
+	}
+	out := logs.String()
+	if !strings.Contains(out, `"cause":"unrecognised: key=[redacted] secret=[redacted]"`) {
+		t.Errorf("the cause is not on the log line, scrubbed:\n%s", out)
+	}
+	for _, secret := range []string{stripeKey, clientSecret} {
+		if strings.Contains(out, secret) {
+			t.Errorf("%q leaked:\n%s", secret, out)
+		}
+	}
+}

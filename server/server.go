@@ -197,7 +197,7 @@ func New(cfg Config, svc *service.Service, log *slog.Logger) (*Server, error) {
 		unary = append(unary, selector.UnaryServerInterceptor(limit, billingOnly))
 	}
 	unary = append(unary,
-		interceptors.ErrorStatus(),
+		interceptors.ErrorStatus(interceptors.WithStatusObserver(logInternalCause)),
 		interceptors.ReplayHeader(),
 		interceptors.Validate(validator),
 	)
@@ -259,6 +259,16 @@ func (s *Server) Shutdown(ctx context.Context) {
 		s.log.Warn("graceful stop timed out; closing remaining connections")
 		s.grpc.Stop()
 		<-done
+	}
+}
+
+// logInternalCause puts the cause of an INTERNAL answer, which the caller
+// only sees as "internal error", on the call's log line, with anything that
+// looks like a Stripe key or client_secret scrubbed: without it a billingd
+// bug would leave no trace.
+func logInternalCause(ctx context.Context, _ string, err error, st *status.Status) {
+	if st.Code() == codes.Internal {
+		interceptors.SetCallField(ctx, "cause", interceptors.Scrub(err.Error()))
 	}
 }
 

@@ -99,7 +99,22 @@ func (p *instance) String() string {
 		state = p.cmd.ProcessState.String()
 	default:
 	}
-	return fmt.Sprintf("%s (pid %d, %s) log, last 3000 bytes:\n%s", p.name, p.cmd.Process.Pid, state, tail(b, 3000))
+	return fmt.Sprintf("%s (pid %d, %s) log, ERROR lines:\n%s\nlast 3000 bytes:\n%s",
+		p.name, p.cmd.Process.Pid, state, errorLines(b, 20), tail(b, 3000))
+}
+
+// errorLines is the first n ERROR lines of a log: an INTERNAL answer's cause
+// is on one, often far from the tail.
+func errorLines(b []byte, n int) string {
+	var out []string
+	for line := range strings.Lines(string(b)) {
+		if strings.Contains(line, `"level":"ERROR"`) {
+			if out = append(out, line); len(out) == n {
+				break
+			}
+		}
+	}
+	return strings.Join(out, "")
 }
 
 // kill SIGKILLs the process by its PID and waits until it is gone, so that

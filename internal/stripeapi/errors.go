@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
 
+	"github.com/billingd/billingd/interceptors"
 	"github.com/billingd/billingd/service"
 )
 
@@ -191,10 +191,6 @@ func emptyAnswer(rec *call) error {
 	return &service.UpstreamError{Kind: service.UpstreamUnavailable, HTTPStatus: rec.status, RequestID: rec.requestID}
 }
 
-// secretLike matches Stripe API keys (even masked: sk_test_****1234) and
-// client secrets (pi_..._secret_...), which a message must never carry.
-var secretLike = regexp.MustCompile(`\b(?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9*]+|\b[A-Za-z0-9]+_[A-Za-z0-9]+_secret_[A-Za-z0-9]+`)
-
 // scrub removes secrets from Stripe's human message. Stripe's messages are
 // safe by design; this is a second line for the 401 message, which echoes a
 // masked key.
@@ -202,5 +198,5 @@ func (c *Client) scrub(msg string) string {
 	if c.key != "" {
 		msg = strings.ReplaceAll(msg, c.key, "[redacted]")
 	}
-	return secretLike.ReplaceAllString(msg, "[redacted]")
+	return interceptors.Scrub(msg)
 }
