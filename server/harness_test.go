@@ -47,11 +47,14 @@ type harness struct {
 }
 
 type harnessOpts struct {
-	sim       *stripesim.Sim // share one simulator between harnesses
-	simURL    string
-	clock     *stripesim.ManualClock
-	simCfg    stripesim.Config
-	svcCfg    *service.Config
+	sim     *stripesim.Sim // share one simulator between harnesses
+	simURL  string
+	clock   *stripesim.ManualClock
+	simCfg  stripesim.Config
+	svcCfg  *service.Config
+	svcOpts []service.Option
+	// records, when set, wraps the store the service is given.
+	records   func(service.Store) service.Store
 	srvCfg    *server.Config
 	stripeKey string
 	log       io.Writer
@@ -132,7 +135,11 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	if o.svcCfg != nil {
 		svcCfg = *o.svcCfg
 	}
-	h.svc = service.New(h.store, payments, service.WithConfig(svcCfg), service.WithClock(h.clock))
+	var records service.Store = h.store
+	if o.records != nil {
+		records = o.records(records)
+	}
+	h.svc = service.New(records, payments, append([]service.Option{service.WithConfig(svcCfg), service.WithClock(h.clock)}, o.svcOpts...)...)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -221,11 +223,7 @@ func TestReplicaFencedAfterLosingItsLease(t *testing.T) {
 	first := chargeAsync(ctx, a, visa("stolen"))
 	waitInFlight(t, a.sim)
 	// What an expiry and a takeover by another replica leave behind.
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
+	conn := connect(t, ctx, dsn)
 	if _, err := conn.Exec(ctx, `UPDATE records SET lease_owner = 'intruder', lease_until = now() + interval '1 hour'
 		WHERE request_id = 'stolen'`); err != nil {
 		t.Fatal(err)
@@ -248,4 +246,159 @@ func TestReplicaFencedAfterLosingItsLease(t *testing.T) {
 	if pis := b.intentsFor(caller, "stolen"); len(pis) != 1 || pis[0].ID != resp.GetPaymentIntentId() {
 		t.Errorf("PaymentIntents = %+v, b answered %v", pis, resp)
 	}
+}
+
+// events counts the idempotency events a Service reports.
+type events struct{ coalesced atomic.Int64 }
+
+func (e *events) Event(_, event string) {
+	if event == service.EventCoalescedWait {
+		e.coalesced.Add(1)
+	}
+}
+
+// gatedAcquire holds the first Acquire until release is closed, having
+// closed entered: a point where a drive has begun and not yet decided.
+type gatedAcquire struct {
+	service.Store
+	once             sync.Once
+	entered, release chan struct{}
+}
+
+func (g *gatedAcquire) Acquire(ctx context.Context, rec service.Record) (service.Record, bool, error) {
+	g.once.Do(func() {
+		close(g.entered)
+		<-g.release
+	})
+	return g.Store.Acquire(ctx, rec)
+}
+
+// A caller whose request joins a reconciler drive that then finds the record
+// under another replica's lease is told REQUEST_IN_PROGRESS, as any caller
+// of a record another replica drives: the drive it joined answered nothing.
+// (It was told INTERNAL once, seen in TestReplicasExactlyOnceThroughSIGKILL.)
+func TestReplicaCallerJoiningAReconcilerDriveOfAnotherReplicasRecord(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	a := newHarness(t, harnessOpts{postgres: dsn, simCfg: stripesim.Config{Faults: stripesim.Faults{Latency: 300 * time.Millisecond}}})
+	var ev events
+	gate := &gatedAcquire{entered: make(chan struct{}), release: make(chan struct{})}
+	b := newHarness(t, harnessOpts{postgres: dsn, sim: a.sim, simURL: a.simURL, clock: a.clock,
+		svcOpts: []service.Option{service.WithObserver(&ev)},
+		records: func(s service.Store) service.Store { gate.Store = s; return gate }})
+	ctx := a.ctx()
+
+	// a claims the record and dies in its Stripe call: the record is PENDING.
+	first := chargeAsync(ctx, a, visa("joined"))
+	waitInFlight(t, a.sim)
+	if err := a.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-first
+	conn := connect(t, ctx, dsn)
+	// Its lease lapses, so b's reconciler takes the record up; while it is
+	// about to take the lease, a third replica takes it first.
+	setLease := func(sql string) {
+		t.Helper()
+		if tag, err := conn.Exec(ctx, `UPDATE records SET `+sql+` WHERE request_id = 'joined'`); err != nil || tag.RowsAffected() != 1 {
+			t.Fatalf("set lease: %v, %v", tag, err)
+		}
+	}
+	setLease(`lease_until = '-infinity'`)
+	b.clock.Advance(time.Hour) // past any reconciler backoff
+	r := service.NewReconciler(b.svc, b.store)
+	passed := make(chan struct{})
+	go func() { defer close(passed); r.Pass(ctx) }()
+	waitFor(t, func() bool { return isClosed(gate.entered) })
+	setLease(`lease_owner = 'third-replica', lease_until = now() + interval '1 hour'`)
+	joined := chargeAsync(ctx, b, visa("joined"))
+	waitFor(t, func() bool { return ev.coalesced.Load() > 0 })
+	close(gate.release)
+	<-passed
+	got := <-joined
+	if _, ei := errInfo(t, got.err, codes.Unavailable); ei.GetReason() != "REQUEST_IN_PROGRESS" {
+		t.Errorf("caller's answer: reason %q, want REQUEST_IN_PROGRESS", ei.GetReason())
+	}
+	if st := r.Stats(); st.Redriven != 0 || st.Errors != 0 {
+		t.Errorf("reconciler stats %+v: it drove another replica's record, or counted leaving it as an error", st)
+	}
+	if rec, _ := b.record(caller, "joined"); rec.State != service.StatePending {
+		t.Errorf("record state %v, want PENDING: only the lease holder may move it", rec.State)
+	}
+}
+
+// The same for a webhook's drive: the event of a record another replica
+// holds is left to that replica, and a caller that joined the webhook's
+// drive is told REQUEST_IN_PROGRESS (it was told OK, with no PaymentIntent).
+func TestReplicaCallerJoiningAWebhookDriveOfAnotherReplicasRecord(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	a := newHarness(t, harnessOpts{postgres: dsn, simCfg: stripesim.Config{Faults: stripesim.Faults{Latency: 300 * time.Millisecond}}})
+	var ev events
+	gate := &gatedAcquire{entered: make(chan struct{}), release: make(chan struct{})}
+	b := newHarness(t, harnessOpts{postgres: dsn, sim: a.sim, simURL: a.simURL, clock: a.clock,
+		svcOpts: []service.Option{service.WithObserver(&ev)},
+		records: func(s service.Store) service.Store { gate.Store = s; return gate }})
+	ctx := a.ctx()
+
+	// a creates the PaymentIntent and dies before recording it: PENDING.
+	first := chargeAsync(ctx, a, visa("hooked-elsewhere"))
+	waitInFlight(t, a.sim)
+	if err := a.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-first
+	pis := a.intentsFor(caller, "hooked-elsewhere")
+	if len(pis) != 1 {
+		t.Fatalf("PaymentIntents %+v, want a's one", pis)
+	}
+	webhooks := service.NewWebhooks(b.svc, b.store)
+	handled := make(chan service.EventOutcome, 1)
+	go func() {
+		out, err := webhooks.Handle(ctx, service.Event{ID: "evt_elsewhere", Kind: service.EventPaymentSucceeded,
+			RequestKey: service.RequestKey(caller, "hooked-elsewhere"), Caller: caller,
+			Object: service.Result{ObjectID: pis[0].ID, Amount: 2000, Currency: "usd"}})
+		if err != nil {
+			t.Errorf("webhook: %v", err)
+		}
+		handled <- out
+	}()
+	waitFor(t, func() bool { return isClosed(gate.entered) })
+	conn := connect(t, ctx, dsn)
+	if _, err := conn.Exec(ctx, `UPDATE records SET lease_owner = 'third-replica', lease_until = now() + interval '1 hour'
+		WHERE request_id = 'hooked-elsewhere'`); err != nil {
+		t.Fatal(err)
+	}
+	joined := chargeAsync(ctx, b, visa("hooked-elsewhere"))
+	waitFor(t, func() bool { return ev.coalesced.Load() > 0 })
+	close(gate.release)
+	if out := <-handled; out != service.EventInFlight {
+		t.Errorf("webhook outcome %v, want EventInFlight: another replica holds the record", out)
+	}
+	got := <-joined
+	if _, ei := errInfo(t, got.err, codes.Unavailable); ei.GetReason() != "REQUEST_IN_PROGRESS" {
+		t.Errorf("caller's answer %v, %v: want REQUEST_IN_PROGRESS", got.resp, got.err)
+	}
+	if rec, _ := b.record(caller, "hooked-elsewhere"); rec.State != service.StatePending {
+		t.Errorf("record state %v, want PENDING: only the lease holder may move it", rec.State)
+	}
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+func connect(t *testing.T, ctx context.Context, dsn string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn
 }

@@ -205,14 +205,12 @@ func (r *Reconciler) pass(ctx context.Context, startup bool) {
 	r.stats.passes.Add(1)
 }
 
-// errLeasedElsewhere ends a reconciler drive of a record another replica
-// holds the lease of: not an error, nothing to count.
-var errLeasedElsewhere = errors.New("service: record leased by another replica")
-
 // redrive re-reads the record inside the owned slot (a drive may have
 // settled it since the listing), takes its lease and advances it. A record
 // gone meanwhile (swept) is left alone: it is never recreated from the
-// listing. One another replica is driving is left to it.
+// listing. One another replica is driving is left to it. Either way the
+// drive ends with errNotDriven: nothing to count, and nothing a caller that
+// joined it could take for an answer.
 func (r *Reconciler) redrive(ctx context.Context, caller, requestID string, search bool) (Result, bool, error) {
 	s := r.svc
 	rec, found, err := s.records.Get(ctx, caller, requestID)
@@ -220,7 +218,7 @@ func (r *Reconciler) redrive(ctx context.Context, caller, requestID string, sear
 		return Result{}, false, s.storageError(err)
 	}
 	if !found {
-		return Result{}, false, nil
+		return Result{}, false, errNotDriven
 	}
 	if rec.State.Final() {
 		return s.advance(ctx, rec, &r.stats)
@@ -229,12 +227,10 @@ func (r *Reconciler) redrive(ctx context.Context, caller, requestID string, sear
 	switch {
 	case err != nil:
 		return Result{}, false, s.storageError(err)
-	case rec.State == StateUnspecified:
-		return Result{}, false, nil
+	case rec.State == StateUnspecified || !leased:
+		return Result{}, false, errNotDriven
 	case rec.State.Final():
 		return s.advance(ctx, rec, &r.stats)
-	case !leased:
-		return Result{}, false, errLeasedElsewhere
 	}
 	if !search {
 		r.stats.redriven.Add(1)
@@ -266,11 +262,10 @@ func (r *Reconciler) backoff(attempts int) time.Duration {
 // that is still open.
 func (r *Reconciler) account(key string, search bool, c *call, now time.Time) {
 	switch reason := ReasonOf(c.err); {
-	case errors.Is(c.err, errLeasedElsewhere):
-		return // the replica holding it accounts for it
-	case c.err == nil && c.result.ObjectID != "":
+	case errors.Is(c.err, errNotDriven):
+		return // the replica holding it accounts for it; forget drops a gone one
+	case c.err == nil:
 		r.stats.succeeded.Add(1)
-	case c.err == nil: // the record was gone
 	case reason.final():
 		r.stats.failed.Add(1)
 		if reason == ReasonNotCreated {

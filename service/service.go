@@ -95,6 +95,12 @@ type call struct {
 	sent   bool // the outcome came from a Stripe call made by this drive
 }
 
+// errNotDriven ends a background drive (the reconciler's, a webhook's) that
+// left its record alone: another replica holds the lease, or the record is
+// gone. It is not an answer: a caller that joined such a drive is told
+// REQUEST_IN_PROGRESS, and its retry reaches whoever settles the record.
+var errNotDriven = errors.New("service: record not driven here")
+
 // New returns a Service on the given record store and Stripe client.
 func New(records Store, payments Payments, opts ...Option) *Service {
 	s := &Service{
@@ -221,6 +227,9 @@ func (s *Service) do(ctx context.Context, caller, requestID string, method Metho
 	case <-ctx.Done():
 		return Outcome{}, ctx.Err()
 	case <-giveUp:
+		return Outcome{}, s.inProgress()
+	}
+	if errors.Is(c.err, errNotDriven) {
 		return Outcome{}, s.inProgress()
 	}
 	replayed := joined || !c.sent

@@ -128,9 +128,13 @@ func (w *Webhooks) apply(ctx context.Context, ev Event) (EventOutcome, error) {
 		if err != nil {
 			return Result{}, false, s.storageError(err)
 		}
-		if !found || rec.State.Final() {
+		if !found {
 			out = EventFinal
-			return rec.Result, false, rec.Err
+			return Result{}, false, errNotDriven
+		}
+		if rec.State.Final() {
+			out = EventFinal
+			return s.advance(ctx, rec, nil)
 		}
 		// Another replica may be driving it: then it is left to that drive,
 		// like a drive in flight here.
@@ -138,12 +142,15 @@ func (w *Webhooks) apply(ctx context.Context, ev Event) (EventOutcome, error) {
 		switch {
 		case err != nil:
 			return Result{}, false, s.storageError(err)
-		case rec.State == StateUnspecified || rec.State.Final():
+		case rec.State == StateUnspecified:
 			out = EventFinal
-			return rec.Result, false, rec.Err
+			return Result{}, false, errNotDriven
+		case rec.State.Final():
+			out = EventFinal
+			return s.advance(ctx, rec, nil)
 		case !leased:
 			out = EventInFlight
-			return Result{}, false, nil
+			return Result{}, false, errNotDriven
 		}
 		out = EventSettled
 		return s.underLease(ctx, rec, func() (Result, bool, error) { return w.settleEvent(ctx, rec, ev) })
