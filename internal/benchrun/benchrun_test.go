@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"text/template"
+	"time"
 )
 
 // TestMixData renders the mix array as ghz does (element n % 10 for request
@@ -185,5 +186,65 @@ func TestParseFlags(t *testing.T) {
 		if _, err := parseFlags(bad, func(string) string { return "" }, &strings.Builder{}); err == nil {
 			t.Errorf("parseFlags(%q) accepted", bad)
 		}
+	}
+}
+
+// rank ranks as ghz's latencies() does (runner/reporter.go, v0.120.0).
+func TestRank(t *testing.T) {
+	t.Parallel()
+	hundred := make([]int64, 100)
+	for i := range hundred {
+		hundred[i] = int64(i + 1)
+	}
+	for _, tt := range []struct {
+		sorted []int64
+		p      int
+		want   int64
+	}{
+		{hundred, 99, 99}, // 0.99*100 is whole: index 98
+		{hundred, 50, 50},
+		{hundred[:10], 95, 10}, // 9.5: index 9
+		{hundred[:1], 99, 1},
+		{nil, 99, 0},
+	} {
+		if got := rank(tt.sorted, tt.p); got != tt.want {
+			t.Errorf("rank(%d values, p%d) = %d, want %d", len(tt.sorted), tt.p, got, tt.want)
+		}
+	}
+}
+
+// merge adds slices up: RPS is all calls over all seconds (not a mean of
+// the slices' RPS), and p99 is that of every call.
+func TestMergeSlices(t *testing.T) {
+	t.Parallel()
+	fast := make([]int64, 90) // 90 calls of 1 ms in 1 s
+	for i := range fast {
+		fast[i] = int64(time.Millisecond)
+	}
+	slow := make([]int64, 10) // 10 calls of 50 ms in 1 s
+	for i := range slow {
+		slow[i] = int64(50 * time.Millisecond)
+	}
+	a := slice{scenarioResult: scenarioResult{Scenario: "replay", Concurrency: 64, Count: 90, Seconds: 1, RPS: 90,
+		Avg: 1, Max: 1, P99: 1, StatusCodes: map[string]int{"OK": 90}, Errors: map[string]int{},
+		PeakRSS: 40 << 20, PeakRSSFile: 10 << 20, PeakAnon: 30 << 20, RSSPerSec: []float64{40}, ServerCPU: 1}, latencies: fast}
+	b := slice{scenarioResult: scenarioResult{Scenario: "replay", Concurrency: 64, Count: 10, Seconds: 1, RPS: 10,
+		Avg: 50, Max: 50, P99: 50, StatusCodes: map[string]int{"OK": 10}, Errors: map[string]int{},
+		PeakRSS: 42 << 20, PeakRSSFile: 11 << 20, PeakAnon: 29 << 20, RSSPerSec: []float64{42}, ServerCPU: 0.5}, latencies: slow}
+	m := merge([]slice{a, b})
+	if m.Count != 100 || m.Seconds != 2 || m.RPS != 50 {
+		t.Errorf("count %d, seconds %v, RPS %v; want 100, 2, 50", m.Count, m.Seconds, m.RPS)
+	}
+	if m.P50 != 1 || m.P95 != 50 || m.P99 != 50 || m.Max != 50 || m.Avg != 5.9 {
+		t.Errorf("p50 %v, p95 %v, p99 %v, max %v, avg %v; want 1, 50, 50, 50, 5.9", m.P50, m.P95, m.P99, m.Max, m.Avg)
+	}
+	if m.StatusCodes["OK"] != 100 || m.PeakRSS != 42<<20 || m.PeakRSSFile != 11<<20 || m.PeakAnon != 30<<20 || m.ServerCPU != 1.5 {
+		t.Errorf("merged %+v", m)
+	}
+	if len(m.RSSPerSec) != 2 {
+		t.Errorf("RSS per second %v, want both slices'", m.RSSPerSec)
+	}
+	if one := merge([]slice{a}); one.RPS != 90 || one.P99 != 1 {
+		t.Errorf("one slice: %+v, want it as ghz reported it", one)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -30,6 +31,7 @@ type scenarioSpec struct {
 	// noTemplates turns ghz's call-data templates off, for scenarios whose
 	// data is fixed.
 	noTemplates bool
+	slice       int // which of -slices: names the report and data files
 }
 
 // ghzReport is the part of ghz's -O json report benchrun reads. Durations are
@@ -49,6 +51,13 @@ type ghzReport struct {
 		Percentage int   `json:"percentage"`
 		Latency    int64 `json:"latency"`
 	} `json:"latencyDistribution"`
+
+	// Details has one entry per call: the latencies of several ghz runs
+	// (the slices of one scenario) give exact percentiles of them all.
+	Details []struct {
+		Latency int64  `json:"latency"`
+		Error   string `json:"error"`
+	} `json:"details"`
 }
 
 func parseReport(b []byte) (*ghzReport, error) {
@@ -91,7 +100,7 @@ type ghzRun struct {
 // runGHZ runs ghz once against srv and parses its report. It fails if ghz
 // fails, or reports no calls.
 func runGHZ(ctx context.Context, cfg config, srv *server, spec scenarioSpec, c int, d time.Duration, dir string) (*ghzRun, error) {
-	out := filepath.Join(dir, fmt.Sprintf("ghz-%s-c%d.json", spec.name, c))
+	out := filepath.Join(dir, fmt.Sprintf("ghz-%s-c%d-s%d.json", spec.name, c, spec.slice))
 	args := []string{
 		"--insecure",
 		"--call", spec.call,
@@ -104,7 +113,7 @@ func runGHZ(ctx context.Context, cfg config, srv *server, spec scenarioSpec, c i
 		"--name", spec.name,
 		"-O", "json", "-o", out,
 	}
-	dataFile := filepath.Join(dir, fmt.Sprintf("data-%s-c%d.json", spec.name, c))
+	dataFile := filepath.Join(dir, fmt.Sprintf("data-%s-c%d-s%d.json", spec.name, c, spec.slice))
 	if err := os.WriteFile(dataFile, []byte(spec.data), 0o644); err != nil {
 		return nil, err
 	}
@@ -156,20 +165,34 @@ func runGHZ(ctx context.Context, cfg config, srv *server, spec scenarioSpec, c i
 	return &ghzRun{report: rep, cpu: cpu, wall: wall}, nil
 }
 
-// measure runs one scenario and samples the server while it runs.
-func measure(ctx context.Context, cfg config, srv *server, spec scenarioSpec, c int, dir string) (scenarioResult, error) {
+// slice is one ghz run of a scenario: all of it, or one of its -slices.
+type slice struct {
+	scenarioResult
+	latencies []int64 // every call's without an error, in ns, sorted
+}
+
+// measure runs one scenario (or a slice of it) for d and samples the server
+// while it runs.
+func measure(ctx context.Context, cfg config, srv *server, spec scenarioSpec, c int, d time.Duration, dir string) (slice, error) {
 	srv.truncateLog()
 	cpu0, _ := procCPU(srv.pid())
 	busy0, _ := machineBusy()
 	rss := startRSS(srv.pid(), 50*time.Millisecond)
-	g, err := runGHZ(ctx, cfg, srv, spec, c, cfg.Duration, dir)
+	g, err := runGHZ(ctx, cfg, srv, spec, c, d, dir)
 	rs := rss.stop()
 	cpu1, _ := procCPU(srv.pid())
 	busy1, _ := machineBusy()
 	if err != nil {
-		return scenarioResult{}, err
+		return slice{}, err
 	}
 	rep := g.report
+	lats := make([]int64, 0, len(rep.Details))
+	for _, dt := range rep.Details {
+		if dt.Error == "" { // ghz ranks the calls without an error
+			lats = append(lats, dt.Latency)
+		}
+	}
+	slices.Sort(lats)
 	sr := scenarioResult{
 		Scenario:    spec.name,
 		Concurrency: c,
@@ -197,7 +220,77 @@ func measure(ctx context.Context, cfg config, srv *server, spec scenarioSpec, c 
 	if len(rep.ErrorDist) > 0 {
 		sr.ErrorMessages = topErrors(rep.ErrorDist, 5)
 	}
-	return sr, nil
+	return slice{scenarioResult: sr, latencies: lats}, nil
+}
+
+// merge makes one result of the slices of one scenario at one concurrency:
+// counts, seconds and CPU add up, RPS is calls over seconds, percentiles
+// are those of every call's latency (ranked as ghz ranks them), peaks are
+// the highest, and the per-second RSS lists follow each other. One slice is
+// returned as ghz reported it.
+func merge(parts []slice) scenarioResult {
+	if len(parts) == 1 {
+		return parts[0].scenarioResult
+	}
+	m := scenarioResult{Scenario: parts[0].Scenario, Concurrency: parts[0].Concurrency,
+		StatusCodes: map[string]int{}, Errors: map[string]int{}}
+	var lats []int64
+	var sumAvg float64
+	for _, p := range parts {
+		m.Count += p.Count
+		m.Seconds += p.Seconds
+		sumAvg += p.Avg * float64(p.Count)
+		m.Max = max(m.Max, p.Max)
+		for k, v := range p.StatusCodes {
+			m.StatusCodes[k] += v
+		}
+		for k, v := range p.Errors {
+			m.Errors[k] += v
+		}
+		for k, v := range p.ErrorMessages {
+			if m.ErrorMessages == nil {
+				m.ErrorMessages = map[string]int{}
+			}
+			m.ErrorMessages[k] += v
+		}
+		if p.PeakRSS > m.PeakRSS {
+			m.PeakRSS, m.PeakRSSFile = p.PeakRSS, p.PeakRSSFile
+		}
+		m.PeakAnon = max(m.PeakAnon, p.PeakAnon)
+		m.RSSSamples += p.RSSSamples
+		m.RSSPerSec = append(m.RSSPerSec, p.RSSPerSec...)
+		m.AnonPerSec = append(m.AnonPerSec, p.AnonPerSec...)
+		m.ServerCPU += p.ServerCPU
+		m.GHZCPU += p.GHZCPU
+		m.MachineBusy += p.MachineBusy
+		m.Wall += p.Wall
+		lats = append(lats, p.latencies...)
+	}
+	if m.Seconds > 0 {
+		m.RPS = float64(m.Count) / m.Seconds
+	}
+	if m.Count > 0 {
+		m.Avg = sumAvg / float64(m.Count)
+	}
+	slices.Sort(lats)
+	m.P50 = ms(time.Duration(rank(lats, 50)))
+	m.P95 = ms(time.Duration(rank(lats, 95)))
+	m.P99 = ms(time.Duration(rank(lats, 99)))
+	return m
+}
+
+// rank is the p-th percentile of sorted as ghz computes its own: the value at
+// 0-based index p % of the length, one lower when that is a whole number.
+func rank(sorted []int64, p int) int64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	ip := float64(p) / 100 * float64(len(sorted))
+	i := int(ip)
+	if ip == float64(i) {
+		i--
+	}
+	return sorted[max(i, 0)]
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -45,6 +45,7 @@ type config struct {
 	Concurrency []int         `json:"concurrency"`
 	Scenarios   []string      `json:"scenarios"`
 	Runs        int           `json:"runs"`
+	Slices      int           `json:"slices"`
 	Connections int           `json:"connections"`
 	CallTimeout time.Duration `json:"call_timeout_ns"`
 	ReplayIDs   int           `json:"replay_ids"`
@@ -90,6 +91,7 @@ var envFor = map[string]string{
 	"concurrency": "BENCH_CONCURRENCY",
 	"scenarios":   "BENCH_SCENARIOS",
 	"runs":        "BENCH_RUNS",
+	"slices":      "BENCH_SLICES",
 	"out":         "BENCH_OUT",
 	"token":       "BENCH_TOKEN",
 	"store":       "BENCH_STORE",
@@ -105,6 +107,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&conc, "concurrency", "16,64,256", "comma-separated ghz concurrencies")
 	fs.StringVar(&scens, "scenarios", strings.Join(allScenarios, ","), "comma-separated subset of "+strings.Join(allScenarios, ","))
 	fs.IntVar(&c.Runs, "runs", 3, "repeat the whole matrix this many times, each on a fresh server and database; the summary is the median")
+	fs.IntVar(&c.Slices, "slices", 3, "split -duration into this many slices and run the scenarios compared side by side (health and replay; new and mix) in turns, slice by slice, so that a ratio compares the same stretch of a noisy machine")
 	fs.IntVar(&c.Connections, "connections", 1, "ghz connections (concurrency is spread over them)")
 	fs.DurationVar(&c.CallTimeout, "call-timeout", 10*time.Second, "ghz per-call timeout")
 	fs.IntVar(&c.ReplayIDs, "replay-ids", 100, "request_ids charged once and then replayed round-robin")
@@ -151,6 +154,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		return c, errors.New("-duration must be positive")
 	case c.Runs < 1 || c.Runs > 20:
 		return c, errors.New("-runs must be 1 to 20")
+	case c.Slices < 1 || c.Slices > 20:
+		return c, errors.New("-slices must be 1 to 20")
+	case c.Duration/time.Duration(c.Slices) < time.Second:
+		return c, errors.New("-duration must give every slice at least 1s")
 	case c.Connections < 1:
 		return c, errors.New("-connections must be positive")
 	case c.ReplayIDs < 1 || c.ReplayIDs > 100_000:
@@ -282,8 +289,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // runMatrix runs every scenario at every concurrency against one fresh
 // server. Health and replay go first, for every concurrency, so that replay's
-// peak RSS is that of a server which has only ever served replays; each is
-// right after the health ceiling it is compared with.
+// peak RSS is that of a server which has only ever served replays; replay
+// takes turns with the health ceiling it is compared with (-slices).
 func runMatrix(ctx context.Context, cfg config, runNo int, work string, stdout io.Writer) (runResult, error) {
 	rr := runResult{Run: runNo, Started: time.Now().UTC()}
 	dir := fmt.Sprintf("%s/run%d", work, runNo)
@@ -325,7 +332,7 @@ func runMatrix(ctx context.Context, cfg config, runNo int, work string, stdout i
 		}
 	}
 	nonce := strconv.FormatInt(time.Now().UnixNano(), 36)
-	specs := func(name string, c int) scenarioSpec {
+	specs := func(name string, c, slice int) scenarioSpec {
 		switch name {
 		case scenHealth:
 			return scenarioSpec{name: name, call: healthMethod, data: healthData, noTemplates: true}
@@ -339,29 +346,50 @@ func runMatrix(ctx context.Context, cfg config, runNo int, work string, stdout i
 			// ghz's template functions (see config.LeanGHZ).
 			return scenarioSpec{name: name, call: chargeMethod, data: chargeJSON("{{.UUID}}")}
 		case scenMix:
-			return scenarioSpec{name: name, call: chargeMethod, data: mixData(fmt.Sprintf("mix-%s-c%d-", nonce, c), cfg.LeanGHZ)}
+			return scenarioSpec{name: name, call: chargeMethod, data: mixData(fmt.Sprintf("mix-%s-c%d-s%d-", nonce, c, slice), cfg.LeanGHZ)}
 		}
 		panic("unknown scenario " + name)
 	}
+	// The scenarios of a group take turns, one slice each, at each
+	// concurrency: a ratio then compares figures from the same stretch of
+	// time, whatever else the machine was doing.
 	groups := [][]string{{scenHealth, scenReplay}, {scenNew, scenMix}}
+	var parts []scenarioResult // every slice, for the count of records
 	for _, group := range groups {
+		var names []string
+		for _, name := range group {
+			if has(cfg.Scenarios, name) {
+				names = append(names, name)
+			}
+		}
+		n := cfg.Slices
+		if len(names) < 2 {
+			n = 1 // nothing to take turns with
+		}
 		for _, c := range cfg.Concurrency {
-			for _, name := range group {
-				if !has(cfg.Scenarios, name) {
-					continue
+			sliced := map[string][]slice{}
+			for i := range n {
+				for _, name := range names {
+					if err := ctx.Err(); err != nil {
+						return rr, err
+					}
+					spec := specs(name, c, i)
+					spec.slice = i
+					sl, err := measure(ctx, cfg, srv, spec, c, cfg.Duration/time.Duration(n), dir)
+					if err != nil {
+						return rr, fmt.Errorf("%s c=%d: %w", name, c, err)
+					}
+					sliced[name] = append(sliced[name], sl)
+					parts = append(parts, sl.scenarioResult)
+					if !srv.alive() {
+						return rr, fmt.Errorf("billingd exited during %s c=%d; log tail:\n%s", name, c, srv.logTail())
+					}
 				}
-				if err := ctx.Err(); err != nil {
-					return rr, err
-				}
-				sr, err := measure(ctx, cfg, srv, specs(name, c), c, dir)
-				if err != nil {
-					return rr, fmt.Errorf("%s c=%d: %w", name, c, err)
-				}
+			}
+			for _, name := range names {
+				sr := merge(sliced[name])
 				rr.Results = append(rr.Results, sr)
 				fmt.Fprintln(stdout, progressLine(sr))
-				if !srv.alive() {
-					return rr, fmt.Errorf("billingd exited during %s c=%d; log tail:\n%s", name, c, srv.logTail())
-				}
 			}
 		}
 	}
@@ -371,7 +399,7 @@ func runMatrix(ctx context.Context, cfg config, runNo int, work string, stdout i
 	}
 	// The bench measured what it claims only if the database holds exactly
 	// one record per distinct request_id it sent.
-	rr.Records = expectedRecords(cfg, rr.Results)
+	rr.Records = expectedRecords(cfg, parts)
 	got, err := countRecords(ctx, cfg, srv.db)
 	if err != nil {
 		return rr, err
@@ -383,7 +411,8 @@ func runMatrix(ctx context.Context, cfg config, runNo int, work string, stdout i
 }
 
 // expectedRecords is how many records a run creates: the replay ids, one per
-// new charge, and one per mix request that is not a duplicate.
+// new charge, and one per mix request that is not a duplicate. rs are the
+// slices: each ghz run of mix numbers its requests from 0.
 func expectedRecords(cfg config, rs []scenarioResult) int {
 	n := 0
 	if has(cfg.Scenarios, scenReplay) {
