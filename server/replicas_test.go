@@ -273,56 +273,84 @@ func (g *gatedAcquire) Acquire(ctx context.Context, rec service.Record) (service
 	return g.Store.Acquire(ctx, rec)
 }
 
+// joinScene is two replicas on one database: a, which claimed the record
+// of id, called Stripe and died before recording the answer (the record is
+// PENDING, leased by a), and b, whose store holds its first Acquire (gate)
+// and whose idempotency events are counted (ev).
+type joinScene struct {
+	a, b *harness
+	ctx  context.Context
+	conn *pgx.Conn
+	gate *gatedAcquire
+	ev   events
+	id   string
+}
+
+func newJoinScene(t *testing.T, id string) *joinScene {
+	t.Helper()
+	dsn := pgtest.DSN(t)
+	js := &joinScene{id: id, gate: &gatedAcquire{entered: make(chan struct{}), release: make(chan struct{})}}
+	js.a = newHarness(t, harnessOpts{postgres: dsn, simCfg: stripesim.Config{Faults: stripesim.Faults{Latency: 300 * time.Millisecond}}})
+	js.b = newHarness(t, harnessOpts{postgres: dsn, sim: js.a.sim, simURL: js.a.simURL, clock: js.a.clock,
+		svcOpts: []service.Option{service.WithObserver(&js.ev)},
+		records: func(s service.Store) service.Store { js.gate.Store = s; return js.gate }})
+	js.ctx = js.a.ctx()
+	js.conn = connect(t, js.ctx, dsn)
+	first := chargeAsync(js.ctx, js.a, visa(id))
+	waitInFlight(t, js.a.sim)
+	if err := js.a.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-first
+	return js
+}
+
+// setLease sets the record's lease columns as sql says.
+func (js *joinScene) setLease(t *testing.T, sql string) {
+	t.Helper()
+	tag, err := js.conn.Exec(js.ctx, `UPDATE records SET `+sql+` WHERE request_id = $1`, js.id)
+	if err != nil || tag.RowsAffected() != 1 {
+		t.Fatalf("set lease: %v, %v", tag, err)
+	}
+}
+
+// joinAtTheGate waits for a drive of b's to reach Acquire, gives the lease
+// to a third replica meanwhile, sends the same Charge to b, waits until it
+// has joined that drive, and lets the drive go on. It returns the caller's
+// answer.
+func (js *joinScene) joinAtTheGate(t *testing.T) chargeResult {
+	t.Helper()
+	waitFor(t, func() bool { return isClosed(js.gate.entered) })
+	js.setLease(t, `lease_owner = 'third-replica', lease_until = now() + interval '1 hour'`)
+	joined := chargeAsync(js.ctx, js.b, visa(js.id))
+	waitFor(t, func() bool { return js.ev.coalesced.Load() > 0 })
+	close(js.gate.release)
+	return <-joined
+}
+
 // A caller whose request joins a reconciler drive that then finds the record
 // under another replica's lease is told REQUEST_IN_PROGRESS, as any caller
 // of a record another replica drives: the drive it joined answered nothing.
 // (It was told INTERNAL once, seen in TestReplicasExactlyOnceThroughSIGKILL.)
 func TestReplicaCallerJoiningAReconcilerDriveOfAnotherReplicasRecord(t *testing.T) {
 	t.Parallel()
-	dsn := pgtest.DSN(t)
-	a := newHarness(t, harnessOpts{postgres: dsn, simCfg: stripesim.Config{Faults: stripesim.Faults{Latency: 300 * time.Millisecond}}})
-	var ev events
-	gate := &gatedAcquire{entered: make(chan struct{}), release: make(chan struct{})}
-	b := newHarness(t, harnessOpts{postgres: dsn, sim: a.sim, simURL: a.simURL, clock: a.clock,
-		svcOpts: []service.Option{service.WithObserver(&ev)},
-		records: func(s service.Store) service.Store { gate.Store = s; return gate }})
-	ctx := a.ctx()
-
-	// a claims the record and dies in its Stripe call: the record is PENDING.
-	first := chargeAsync(ctx, a, visa("joined"))
-	waitInFlight(t, a.sim)
-	if err := a.store.Close(); err != nil {
-		t.Fatal(err)
-	}
-	<-first
-	conn := connect(t, ctx, dsn)
-	// Its lease lapses, so b's reconciler takes the record up; while it is
+	js := newJoinScene(t, "joined")
+	// a's lease lapses, so b's reconciler takes the record up; as it is
 	// about to take the lease, a third replica takes it first.
-	setLease := func(sql string) {
-		t.Helper()
-		if tag, err := conn.Exec(ctx, `UPDATE records SET `+sql+` WHERE request_id = 'joined'`); err != nil || tag.RowsAffected() != 1 {
-			t.Fatalf("set lease: %v, %v", tag, err)
-		}
-	}
-	setLease(`lease_until = '-infinity'`)
-	b.clock.Advance(time.Hour) // past any reconciler backoff
-	r := service.NewReconciler(b.svc, b.store)
+	js.setLease(t, `lease_until = '-infinity'`)
+	js.b.clock.Advance(time.Hour) // past any reconciler backoff
+	r := service.NewReconciler(js.b.svc, js.b.store)
 	passed := make(chan struct{})
-	go func() { defer close(passed); r.Pass(ctx) }()
-	waitFor(t, func() bool { return isClosed(gate.entered) })
-	setLease(`lease_owner = 'third-replica', lease_until = now() + interval '1 hour'`)
-	joined := chargeAsync(ctx, b, visa("joined"))
-	waitFor(t, func() bool { return ev.coalesced.Load() > 0 })
-	close(gate.release)
+	go func() { defer close(passed); r.Pass(js.ctx) }()
+	got := js.joinAtTheGate(t)
 	<-passed
-	got := <-joined
 	if _, ei := errInfo(t, got.err, codes.Unavailable); ei.GetReason() != "REQUEST_IN_PROGRESS" {
 		t.Errorf("caller's answer: reason %q, want REQUEST_IN_PROGRESS", ei.GetReason())
 	}
 	if st := r.Stats(); st.Redriven != 0 || st.Errors != 0 {
 		t.Errorf("reconciler stats %+v: it drove another replica's record, or counted leaving it as an error", st)
 	}
-	if rec, _ := b.record(caller, "joined"); rec.State != service.StatePending {
+	if rec, _ := js.b.record(caller, js.id); rec.State != service.StatePending {
 		t.Errorf("record state %v, want PENDING: only the lease holder may move it", rec.State)
 	}
 }
@@ -332,54 +360,30 @@ func TestReplicaCallerJoiningAReconcilerDriveOfAnotherReplicasRecord(t *testing.
 // drive is told REQUEST_IN_PROGRESS (it was told OK, with no PaymentIntent).
 func TestReplicaCallerJoiningAWebhookDriveOfAnotherReplicasRecord(t *testing.T) {
 	t.Parallel()
-	dsn := pgtest.DSN(t)
-	a := newHarness(t, harnessOpts{postgres: dsn, simCfg: stripesim.Config{Faults: stripesim.Faults{Latency: 300 * time.Millisecond}}})
-	var ev events
-	gate := &gatedAcquire{entered: make(chan struct{}), release: make(chan struct{})}
-	b := newHarness(t, harnessOpts{postgres: dsn, sim: a.sim, simURL: a.simURL, clock: a.clock,
-		svcOpts: []service.Option{service.WithObserver(&ev)},
-		records: func(s service.Store) service.Store { gate.Store = s; return gate }})
-	ctx := a.ctx()
-
-	// a creates the PaymentIntent and dies before recording it: PENDING.
-	first := chargeAsync(ctx, a, visa("hooked-elsewhere"))
-	waitInFlight(t, a.sim)
-	if err := a.store.Close(); err != nil {
-		t.Fatal(err)
-	}
-	<-first
-	pis := a.intentsFor(caller, "hooked-elsewhere")
+	js := newJoinScene(t, "hooked-elsewhere")
+	pis := js.a.intentsFor(caller, js.id)
 	if len(pis) != 1 {
 		t.Fatalf("PaymentIntents %+v, want a's one", pis)
 	}
-	webhooks := service.NewWebhooks(b.svc, b.store)
+	webhooks := service.NewWebhooks(js.b.svc, js.b.store)
 	handled := make(chan service.EventOutcome, 1)
 	go func() {
-		out, err := webhooks.Handle(ctx, service.Event{ID: "evt_elsewhere", Kind: service.EventPaymentSucceeded,
-			RequestKey: service.RequestKey(caller, "hooked-elsewhere"), Caller: caller,
+		out, err := webhooks.Handle(js.ctx, service.Event{ID: "evt_elsewhere", Kind: service.EventPaymentSucceeded,
+			RequestKey: service.RequestKey(caller, js.id), Caller: caller,
 			Object: service.Result{ObjectID: pis[0].ID, Amount: 2000, Currency: "usd"}})
 		if err != nil {
 			t.Errorf("webhook: %v", err)
 		}
 		handled <- out
 	}()
-	waitFor(t, func() bool { return isClosed(gate.entered) })
-	conn := connect(t, ctx, dsn)
-	if _, err := conn.Exec(ctx, `UPDATE records SET lease_owner = 'third-replica', lease_until = now() + interval '1 hour'
-		WHERE request_id = 'hooked-elsewhere'`); err != nil {
-		t.Fatal(err)
-	}
-	joined := chargeAsync(ctx, b, visa("hooked-elsewhere"))
-	waitFor(t, func() bool { return ev.coalesced.Load() > 0 })
-	close(gate.release)
+	got := js.joinAtTheGate(t)
 	if out := <-handled; out != service.EventInFlight {
 		t.Errorf("webhook outcome %v, want EventInFlight: another replica holds the record", out)
 	}
-	got := <-joined
 	if _, ei := errInfo(t, got.err, codes.Unavailable); ei.GetReason() != "REQUEST_IN_PROGRESS" {
 		t.Errorf("caller's answer %v, %v: want REQUEST_IN_PROGRESS", got.resp, got.err)
 	}
-	if rec, _ := b.record(caller, "hooked-elsewhere"); rec.State != service.StatePending {
+	if rec, _ := js.b.record(caller, js.id); rec.State != service.StatePending {
 		t.Errorf("record state %v, want PENDING: only the lease holder may move it", rec.State)
 	}
 }
