@@ -156,6 +156,31 @@ func TestSummaryIsMedianOfRuns(t *testing.T) {
 	}
 }
 
+// Each ratio is to the health ceiling that took turns with it: health for
+// replay, health-2 for new and mix (health when there is no health-2).
+func TestRatiosToTheirOwnCeiling(t *testing.T) {
+	t.Parallel()
+	rs := []scenarioResult{
+		{Scenario: scenHealth, Concurrency: 64, RPS: 1000, P99: 2},
+		{Scenario: scenReplay, Concurrency: 64, RPS: 900, P99: 3},
+		{Scenario: scenHealth2, Concurrency: 64, RPS: 2000, P99: 4},
+		{Scenario: scenNew, Concurrency: 64, RPS: 500, P99: 8},
+		{Scenario: scenMix, Concurrency: 64, RPS: 600, P99: 8},
+		{Scenario: scenHealth, Concurrency: 256, RPS: 1000, P99: 2},
+		{Scenario: scenNew, Concurrency: 256, RPS: 300, P99: 8},
+	}
+	fillRatios(rs)
+	want := []float64{1, 0.9, 1, 0.25, 0.3, 1, 0.3}
+	for i, r := range rs {
+		if r.RPSRatio != want[i] {
+			t.Errorf("%s c=%d: ratio %v, want %v", r.Scenario, r.Concurrency, r.RPSRatio, want[i])
+		}
+	}
+	if rs[3].P99Ratio != 2 {
+		t.Errorf("new p99 ratio %v, want 8/4", rs[3].P99Ratio)
+	}
+}
+
 func TestParseFlags(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{"BENCH_DURATION": "3s", "BENCH_SCENARIOS": "mix,health"}

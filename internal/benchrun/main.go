@@ -77,6 +77,10 @@ type config struct {
 // The scenarios, in the order a run measures them.
 const (
 	scenHealth = "health" // grpc.health.v1.Health/Check: the ceiling
+	// scenHealth2 is the ceiling again, taking turns with new and mix (with
+	// -slices above 1): their ratios are to it. Not a -scenarios choice: it
+	// runs when health and new or mix do.
+	scenHealth2 = "health-2"
 	scenReplay = "replay" // Charge with one of -replay-ids pre-charged request_ids, round-robin
 	scenNew    = "new"    // Charge with a fresh UUID request_id ({{newUUID}}; {{.UUID}} with -lean-ghz)
 	scenMix    = "mix"    // new charges, one call in ten repeating the previous call's id while it is in flight
@@ -334,7 +338,7 @@ func runMatrix(ctx context.Context, cfg config, runNo int, work string, stdout i
 	nonce := strconv.FormatInt(time.Now().UnixNano(), 36)
 	specs := func(name string, c, slice int) scenarioSpec {
 		switch name {
-		case scenHealth:
+		case scenHealth, scenHealth2:
 			return scenarioSpec{name: name, call: healthMethod, data: healthData, noTemplates: true}
 		case scenReplay:
 			return scenarioSpec{name: name, call: chargeMethod, data: replayData, noTemplates: true}
@@ -353,7 +357,7 @@ func runMatrix(ctx context.Context, cfg config, runNo int, work string, stdout i
 	// The scenarios of a group take turns, one slice each, at each
 	// concurrency: a ratio then compares figures from the same stretch of
 	// time, whatever else the machine was doing.
-	groups := [][]string{{scenHealth, scenReplay}, {scenNew, scenMix}}
+	groups := [][]string{{scenHealth, scenReplay}, {scenHealth2, scenNew, scenMix}}
 	var parts []scenarioResult // every slice, for the count of records
 	for _, group := range groups {
 		var names []string
@@ -361,6 +365,9 @@ func runMatrix(ctx context.Context, cfg config, runNo int, work string, stdout i
 			if has(cfg.Scenarios, name) {
 				names = append(names, name)
 			}
+		}
+		if group[0] == scenHealth2 && len(names) > 0 && cfg.Slices > 1 && has(cfg.Scenarios, scenHealth) {
+			names = append([]string{scenHealth2}, names...)
 		}
 		n := cfg.Slices
 		if len(names) < 2 {

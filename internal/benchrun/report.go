@@ -116,16 +116,20 @@ func (r scenarioResult) otherCPU(ncpu int) float64 {
 }
 
 // fillRatios sets each result's ratios to the health result of its
-// concurrency in the same run.
+// concurrency in the same run: health-2, the one that took turns with it,
+// for new and mix when there is one.
 func fillRatios(rs []scenarioResult) {
-	health := map[int]scenarioResult{}
+	health := map[string]map[int]scenarioResult{scenHealth: {}, scenHealth2: {}}
 	for _, r := range rs {
-		if r.Scenario == scenHealth {
-			health[r.Concurrency] = r
+		if r.Scenario == scenHealth || r.Scenario == scenHealth2 {
+			health[r.Scenario][r.Concurrency] = r
 		}
 	}
 	for i := range rs {
-		h, ok := health[rs[i].Concurrency]
+		h, ok := health[scenHealth][rs[i].Concurrency]
+		if h2, ok2 := health[scenHealth2][rs[i].Concurrency]; ok2 && (rs[i].Scenario == scenNew || rs[i].Scenario == scenMix || rs[i].Scenario == scenHealth2) {
+			h, ok = h2, true
+		}
 		if !ok {
 			continue
 		}
