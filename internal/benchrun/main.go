@@ -81,9 +81,9 @@ const (
 	// -slices above 1): their ratios are to it. Not a -scenarios choice: it
 	// runs when health and new or mix do.
 	scenHealth2 = "health-2"
-	scenReplay = "replay" // Charge with one of -replay-ids pre-charged request_ids, round-robin
-	scenNew    = "new"    // Charge with a fresh UUID request_id ({{newUUID}}; {{.UUID}} with -lean-ghz)
-	scenMix    = "mix"    // new charges, one call in ten repeating the previous call's id while it is in flight
+	scenReplay  = "replay" // Charge with one of -replay-ids pre-charged request_ids, round-robin
+	scenNew     = "new"    // Charge with a fresh UUID request_id ({{newUUID}}; {{.UUID}} with -lean-ghz)
+	scenMix     = "mix"    // new charges, one call in ten repeating the previous call's id while it is in flight
 )
 
 var allScenarios = []string{scenHealth, scenReplay, scenNew, scenMix}
