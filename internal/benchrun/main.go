@@ -111,7 +111,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&conc, "concurrency", "16,64,256", "comma-separated ghz concurrencies")
 	fs.StringVar(&scens, "scenarios", strings.Join(allScenarios, ","), "comma-separated subset of "+strings.Join(allScenarios, ","))
 	fs.IntVar(&c.Runs, "runs", 3, "repeat the whole matrix this many times, each on a fresh server and database; the summary is the median")
-	fs.IntVar(&c.Slices, "slices", 3, "split -duration into this many slices and run the scenarios compared side by side (health and replay; new and mix) in turns, slice by slice, so that a ratio compares the same stretch of a noisy machine")
+	fs.IntVar(&c.Slices, "slices", 3, "split -duration into this many slices and run the scenarios compared side by side in turns, slice by slice (health and replay; health-2, new and mix), so that a ratio compares the same stretch of a noisy machine; 1: one block each, no health-2")
 	fs.IntVar(&c.Connections, "connections", 1, "ghz connections (concurrency is spread over them)")
 	fs.DurationVar(&c.CallTimeout, "call-timeout", 10*time.Second, "ghz per-call timeout")
 	fs.IntVar(&c.ReplayIDs, "replay-ids", 100, "request_ids charged once and then replayed round-robin")
