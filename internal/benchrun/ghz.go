@@ -168,7 +168,7 @@ func runGHZ(ctx context.Context, cfg config, srv *server, spec scenarioSpec, c i
 // slice is one ghz run of a scenario: all of it, or one of its -slices.
 type slice struct {
 	scenarioResult
-	latencies []int64 // every call's without an error, in ns, sorted
+	latencies []int64 // every call's without an error, in ns (merge sorts them)
 }
 
 // measure runs one scenario (or a slice of it) for d and samples the server
@@ -192,7 +192,6 @@ func measure(ctx context.Context, cfg config, srv *server, spec scenarioSpec, c 
 			lats = append(lats, dt.Latency)
 		}
 	}
-	slices.Sort(lats)
 	sr := scenarioResult{
 		Scenario:    spec.name,
 		Concurrency: c,

@@ -337,22 +337,26 @@ func runMatrix(ctx context.Context, cfg config, runNo int, work string, stdout i
 	}
 	nonce := strconv.FormatInt(time.Now().UnixNano(), 36)
 	specs := func(name string, c, slice int) scenarioSpec {
+		var s scenarioSpec
 		switch name {
 		case scenHealth, scenHealth2:
-			return scenarioSpec{name: name, call: healthMethod, data: healthData, noTemplates: true}
+			s = scenarioSpec{call: healthMethod, data: healthData, noTemplates: true}
 		case scenReplay:
-			return scenarioSpec{name: name, call: chargeMethod, data: replayData, noTemplates: true}
+			s = scenarioSpec{call: chargeMethod, data: replayData, noTemplates: true}
 		case scenNew:
-			if !cfg.LeanGHZ {
-				return scenarioSpec{name: name, call: chargeMethod, data: chargeJSON("{{newUUID}}")}
+			s = scenarioSpec{call: chargeMethod, data: chargeJSON("{{newUUID}}")}
+			if cfg.LeanGHZ {
+				// .UUID is a fresh UUIDv4 per call, as {{newUUID}} is, without
+				// ghz's template functions (see config.LeanGHZ).
+				s.data = chargeJSON("{{.UUID}}")
 			}
-			// .UUID is a fresh UUIDv4 per call, as {{newUUID}} is, without
-			// ghz's template functions (see config.LeanGHZ).
-			return scenarioSpec{name: name, call: chargeMethod, data: chargeJSON("{{.UUID}}")}
 		case scenMix:
-			return scenarioSpec{name: name, call: chargeMethod, data: mixData(fmt.Sprintf("mix-%s-c%d-s%d-", nonce, c, slice), cfg.LeanGHZ)}
+			s = scenarioSpec{call: chargeMethod, data: mixData(fmt.Sprintf("mix-%s-c%d-s%d-", nonce, c, slice), cfg.LeanGHZ)}
+		default:
+			panic("unknown scenario " + name)
 		}
-		panic("unknown scenario " + name)
+		s.name, s.slice = name, slice
+		return s
 	}
 	// The scenarios of a group take turns, one slice each, at each
 	// concurrency: a ratio then compares figures from the same stretch of
@@ -380,9 +384,7 @@ func runMatrix(ctx context.Context, cfg config, runNo int, work string, stdout i
 					if err := ctx.Err(); err != nil {
 						return rr, err
 					}
-					spec := specs(name, c, i)
-					spec.slice = i
-					sl, err := measure(ctx, cfg, srv, spec, c, cfg.Duration/time.Duration(n), dir)
+					sl, err := measure(ctx, cfg, srv, specs(name, c, i), c, cfg.Duration/time.Duration(n), dir)
 					if err != nil {
 						return rr, fmt.Errorf("%s c=%d: %w", name, c, err)
 					}

@@ -119,25 +119,31 @@ func (r scenarioResult) otherCPU(ncpu int) float64 {
 // concurrency in the same run: health-2, the one that took turns with it,
 // for new and mix when there is one.
 func fillRatios(rs []scenarioResult) {
-	health := map[string]map[int]scenarioResult{scenHealth: {}, scenHealth2: {}}
+	type key struct {
+		scenario    string
+		concurrency int
+	}
+	ceilings := map[key]scenarioResult{}
 	for _, r := range rs {
 		if r.Scenario == scenHealth || r.Scenario == scenHealth2 {
-			health[r.Scenario][r.Concurrency] = r
+			ceilings[key{r.Scenario, r.Concurrency}] = r
 		}
 	}
-	for i := range rs {
-		h, ok := health[scenHealth][rs[i].Concurrency]
-		if h2, ok2 := health[scenHealth2][rs[i].Concurrency]; ok2 && (rs[i].Scenario == scenNew || rs[i].Scenario == scenMix || rs[i].Scenario == scenHealth2) {
-			h, ok = h2, true
+	for i, r := range rs {
+		h, ok := ceilings[key{scenHealth, r.Concurrency}]
+		if r.Scenario == scenNew || r.Scenario == scenMix || r.Scenario == scenHealth2 {
+			if h2, ok2 := ceilings[key{scenHealth2, r.Concurrency}]; ok2 {
+				h, ok = h2, true
+			}
 		}
 		if !ok {
 			continue
 		}
 		if h.RPS > 0 {
-			rs[i].RPSRatio = rs[i].RPS / h.RPS
+			rs[i].RPSRatio = r.RPS / h.RPS
 		}
 		if h.P99 > 0 {
-			rs[i].P99Ratio = rs[i].P99 / h.P99
+			rs[i].P99Ratio = r.P99 / h.P99
 		}
 	}
 }
