@@ -10,7 +10,7 @@ import (
 // CallFields collects log fields that only inner layers learn — the caller
 // once authenticated, the request_id, whether the answer was a replay, the
 // Stripe request id, attempts — so the logging interceptor's finish line
-// can carry them. Set them with SetCallField; read them with CallFieldsOf.
+// can carry them. Set them with SetCallField; read them with AppendCallFields.
 type CallFields struct {
 	mu sync.Mutex
 	kv []any
@@ -52,16 +52,25 @@ func SetCallField(ctx context.Context, key string, value any) {
 			return
 		}
 	}
+	if f.kv == nil {
+		f.kv = make([]any, 0, 2*typicalCallFields)
+	}
 	f.kv = append(f.kv, key, value)
 }
 
-// CallFieldsOf returns the call's recorded fields as alternating keys and values.
-func CallFieldsOf(ctx context.Context) []any {
+// typicalCallFields is how many fields a Charge or Subscribe sets (request_id,
+// caller, replayed, attempts, stripe_request_id): room for them at the first
+// SetCallField, instead of growing the slice four times on the way.
+const typicalCallFields = 5
+
+// AppendCallFields appends the call's recorded fields to dst as alternating
+// keys and values.
+func AppendCallFields(ctx context.Context, dst []any) []any {
 	f, ok := ctx.Value(callFieldsKey{}).(*CallFields)
 	if !ok {
-		return nil
+		return dst
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]any(nil), f.kv...)
+	return append(dst, f.kv...)
 }

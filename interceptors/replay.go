@@ -18,11 +18,22 @@ func ReplayHeader() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		resp, err := handler(ctx, req)
 		if r, ok := resp.(interface{ GetReplayed() bool }); ok && err == nil && r.GetReplayed() {
-			// SetHeader fails only when headers were already sent, which a
-			// unary handler cannot have done; the response matters more
-			// than the header, so it is sent either way.
-			_ = grpc.SetHeader(ctx, metadata.Pairs(ReplayedHeader, "true"))
+			MarkReplayed(ctx)
 		}
 		return resp, err
 	}
+}
+
+// replayedMD is the header of every replay. grpc.SetHeader merges it into
+// the call's header with metadata.Join, which copies it: nothing keeps or
+// changes it, so one value serves every call (metadata.Pairs would build a
+// map per replay).
+var replayedMD = metadata.MD{ReplayedHeader: {"true"}}
+
+// MarkReplayed sets the response header "idempotent-replayed: true" on a
+// unary call. SetHeader fails only when headers were already sent, which a
+// unary handler cannot have done; the answer matters more than the header,
+// so it is sent either way.
+func MarkReplayed(ctx context.Context) {
+	_ = grpc.SetHeader(ctx, replayedMD)
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	billingv1 "github.com/billingd/billingd/gen/billing/v1"
@@ -96,7 +94,7 @@ func (b *billing) GetOperation(ctx context.Context, req *billingv1.GetOperationR
 // idempotent-replayed header, as a replayed success is marked.
 func replayedError(ctx context.Context, out service.Outcome, err error) error {
 	if out.Replayed {
-		_ = grpc.SetHeader(ctx, metadata.Pairs(interceptors.ReplayedHeader, "true"))
+		interceptors.MarkReplayed(ctx)
 	}
 	return err
 }

@@ -274,7 +274,7 @@ func logInternalCause(ctx context.Context, _ string, err error, st *status.Statu
 
 func slogAdapter(l *slog.Logger) logging.Logger {
 	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		l.Log(ctx, slog.Level(lvl), msg, append(fields, interceptors.CallFieldsOf(ctx)...)...)
+		l.Log(ctx, slog.Level(lvl), msg, interceptors.AppendCallFields(ctx, fields)...)
 	})
 }
 
