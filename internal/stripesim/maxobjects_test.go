@@ -43,3 +43,30 @@ func TestMaxObjectsBoundsMemory(t *testing.T) {
 		t.Error("oldest key replayed: idempotency entries are not bounded")
 	}
 }
+
+// Pruning rebuilds the idempotency key map now and then, so that it does not
+// keep the room of every key it ever held. Across rebuilds the keys still
+// held replay and still check their parameters; the ones pruned execute anew.
+func TestIdempotencyKeysSurviveMapRebuilds(t *testing.T) {
+	t.Parallel()
+	sim, srv := newSim(t, stripesim.Config{MaxObjects: 3})
+	const n = 600 // keeps 6 keys: ~594 pruned, a rebuild every 256
+	var ids []string
+	for i := range n {
+		ids = append(ids, post(t, srv, "/v1/payment_intents", fmt.Sprintf("key-%d", i), charge("pm_card_visa", "metadata[order]", fmt.Sprint(i))).id(t))
+	}
+	if got := stripesim.IdemPrunedSinceRebuild(sim); got >= 256 {
+		t.Fatalf("%d keys pruned since the last rebuild: the map was not rebuilt", got)
+	}
+	for _, i := range []int{n - 1, n - 6} {
+		if again := post(t, srv, "/v1/payment_intents", fmt.Sprintf("key-%d", i), charge("pm_card_visa", "metadata[order]", fmt.Sprint(i))); again.id(t) != ids[i] {
+			t.Errorf("key-%d did not replay: %s, want %s", i, again.id(t), ids[i])
+		}
+	}
+	if other := post(t, srv, "/v1/payment_intents", fmt.Sprintf("key-%d", n-1), charge("pm_card_visa", "metadata[order]", "other")); other.status != http.StatusBadRequest || other.errBody(t).Type != "idempotency_error" {
+		t.Errorf("key-%d with other parameters: status %d %s, want 400 idempotency_error", n-1, other.status, other.raw)
+	}
+	if fresh := post(t, srv, "/v1/payment_intents", "key-0", charge("pm_card_visa", "metadata[order]", "0")).id(t); fresh == ids[0] {
+		t.Error("a pruned key replayed")
+	}
+}

@@ -1,0 +1,9 @@
+package stripesim
+
+// IdemPrunedSinceRebuild is how many idempotency keys were pruned since the
+// key map was last rebuilt.
+func IdemPrunedSinceRebuild(s *Sim) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.idemGone
+}
