@@ -1,6 +1,6 @@
 package stripesim
 
-// IdemPrunedSinceRebuild is how many idempotency keys were pruned since the
+// IdemPrunedSinceRebuild is how many idempotency keys were dropped since the
 // key map was last rebuilt.
 func IdemPrunedSinceRebuild(s *Sim) int {
 	s.mu.Lock()

@@ -84,7 +84,7 @@ type Sim struct {
 	scripted  map[string][]scriptedFault
 	idem      map[idemKey]*idemEntry
 	idemQueue []*idemEntry // insertion order, for pruning
-	idemGone  int          // keys pruned from idem since it was last rebuilt
+	idemGone  int          // keys dropped from idem since it was last rebuilt
 	pis       store[PaymentIntent]
 	subs      store[Subscription]
 	customers store[Customer]
