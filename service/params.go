@@ -19,6 +19,19 @@ type ChargeRequest struct {
 	PaymentMethodID string
 	Description     string
 	Metadata        map[string]string
+	// OffSession is nil when the caller did not say: then a CustomerID means
+	// off session, as it always has. CaptureMethod is "" (automatic) or "manual".
+	OffSession    *bool
+	CaptureMethod string
+}
+
+// offSession is what Stripe is told: the caller's choice, or, unsaid, off
+// session exactly when a customer is given.
+func (r *ChargeRequest) offSession() bool {
+	if r.OffSession != nil {
+		return *r.OffSession
+	}
+	return r.CustomerID != ""
 }
 
 // SubscribeRequest is one Subscribe call, as the service sees it.
@@ -143,7 +156,40 @@ func (r *ChargeRequest) encode() []byte {
 	e.str(r.PaymentMethodID)
 	e.str(r.Description)
 	e.meta(r.Metadata)
+	// Added later, and written only when set, so that a request without them
+	// encodes (and fingerprints) exactly as before they existed.
+	if r.OffSession != nil || r.CaptureMethod != "" {
+		e.int(int64(triOf(r.OffSession)))
+		e.str(r.CaptureMethod)
+	}
 	return e
+}
+
+// tri is an optional bool as stored: unset, false or true.
+type tri int64
+
+const (
+	triUnset tri = iota
+	triFalse
+	triTrue
+)
+
+func triOf(b *bool) tri {
+	switch {
+	case b == nil:
+		return triUnset
+	case *b:
+		return triTrue
+	}
+	return triFalse
+}
+
+func (t tri) ptr() *bool {
+	if t == triUnset {
+		return nil
+	}
+	b := t == triTrue
+	return &b
 }
 
 func (r *SubscribeRequest) encode() []byte {
@@ -166,8 +212,19 @@ func decodeParams(b []byte) (any, error) {
 	var out any
 	switch Method(d.str()) {
 	case MethodCharge:
-		out = &ChargeRequest{Amount: d.int(), Currency: d.str(), CustomerID: d.str(),
+		c := &ChargeRequest{Amount: d.int(), Currency: d.str(), CustomerID: d.str(),
 			PaymentMethodID: d.str(), Description: d.str(), Metadata: d.meta()}
+		if len(d.b) > 0 && d.err == nil {
+			t := tri(d.int())
+			c.CaptureMethod = d.str()
+			// Written only when one is set: anything else is a second
+			// spelling of the request without them.
+			if t < triUnset || t > triTrue || (t == triUnset && c.CaptureMethod == "") {
+				return nil, errBadParams
+			}
+			c.OffSession = t.ptr()
+		}
+		out = c
 	case MethodSubscribe:
 		out = &SubscribeRequest{CustomerID: d.str(), PriceID: d.str(), Quantity: d.int(), Metadata: d.meta()}
 	default:

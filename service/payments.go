@@ -10,13 +10,23 @@ import (
 type ChargeParams struct {
 	Amount          int64
 	Currency        string
-	CustomerID      string // optional; set → off_session
+	CustomerID      string // optional
 	PaymentMethodID string
 	Description     string
 	Metadata        map[string]string // caller's metadata plus billingd_request_key and billingd_caller
+	// OffSession sends off_session=true: the customer is not present, so
+	// Stripe declines (authentication_required) rather than asking for action.
+	OffSession bool
+	// CaptureMethod is Stripe's capture_method: "" (Stripe's default,
+	// automatic) or "manual" (authorise now, capture later).
+	CaptureMethod string
 }
 
 // SubscribeParams is a subscription as sent to Stripe.
+//
+// The subscription is created with payment_behavior=default_incomplete and
+// latest_invoice.payment_intent expanded: its first invoice's PaymentIntent
+// fills Result.PaymentStatus, ClientSecret and NextAction*.
 type SubscribeParams struct {
 	CustomerID string
 	PriceID    string
@@ -36,6 +46,11 @@ type Payments interface {
 	// payment failed comes back with Result.Failure (kind UpstreamDeclined).
 	FindPaymentIntent(ctx context.Context, requestKey string) (r Result, found bool, err error)
 	FindSubscription(ctx context.Context, requestKey string) (r Result, found bool, err error)
+	// GetPaymentIntent and GetSubscription retrieve an object by id: how a
+	// record whose object waits for the customer or the bank is followed.
+	// They fill Result as the Find methods do.
+	GetPaymentIntent(ctx context.Context, id string) (Result, error)
+	GetSubscription(ctx context.Context, id string) (Result, error)
 }
 
 // UpstreamKind classifies a failed Stripe call by what billingd must do next.

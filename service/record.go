@@ -17,10 +17,31 @@ const (
 	StateSucceeded     State = 2
 	StateFailed        State = 3
 	StateIndeterminate State = 4
+	// The followed states: Stripe's object exists but the payment is not
+	// done. Such a record is never sent to Stripe again as a create; webhooks
+	// and the reconciler follow its object until it ends.
+	StateRequiresAction State = 5 // the customer must act (3-D Secure, a payment method)
+	StateProcessing     State = 6 // the payment is under way at the bank
+	StateAuthorized     State = 7 // authorised, to be captured (capture_method=manual)
 )
 
 // Final reports whether the state can no longer change.
 func (s State) Final() bool { return s == StateSucceeded || s == StateFailed }
+
+// Followed reports whether the record's object exists at Stripe and is
+// followed to its end rather than driven.
+func (s State) Followed() bool {
+	return s == StateRequiresAction || s == StateProcessing || s == StateAuthorized
+}
+
+// States lists every state a record can be stored in, in number order.
+func States() []State {
+	return []State{StatePending, StateSucceeded, StateFailed, StateIndeterminate,
+		StateRequiresAction, StateProcessing, StateAuthorized}
+}
+
+// Valid reports whether s is a state a record can be stored in.
+func (s State) Valid() bool { return s >= StatePending && s <= StateAuthorized }
 
 func (s State) String() string {
 	switch s {
@@ -32,6 +53,12 @@ func (s State) String() string {
 		return "FAILED"
 	case StateIndeterminate:
 		return "INDETERMINATE"
+	case StateRequiresAction:
+		return "REQUIRES_ACTION"
+	case StateProcessing:
+		return "PROCESSING"
+	case StateAuthorized:
+		return "AUTHORIZED"
 	}
 	return "UNSPECIFIED"
 }
@@ -76,21 +103,42 @@ type Record struct {
 	Err *Error
 }
 
-// Result is a successful Stripe outcome.
+// Result is the Stripe object an operation created, as billingd last saw it.
 type Result struct {
 	ObjectID string // pi_… or sub_…
 	Status   string // Stripe's status of the object
 	Amount   int64  // charges only, minor units
 	Currency string // charges only
-	// Failure is set by a lookup (Payments.Find*) when the object records a
-	// failed payment, e.g. a declined PaymentIntent: the operation then failed
-	// although the object exists. Never stored.
+	// PaymentStatus is the status of the PaymentIntent that pays a
+	// subscription's first invoice ("" when there is none, e.g. a trial).
+	// For a charge it is Status itself and left empty.
+	PaymentStatus string
+	// ClientSecret is the client_secret of the PaymentIntent that needs the
+	// customer (the charge's own, or the first invoice's): the caller's front
+	// end passes it to Stripe.js. It is a secret of the owning caller: it is
+	// stored and answered to that caller only, never logged or put in errors.
+	ClientSecret string
+	// NextActionType is Stripe's next_action.type (use_stripe_sdk,
+	// redirect_to_url, …) and RedirectURL its redirect_to_url.url, when the
+	// PaymentIntent waits for the customer.
+	NextActionType string
+	RedirectURL    string
+	// Failure is set by a lookup (Payments.Find*, Get*) when the object
+	// records a failed payment, e.g. a declined PaymentIntent: the operation
+	// then failed although the object exists. Never stored.
 	Failure *UpstreamError
+	// CancellationReason is a canceled PaymentIntent's cancellation_reason,
+	// from a lookup. Never stored.
+	CancellationReason string
 	// StripeRequestID is Stripe's Request-Id of the call that returned this
 	// result, and Attempts the record's attempts so far: answer metadata for
 	// logs, never stored.
 	StripeRequestID string
 	Attempts        int
+	// State is the record's state after the drive that returned this
+	// result: SUCCEEDED, or one of the followed states. Never stored (the
+	// record has its own).
+	State State
 }
 
 // Records is the durable record store billingd needs. Every write is durable

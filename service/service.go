@@ -510,7 +510,8 @@ func (s *Service) send(ctx context.Context, rec Record) (Result, bool, error) {
 		res, err = s.payments.CreatePaymentIntent(ctx, rec.StripeKey, ChargeParams{
 			Amount: p.Amount, Currency: p.Currency, CustomerID: p.CustomerID,
 			PaymentMethodID: p.PaymentMethodID, Description: p.Description,
-			Metadata: stripeMetadata(rec.Caller, rec.RequestKey, p.Metadata),
+			Metadata:   stripeMetadata(rec.Caller, rec.RequestKey, p.Metadata),
+			OffSession: p.offSession(), CaptureMethod: p.CaptureMethod,
 		})
 	case *SubscribeRequest:
 		res, err = s.payments.CreateSubscription(ctx, rec.StripeKey, SubscribeParams{

@@ -95,12 +95,17 @@ func toProto(rec *service.Record) *storagev1.Record {
 		RequestKey:           rec.RequestKey,
 		Params:               rec.Params,
 	}
-	if rec.Result != (service.Result{}) {
+	if r := &rec.Result; r.ObjectID != "" || r.Status != "" || r.Amount != 0 || r.Currency != "" ||
+		r.PaymentStatus != "" || r.ClientSecret != "" || r.NextActionType != "" || r.RedirectURL != "" {
 		m.Result = &storagev1.Result{
-			ObjectId: rec.Result.ObjectID,
-			Status:   rec.Result.Status,
-			Amount:   rec.Result.Amount,
-			Currency: rec.Result.Currency,
+			ObjectId:       r.ObjectID,
+			Status:         r.Status,
+			Amount:         r.Amount,
+			Currency:       r.Currency,
+			PaymentStatus:  r.PaymentStatus,
+			ClientSecret:   r.ClientSecret,
+			NextActionType: r.NextActionType,
+			RedirectUrl:    r.RedirectURL,
 		}
 	}
 	if e := rec.Err; e != nil {
@@ -142,10 +147,14 @@ func fromProto(m *storagev1.Record) service.Record {
 	}
 	if r := m.Result; r != nil {
 		rec.Result = service.Result{
-			ObjectID: r.ObjectId,
-			Status:   r.Status,
-			Amount:   r.Amount,
-			Currency: r.Currency,
+			ObjectID:       r.ObjectId,
+			Status:         r.Status,
+			Amount:         r.Amount,
+			Currency:       r.Currency,
+			PaymentStatus:  r.PaymentStatus,
+			ClientSecret:   r.ClientSecret,
+			NextActionType: r.NextActionType,
+			RedirectURL:    r.RedirectUrl,
 		}
 	}
 	if pe := m.Error; pe != nil {

@@ -234,7 +234,7 @@ func validate(rec *service.Record) error {
 		return fmt.Errorf("%w: key longer than %d bytes", ErrInvalidRecord, maxRecordKey)
 	case len(rec.RequestKey) > bolt.MaxKeySize:
 		return fmt.Errorf("%w: request key longer than %d bytes", ErrInvalidRecord, bolt.MaxKeySize)
-	case rec.State < service.StatePending || rec.State > service.StateIndeterminate:
+	case !rec.State.Valid():
 		return fmt.Errorf("%w: state %d", ErrInvalidRecord, rec.State)
 	case rec.Attempts < 0 || rec.Attempts > math.MaxInt32:
 		return fmt.Errorf("%w: attempts %d", ErrInvalidRecord, rec.Attempts)

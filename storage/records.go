@@ -151,16 +151,19 @@ func (db *DB) ListOpen(ctx context.Context, limit int) ([]service.Record, error)
 	return out, nil
 }
 
-// CountOpen returns how many records are PENDING and INDETERMINATE.
+// CountOpen returns how many records are in each open (not final) state.
 func (db *DB) CountOpen(ctx context.Context) (map[service.State]int, error) {
 	all, err := db.CountByState(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return map[service.State]int{
-		service.StatePending:       all[service.StatePending],
-		service.StateIndeterminate: all[service.StateIndeterminate],
-	}, nil
+	out := make(map[service.State]int, len(all))
+	for st, n := range all {
+		if !st.Final() {
+			out[st] = n
+		}
+	}
+	return out, nil
 }
 
 // CountByState returns how many records are in each state, for metrics. It
@@ -173,11 +176,9 @@ func (db *DB) CountByState(ctx context.Context) (map[service.State]int, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("count by state: %w", err)
 	}
-	out := map[service.State]int{
-		service.StatePending:       0,
-		service.StateSucceeded:     0,
-		service.StateFailed:        0,
-		service.StateIndeterminate: 0,
+	out := make(map[service.State]int, len(service.States()))
+	for _, st := range service.States() {
+		out[st] = 0
 	}
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketCounts)

@@ -14,6 +14,8 @@ const (
 	EndpointCreateSubscription  = "subscriptions.create"
 	EndpointSearchPaymentIntent = "payment_intents.search"
 	EndpointSearchSubscription  = "subscriptions.search"
+	EndpointGetPaymentIntent    = "payment_intents.retrieve"
+	EndpointGetSubscription     = "subscriptions.retrieve"
 )
 
 // Observation is one finished Stripe call, after retries: what metrics count.
@@ -100,4 +102,20 @@ func (c *Client) FindSubscription(ctx context.Context, requestKey string) (servi
 	res, found, err := c.findSubscription(ctx, requestKey)
 	c.observed(EndpointSearchSubscription, start, err)
 	return res, found, err
+}
+
+// GetPaymentIntent retrieves a PaymentIntent by id.
+func (c *Client) GetPaymentIntent(ctx context.Context, id string) (service.Result, error) {
+	start := time.Now()
+	res, err := c.getPaymentIntent(ctx, id)
+	c.observed(EndpointGetPaymentIntent, start, err)
+	return res, err
+}
+
+// GetSubscription retrieves a subscription by id.
+func (c *Client) GetSubscription(ctx context.Context, id string) (service.Result, error) {
+	start := time.Now()
+	res, err := c.getSubscription(ctx, id)
+	c.observed(EndpointGetSubscription, start, err)
+	return res, err
 }

@@ -209,6 +209,9 @@ func (c *Client) createPaymentIntent(ctx context.Context, key string, p service.
 func paymentIntentForm(p service.ChargeParams) *form.Values {
 	v := &form.Values{}
 	v.Add("amount", strconv.FormatInt(p.Amount, 10))
+	if p.CaptureMethod != "" {
+		v.Add("capture_method", p.CaptureMethod)
+	}
 	v.Add("confirm", "true")
 	v.Add("currency", p.Currency)
 	if p.CustomerID != "" {
@@ -220,7 +223,7 @@ func paymentIntentForm(p service.ChargeParams) *form.Values {
 	for _, k := range slices.Sorted(maps.Keys(p.Metadata)) {
 		v.Add("metadata["+k+"]", p.Metadata[k])
 	}
-	if p.CustomerID != "" {
+	if p.OffSession {
 		v.Add("off_session", "true")
 	}
 	v.Add("payment_method", p.PaymentMethodID)
@@ -333,6 +336,35 @@ func (c *Client) findSubscription(ctx context.Context, requestKey string) (servi
 	}
 	sub := it.Subscription()
 	return service.Result{ObjectID: sub.ID, Status: string(sub.Status)}, true, nil
+}
+
+func (c *Client) getPaymentIntent(ctx context.Context, id string) (service.Result, error) {
+	reqCtx, call, done, err := c.begin(ctx)
+	if err != nil {
+		return service.Result{}, err
+	}
+	defer done()
+	pi, err := c.api.PaymentIntents.Get(id, &stripe.PaymentIntentParams{Params: stripe.Params{Context: reqCtx}})
+	if err != nil {
+		return service.Result{}, c.classify(ctx, http.MethodGet, call, err)
+	}
+	res := service.Result{ObjectID: pi.ID, Status: string(pi.Status), Amount: pi.Amount, Currency: string(pi.Currency),
+		StripeRequestID: call.requestID}
+	res.Failure = c.paymentFailure(pi, call)
+	return res, nil
+}
+
+func (c *Client) getSubscription(ctx context.Context, id string) (service.Result, error) {
+	reqCtx, call, done, err := c.begin(ctx)
+	if err != nil {
+		return service.Result{}, err
+	}
+	defer done()
+	sub, err := c.api.Subscriptions.Get(id, &stripe.SubscriptionParams{Params: stripe.Params{Context: reqCtx}})
+	if err != nil {
+		return service.Result{}, c.classify(ctx, http.MethodGet, call, err)
+	}
+	return service.Result{ObjectID: sub.ID, Status: string(sub.Status), StripeRequestID: call.requestID}, nil
 }
 
 func searchParams(ctx context.Context, requestKey string) stripe.SearchParams {

@@ -355,15 +355,28 @@ func TestCreatePaymentIntentRequest(t *testing.T) {
 			},
 		},
 		{
-			name: "with customer and description",
+			name: "with customer and description, off session",
 			params: func() service.ChargeParams {
 				p := charge()
-				p.CustomerID, p.Description = "cus_1", "order 42"
+				p.CustomerID, p.Description, p.OffSession = "cus_1", "order 42", true
 				return p
 			}(),
 			want: url.Values{
 				"amount": {"2000"}, "currency": {"usd"}, "payment_method": {"pm_card_visa"}, "confirm": {"true"},
 				"payment_method_types[0]": {"card"}, "customer": {"cus_1"}, "off_session": {"true"}, "description": {"order 42"},
+				"metadata[billingd_request_key]": {"rk1"}, "metadata[billingd_caller]": {"shop"},
+			},
+		},
+		{
+			name: "customer on session, manual capture",
+			params: func() service.ChargeParams {
+				p := charge()
+				p.CustomerID, p.CaptureMethod = "cus_1", "manual"
+				return p
+			}(),
+			want: url.Values{
+				"amount": {"2000"}, "currency": {"usd"}, "payment_method": {"pm_card_visa"}, "confirm": {"true"},
+				"payment_method_types[0]": {"card"}, "customer": {"cus_1"}, "capture_method": {"manual"},
 				"metadata[billingd_request_key]": {"rk1"}, "metadata[billingd_caller]": {"shop"},
 			},
 		},

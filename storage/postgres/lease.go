@@ -54,7 +54,7 @@ func (s *Store) renewLoop(ctx context.Context) {
 		_, _ = s.pool.Exec(rctx, `UPDATE records r SET lease_until = now() + $2::float8 * interval '1 second'
 			FROM unnest($3::text[], $4::text[]) AS k(caller, request_id)
 			WHERE r.caller = k.caller AND r.request_id = k.request_id
-			  AND r.lease_owner = $1 AND r.state IN (1, 4)`, s.owner, s.ttlSeconds(), callers, ids)
+			  AND r.lease_owner = $1 AND r.state NOT IN (2, 3)`, s.owner, s.ttlSeconds(), callers, ids)
 		cancel()
 	}
 }

@@ -14,9 +14,9 @@ import (
 	"github.com/billingd/billingd/storage"
 )
 
-// State numbers in SQL: PENDING 1, SUCCEEDED 2, FAILED 3, INDETERMINATE 4
-// (service.State, stored on disk, never renumbered). Open is (1, 4), final
-// (2, 3).
+// State numbers in SQL: PENDING 1, SUCCEEDED 2, FAILED 3, INDETERMINATE 4,
+// REQUIRES_ACTION 5, PROCESSING 6, AUTHORIZED 7 (service.State, stored on
+// disk, never renumbered). Final is (2, 3); every other state is open.
 
 // row is a record ready for its columns.
 type row struct {
@@ -38,7 +38,7 @@ func newRow(rec *service.Record) (row, error) {
 		return row{}, fmt.Errorf("%w: empty request_id", storage.ErrInvalidRecord)
 	case strings.IndexByte(rec.Caller, 0) >= 0, strings.IndexByte(rec.RequestID, 0) >= 0, strings.IndexByte(rec.RequestKey, 0) >= 0:
 		return row{}, fmt.Errorf("%w: 0x00 in caller, request_id or request key", storage.ErrInvalidRecord)
-	case rec.State < service.StatePending || rec.State > service.StateIndeterminate:
+	case !rec.State.Valid():
 		return row{}, fmt.Errorf("%w: state %d", storage.ErrInvalidRecord, rec.State)
 	case rec.Attempts < 0 || rec.Attempts > math.MaxInt32:
 		return row{}, fmt.Errorf("%w: attempts %d", storage.ErrInvalidRecord, rec.Attempts)
@@ -211,7 +211,7 @@ func (s *Store) Put(ctx context.Context, rec service.Record) error {
 const acquireSQL = `
 WITH target AS (
     SELECT caller, request_id FROM records
-    WHERE caller = $1 AND request_id = $2 AND state IN (1, 4)
+    WHERE caller = $1 AND request_id = $2 AND state NOT IN (2, 3)
       AND (lease_owner = $3 OR lease_until <= now())
     FOR UPDATE SKIP LOCKED)
 UPDATE records r SET lease_owner = $3, lease_until = now() + $4::float8 * interval '1 second'
@@ -283,7 +283,7 @@ func (s *Store) ListOpen(ctx context.Context, limit int) ([]service.Record, erro
 		lim = limit
 	}
 	rows, err := s.pool.Query(ctx, `SELECT data FROM records
-		WHERE state IN (1, 4) AND (lease_owner = $1 OR lease_until <= now())
+		WHERE state NOT IN (2, 3) AND (lease_owner = $1 OR lease_until <= now())
 		ORDER BY created_ns, caller, request_id LIMIT $2`, s.owner, lim)
 	if err != nil {
 		return nil, fmt.Errorf("list open: %w", err)
@@ -314,16 +314,25 @@ func decodeRows(rows pgx.Rows) ([]service.Record, error) {
 // with the records kept (retention); the metrics scrape gives it a second
 // and falls back to CountOpen.
 func (s *Store) CountByState(ctx context.Context) (map[service.State]int, error) {
-	return s.count(ctx, "count by state", `SELECT state, count(*) FROM records GROUP BY state`,
-		service.StatePending, service.StateSucceeded, service.StateFailed, service.StateIndeterminate)
+	return s.count(ctx, "count by state", `SELECT state, count(*) FROM records GROUP BY state`, service.States()...)
 }
 
-// CountOpen returns how many records are PENDING and INDETERMINATE. The
+// CountOpen returns how many records are in each open state. The
 // condition is records_open's, so it counts that partial index: open
 // records are few at any table size.
 func (s *Store) CountOpen(ctx context.Context) (map[service.State]int, error) {
-	return s.count(ctx, "count open", `SELECT state, count(*) FROM records WHERE state IN (1, 4) GROUP BY state`,
-		service.StatePending, service.StateIndeterminate)
+	return s.count(ctx, "count open", `SELECT state, count(*) FROM records WHERE state NOT IN (2, 3) GROUP BY state`,
+		openStates()...)
+}
+
+func openStates() []service.State {
+	var out []service.State
+	for _, st := range service.States() {
+		if !st.Final() {
+			out = append(out, st)
+		}
+	}
+	return out
 }
 
 // count runs a (state, count) query; every state of states is in the map.

@@ -24,7 +24,161 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// State of the record; see DESIGN.md §2.
+// PaymentStatus is a PaymentIntent's Stripe status, typed. The raw string
+// stays in `status`; a status Stripe adds later reads UNSPECIFIED here.
+type PaymentStatus int32
+
+const (
+	// A status this version of billingd does not know (see `status`).
+	PaymentStatus_PAYMENT_STATUS_UNSPECIFIED PaymentStatus = 0
+	// succeeded: the money moved.
+	PaymentStatus_PAYMENT_STATUS_SUCCEEDED PaymentStatus = 1
+	// requires_action: the customer must authenticate (3-D Secure); pass
+	// client_secret to Stripe.js or a mobile SDK.
+	PaymentStatus_PAYMENT_STATUS_REQUIRES_ACTION PaymentStatus = 2
+	// processing: the payment is under way; it ends succeeded or failed.
+	PaymentStatus_PAYMENT_STATUS_PROCESSING PaymentStatus = 3
+	// requires_capture: authorised, waiting for capture (capture_method manual).
+	PaymentStatus_PAYMENT_STATUS_REQUIRES_CAPTURE PaymentStatus = 4
+	// requires_payment_method: the payment failed, or needs a payment method.
+	PaymentStatus_PAYMENT_STATUS_REQUIRES_PAYMENT_METHOD PaymentStatus = 5
+	// requires_confirmation: the PaymentIntent waits to be confirmed.
+	PaymentStatus_PAYMENT_STATUS_REQUIRES_CONFIRMATION PaymentStatus = 6
+	// canceled: no money will move.
+	PaymentStatus_PAYMENT_STATUS_CANCELED PaymentStatus = 7
+)
+
+// Enum value maps for PaymentStatus.
+var (
+	PaymentStatus_name = map[int32]string{
+		0: "PAYMENT_STATUS_UNSPECIFIED",
+		1: "PAYMENT_STATUS_SUCCEEDED",
+		2: "PAYMENT_STATUS_REQUIRES_ACTION",
+		3: "PAYMENT_STATUS_PROCESSING",
+		4: "PAYMENT_STATUS_REQUIRES_CAPTURE",
+		5: "PAYMENT_STATUS_REQUIRES_PAYMENT_METHOD",
+		6: "PAYMENT_STATUS_REQUIRES_CONFIRMATION",
+		7: "PAYMENT_STATUS_CANCELED",
+	}
+	PaymentStatus_value = map[string]int32{
+		"PAYMENT_STATUS_UNSPECIFIED":             0,
+		"PAYMENT_STATUS_SUCCEEDED":               1,
+		"PAYMENT_STATUS_REQUIRES_ACTION":         2,
+		"PAYMENT_STATUS_PROCESSING":              3,
+		"PAYMENT_STATUS_REQUIRES_CAPTURE":        4,
+		"PAYMENT_STATUS_REQUIRES_PAYMENT_METHOD": 5,
+		"PAYMENT_STATUS_REQUIRES_CONFIRMATION":   6,
+		"PAYMENT_STATUS_CANCELED":                7,
+	}
+)
+
+func (x PaymentStatus) Enum() *PaymentStatus {
+	p := new(PaymentStatus)
+	*p = x
+	return p
+}
+
+func (x PaymentStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PaymentStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_billing_v1_billing_proto_enumTypes[0].Descriptor()
+}
+
+func (PaymentStatus) Type() protoreflect.EnumType {
+	return &file_billing_v1_billing_proto_enumTypes[0]
+}
+
+func (x PaymentStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PaymentStatus.Descriptor instead.
+func (PaymentStatus) EnumDescriptor() ([]byte, []int) {
+	return file_billing_v1_billing_proto_rawDescGZIP(), []int{0}
+}
+
+// SubscriptionStatus is a Subscription's Stripe status, typed. The raw string
+// stays in `status`; a status Stripe adds later reads UNSPECIFIED here.
+type SubscriptionStatus int32
+
+const (
+	// A status this version of billingd does not know (see `status`).
+	SubscriptionStatus_SUBSCRIPTION_STATUS_UNSPECIFIED SubscriptionStatus = 0
+	// active: paid and in good standing.
+	SubscriptionStatus_SUBSCRIPTION_STATUS_ACTIVE SubscriptionStatus = 1
+	// trialing: in a trial period.
+	SubscriptionStatus_SUBSCRIPTION_STATUS_TRIALING SubscriptionStatus = 2
+	// incomplete: the first invoice is not paid yet (the customer must act).
+	SubscriptionStatus_SUBSCRIPTION_STATUS_INCOMPLETE SubscriptionStatus = 3
+	// incomplete_expired: the first invoice was not paid within 23 hours; final.
+	SubscriptionStatus_SUBSCRIPTION_STATUS_INCOMPLETE_EXPIRED SubscriptionStatus = 4
+	// past_due: a later invoice is unpaid.
+	SubscriptionStatus_SUBSCRIPTION_STATUS_PAST_DUE SubscriptionStatus = 5
+	// canceled: ended.
+	SubscriptionStatus_SUBSCRIPTION_STATUS_CANCELED SubscriptionStatus = 6
+	// unpaid: invoices stay unpaid after retries.
+	SubscriptionStatus_SUBSCRIPTION_STATUS_UNPAID SubscriptionStatus = 7
+	// paused: a trial ended without a payment method.
+	SubscriptionStatus_SUBSCRIPTION_STATUS_PAUSED SubscriptionStatus = 8
+)
+
+// Enum value maps for SubscriptionStatus.
+var (
+	SubscriptionStatus_name = map[int32]string{
+		0: "SUBSCRIPTION_STATUS_UNSPECIFIED",
+		1: "SUBSCRIPTION_STATUS_ACTIVE",
+		2: "SUBSCRIPTION_STATUS_TRIALING",
+		3: "SUBSCRIPTION_STATUS_INCOMPLETE",
+		4: "SUBSCRIPTION_STATUS_INCOMPLETE_EXPIRED",
+		5: "SUBSCRIPTION_STATUS_PAST_DUE",
+		6: "SUBSCRIPTION_STATUS_CANCELED",
+		7: "SUBSCRIPTION_STATUS_UNPAID",
+		8: "SUBSCRIPTION_STATUS_PAUSED",
+	}
+	SubscriptionStatus_value = map[string]int32{
+		"SUBSCRIPTION_STATUS_UNSPECIFIED":        0,
+		"SUBSCRIPTION_STATUS_ACTIVE":             1,
+		"SUBSCRIPTION_STATUS_TRIALING":           2,
+		"SUBSCRIPTION_STATUS_INCOMPLETE":         3,
+		"SUBSCRIPTION_STATUS_INCOMPLETE_EXPIRED": 4,
+		"SUBSCRIPTION_STATUS_PAST_DUE":           5,
+		"SUBSCRIPTION_STATUS_CANCELED":           6,
+		"SUBSCRIPTION_STATUS_UNPAID":             7,
+		"SUBSCRIPTION_STATUS_PAUSED":             8,
+	}
+)
+
+func (x SubscriptionStatus) Enum() *SubscriptionStatus {
+	p := new(SubscriptionStatus)
+	*p = x
+	return p
+}
+
+func (x SubscriptionStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SubscriptionStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_billing_v1_billing_proto_enumTypes[1].Descriptor()
+}
+
+func (SubscriptionStatus) Type() protoreflect.EnumType {
+	return &file_billing_v1_billing_proto_enumTypes[1]
+}
+
+func (x SubscriptionStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SubscriptionStatus.Descriptor instead.
+func (SubscriptionStatus) EnumDescriptor() ([]byte, []int) {
+	return file_billing_v1_billing_proto_rawDescGZIP(), []int{1}
+}
+
+// State of the record: whether billingd's request is settled (see
+// docs/design.md). Where the payment itself stands is in `result`'s status.
 type Operation_State int32
 
 const (
@@ -39,6 +193,15 @@ const (
 	Operation_STATE_FAILED Operation_State = 3
 	// Stripe answered 5xx: the outcome is being reconciled; never re-sent blindly.
 	Operation_STATE_INDETERMINATE Operation_State = 4
+	// The object exists, and the customer must act (3-D Secure, or a
+	// subscription's first invoice needs action or a payment method); `result`
+	// holds the client_secret. Followed by billingd until it is final.
+	Operation_STATE_REQUIRES_ACTION Operation_State = 5
+	// The object exists and its payment is under way. Followed until final.
+	Operation_STATE_PROCESSING Operation_State = 6
+	// The charge is authorised (capture_method manual), not captured. Followed
+	// until captured (SUCCEEDED) or canceled (FAILED).
+	Operation_STATE_AUTHORIZED Operation_State = 7
 )
 
 // Enum value maps for Operation_State.
@@ -49,13 +212,19 @@ var (
 		2: "STATE_SUCCEEDED",
 		3: "STATE_FAILED",
 		4: "STATE_INDETERMINATE",
+		5: "STATE_REQUIRES_ACTION",
+		6: "STATE_PROCESSING",
+		7: "STATE_AUTHORIZED",
 	}
 	Operation_State_value = map[string]int32{
-		"STATE_UNSPECIFIED":   0,
-		"STATE_PENDING":       1,
-		"STATE_SUCCEEDED":     2,
-		"STATE_FAILED":        3,
-		"STATE_INDETERMINATE": 4,
+		"STATE_UNSPECIFIED":     0,
+		"STATE_PENDING":         1,
+		"STATE_SUCCEEDED":       2,
+		"STATE_FAILED":          3,
+		"STATE_INDETERMINATE":   4,
+		"STATE_REQUIRES_ACTION": 5,
+		"STATE_PROCESSING":      6,
+		"STATE_AUTHORIZED":      7,
 	}
 )
 
@@ -70,11 +239,11 @@ func (x Operation_State) String() string {
 }
 
 func (Operation_State) Descriptor() protoreflect.EnumDescriptor {
-	return file_billing_v1_billing_proto_enumTypes[0].Descriptor()
+	return file_billing_v1_billing_proto_enumTypes[2].Descriptor()
 }
 
 func (Operation_State) Type() protoreflect.EnumType {
-	return &file_billing_v1_billing_proto_enumTypes[0]
+	return &file_billing_v1_billing_proto_enumTypes[2]
 }
 
 func (x Operation_State) Number() protoreflect.EnumNumber {
@@ -100,7 +269,7 @@ type ChargeRequest struct {
 	// currency is a lowercase ISO 4217 code that Stripe supports, e.g. "usd".
 	Currency string `protobuf:"bytes,3,opt,name=currency,proto3" json:"currency,omitempty"`
 	// customer_id is the Stripe customer ("cus_…") to attach the payment to.
-	// Optional; when set, the payment is made off-session.
+	// Optional. Without off_session, a customer_id means off session.
 	CustomerId string `protobuf:"bytes,4,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
 	// payment_method_id is the Stripe PaymentMethod ("pm_…") to charge.
 	PaymentMethodId string `protobuf:"bytes,5,opt,name=payment_method_id,json=paymentMethodId,proto3" json:"payment_method_id,omitempty"`
@@ -109,7 +278,20 @@ type ChargeRequest struct {
 	// metadata is copied onto the PaymentIntent: at most 50 keys of 1–40
 	// characters, values of at most 500 characters. Keys starting with
 	// "billingd_" are reserved for billingd's own reconciliation metadata.
-	Metadata      map[string]string `protobuf:"bytes,7,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Metadata map[string]string `protobuf:"bytes,7,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// off_session says whether the customer is absent (a saved card charged
+	// later). True: where the bank wants authentication Stripe declines, and
+	// billingd answers FAILED_PRECONDITION AUTHENTICATION_REQUIRED with the
+	// PaymentIntent id; bring the customer back on session to authenticate that
+	// PaymentIntent (its client_secret is in GetOperation and WatchOperation).
+	// False: the customer is present, and such a charge answers OK with status
+	// requires_action and a client_secret. Unset: off session exactly when
+	// customer_id is set.
+	OffSession *bool `protobuf:"varint,8,opt,name=off_session,json=offSession,proto3,oneof" json:"off_session,omitempty"`
+	// capture_method is "automatic" (the default; "" means it too) or "manual":
+	// a manual charge is authorised only, status requires_capture and
+	// operation state AUTHORIZED.
+	CaptureMethod string `protobuf:"bytes,9,opt,name=capture_method,json=captureMethod,proto3" json:"capture_method,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -193,6 +375,20 @@ func (x *ChargeRequest) GetMetadata() map[string]string {
 	return nil
 }
 
+func (x *ChargeRequest) GetOffSession() bool {
+	if x != nil && x.OffSession != nil {
+		return *x.OffSession
+	}
+	return false
+}
+
+func (x *ChargeRequest) GetCaptureMethod() string {
+	if x != nil {
+		return x.CaptureMethod
+	}
+	return ""
+}
+
 // ChargeResponse describes the PaymentIntent that the request created.
 type ChargeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -206,7 +402,20 @@ type ChargeResponse struct {
 	Currency string `protobuf:"bytes,4,opt,name=currency,proto3" json:"currency,omitempty"`
 	// replayed is true when this answer comes from billingd's record of an earlier
 	// identical request (or a concurrent one) and this call sent nothing to Stripe.
-	Replayed      bool `protobuf:"varint,5,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	Replayed bool `protobuf:"varint,5,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	// payment_status is `status`, typed. Only PAYMENT_STATUS_SUCCEEDED means the
+	// money moved; REQUIRES_ACTION and PROCESSING are followed by billingd to
+	// their end (GetOperation, WatchOperation).
+	PaymentStatus PaymentStatus `protobuf:"varint,6,opt,name=payment_status,json=paymentStatus,proto3,enum=billing.v1.PaymentStatus" json:"payment_status,omitempty"`
+	// client_secret of the PaymentIntent, while the customer must act: pass it
+	// to Stripe.js (handleNextAction) or a mobile SDK. A secret: it is answered
+	// only to the caller that owns the request, and never logged.
+	ClientSecret string `protobuf:"bytes,7,opt,name=client_secret,json=clientSecret,proto3" json:"client_secret,omitempty"`
+	// next_action_type is Stripe's next_action.type, e.g. "use_stripe_sdk" or
+	// "redirect_to_url", while the customer must act.
+	NextActionType string `protobuf:"bytes,8,opt,name=next_action_type,json=nextActionType,proto3" json:"next_action_type,omitempty"`
+	// redirect_url is where to send the customer, when Stripe gives one.
+	RedirectUrl   string `protobuf:"bytes,9,opt,name=redirect_url,json=redirectUrl,proto3" json:"redirect_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -274,6 +483,34 @@ func (x *ChargeResponse) GetReplayed() bool {
 		return x.Replayed
 	}
 	return false
+}
+
+func (x *ChargeResponse) GetPaymentStatus() PaymentStatus {
+	if x != nil {
+		return x.PaymentStatus
+	}
+	return PaymentStatus_PAYMENT_STATUS_UNSPECIFIED
+}
+
+func (x *ChargeResponse) GetClientSecret() string {
+	if x != nil {
+		return x.ClientSecret
+	}
+	return ""
+}
+
+func (x *ChargeResponse) GetNextActionType() string {
+	if x != nil {
+		return x.NextActionType
+	}
+	return ""
+}
+
+func (x *ChargeResponse) GetRedirectUrl() string {
+	if x != nil {
+		return x.RedirectUrl
+	}
+	return ""
 }
 
 // SubscribeRequest asks for one subscription.
@@ -367,7 +604,18 @@ type SubscribeResponse struct {
 	// status is the Subscription's Stripe status, e.g. "active" or "incomplete".
 	Status string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
 	// replayed: see ChargeResponse.replayed.
-	Replayed      bool `protobuf:"varint,3,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	Replayed bool `protobuf:"varint,3,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	// subscription_status is `status`, typed. ACTIVE or TRIALING means the
+	// subscription started; INCOMPLETE means its first invoice waits for the
+	// customer (see client_secret).
+	SubscriptionStatus SubscriptionStatus `protobuf:"varint,4,opt,name=subscription_status,json=subscriptionStatus,proto3,enum=billing.v1.SubscriptionStatus" json:"subscription_status,omitempty"`
+	// client_secret of the first invoice's payment, while the customer must
+	// act (confirm it with Stripe.js). Answered only to the owning caller.
+	ClientSecret string `protobuf:"bytes,5,opt,name=client_secret,json=clientSecret,proto3" json:"client_secret,omitempty"`
+	// next_action_type: see ChargeResponse.next_action_type.
+	NextActionType string `protobuf:"bytes,6,opt,name=next_action_type,json=nextActionType,proto3" json:"next_action_type,omitempty"`
+	// redirect_url: see ChargeResponse.redirect_url.
+	RedirectUrl   string `protobuf:"bytes,7,opt,name=redirect_url,json=redirectUrl,proto3" json:"redirect_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -421,6 +669,34 @@ func (x *SubscribeResponse) GetReplayed() bool {
 		return x.Replayed
 	}
 	return false
+}
+
+func (x *SubscribeResponse) GetSubscriptionStatus() SubscriptionStatus {
+	if x != nil {
+		return x.SubscriptionStatus
+	}
+	return SubscriptionStatus_SUBSCRIPTION_STATUS_UNSPECIFIED
+}
+
+func (x *SubscribeResponse) GetClientSecret() string {
+	if x != nil {
+		return x.ClientSecret
+	}
+	return ""
+}
+
+func (x *SubscribeResponse) GetNextActionType() string {
+	if x != nil {
+		return x.NextActionType
+	}
+	return ""
+}
+
+func (x *SubscribeResponse) GetRedirectUrl() string {
+	if x != nil {
+		return x.RedirectUrl
+	}
+	return ""
 }
 
 // GetOperationRequest names one of the calling caller's requests.
@@ -491,7 +767,8 @@ type Operation struct {
 	// error is the final (FAILED) or latest (PENDING, INDETERMINATE) error status,
 	// exactly as a Charge or Subscribe call receives it.
 	Error *status.Status `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
-	// The final answer, once SUCCEEDED.
+	// The object the request created, once it exists (SUCCEEDED and the
+	// followed states REQUIRES_ACTION, PROCESSING, AUTHORIZED).
 	//
 	// Types that are valid to be assigned to Result:
 	//
@@ -643,7 +920,7 @@ var File_billing_v1_billing_proto protoreflect.FileDescriptor
 const file_billing_v1_billing_proto_rawDesc = "" +
 	"\n" +
 	"\x18billing/v1/billing.proto\x12\n" +
-	"billing.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x8e\x06\n" +
+	"billing.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x87\a\n" +
 	"\rChargeRequest\x12<\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tB\x1d\xbaH\x1a\xc8\x01\x01r\x15\x10\x01\x18\xff\x012\x0e^[\\x21-\\x7e]+$R\trequestId\x12$\n" +
@@ -654,16 +931,24 @@ const file_billing_v1_billing_proto_rawDesc = "" +
 	"\x11payment_method_id\x18\x05 \x01(\tB!\xbaH\x1e\xc8\x01\x01r\x19\x18\xff\x012\x0f^[A-Za-z0-9_]+$:\x03pm_R\x0fpaymentMethodId\x12*\n" +
 	"\vdescription\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\vdescription\x12\xc0\x01\n" +
 	"\bmetadata\x18\a \x03(\v2'.billing.v1.ChargeRequest.MetadataEntryB{\xbaHx\x9a\x01u\x102\"j\xba\x01a\n" +
-	"\x15metadata.reserved_key\x12)keys starting with billingd_ are reserved\x1a\x1d!this.startsWith('billingd_')r\x04\x10\x01\x18(*\x05r\x03\x18\xf4\x03R\bmetadata\x1a;\n" +
+	"\x15metadata.reserved_key\x12)keys starting with billingd_ are reserved\x1a\x1d!this.startsWith('billingd_')r\x04\x10\x01\x18(*\x05r\x03\x18\xf4\x03R\bmetadata\x12$\n" +
+	"\voff_session\x18\b \x01(\bH\x00R\n" +
+	"offSession\x88\x01\x01\x12A\n" +
+	"\x0ecapture_method\x18\t \x01(\tB\x1a\xbaH\x17r\x15R\x00R\tautomaticR\x06manualR\rcaptureMethod\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa4\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
+	"\f_off_session\"\xd8\x02\n" +
 	"\x0eChargeResponse\x12*\n" +
 	"\x11payment_intent_id\x18\x01 \x01(\tR\x0fpaymentIntentId\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x16\n" +
 	"\x06amount\x18\x03 \x01(\x03R\x06amount\x12\x1a\n" +
 	"\bcurrency\x18\x04 \x01(\tR\bcurrency\x12\x1a\n" +
-	"\breplayed\x18\x05 \x01(\bR\breplayed\"\x81\x04\n" +
+	"\breplayed\x18\x05 \x01(\bR\breplayed\x12@\n" +
+	"\x0epayment_status\x18\x06 \x01(\x0e2\x19.billing.v1.PaymentStatusR\rpaymentStatus\x12#\n" +
+	"\rclient_secret\x18\a \x01(\tR\fclientSecret\x12(\n" +
+	"\x10next_action_type\x18\b \x01(\tR\x0enextActionType\x12!\n" +
+	"\fredirect_url\x18\t \x01(\tR\vredirectUrl\"\x81\x04\n" +
 	"\x10SubscribeRequest\x12<\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tB\x1d\xbaH\x1a\xc8\x01\x01r\x15\x10\x01\x18\xff\x012\x0e^[\\x21-\\x7e]+$R\trequestId\x12C\n" +
@@ -676,14 +961,18 @@ const file_billing_v1_billing_proto_rawDesc = "" +
 	"\x15metadata.reserved_key\x12)keys starting with billingd_ are reserved\x1a\x1d!this.startsWith('billingd_')r\x04\x10\x01\x18(*\x05r\x03\x18\xf4\x03R\bmetadata\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"p\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb3\x02\n" +
 	"\x11SubscribeResponse\x12'\n" +
 	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x1a\n" +
-	"\breplayed\x18\x03 \x01(\bR\breplayed\"S\n" +
+	"\breplayed\x18\x03 \x01(\bR\breplayed\x12O\n" +
+	"\x13subscription_status\x18\x04 \x01(\x0e2\x1e.billing.v1.SubscriptionStatusR\x12subscriptionStatus\x12#\n" +
+	"\rclient_secret\x18\x05 \x01(\tR\fclientSecret\x12(\n" +
+	"\x10next_action_type\x18\x06 \x01(\tR\x0enextActionType\x12!\n" +
+	"\fredirect_url\x18\a \x01(\tR\vredirectUrl\"S\n" +
 	"\x13GetOperationRequest\x12<\n" +
 	"\n" +
-	"request_id\x18\x01 \x01(\tB\x1d\xbaH\x1a\xc8\x01\x01r\x15\x10\x01\x18\xff\x012\x0e^[\\x21-\\x7e]+$R\trequestId\"\xa1\x05\n" +
+	"request_id\x18\x01 \x01(\tB\x1d\xbaH\x1a\xc8\x01\x01r\x15\x10\x01\x18\xff\x012\x0e^[\\x21-\\x7e]+$R\trequestId\"\xe9\x05\n" +
 	"\tOperation\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
@@ -699,17 +988,40 @@ const file_billing_v1_billing_proto_rawDesc = "" +
 	"\x05error\x18\t \x01(\v2\x12.google.rpc.StatusR\x05error\x124\n" +
 	"\x06charge\x18\n" +
 	" \x01(\v2\x1a.billing.v1.ChargeResponseH\x00R\x06charge\x12C\n" +
-	"\fsubscription\x18\v \x01(\v2\x1d.billing.v1.SubscribeResponseH\x00R\fsubscription\"q\n" +
+	"\fsubscription\x18\v \x01(\v2\x1d.billing.v1.SubscribeResponseH\x00R\fsubscription\"\xb8\x01\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTATE_PENDING\x10\x01\x12\x13\n" +
 	"\x0fSTATE_SUCCEEDED\x10\x02\x12\x10\n" +
 	"\fSTATE_FAILED\x10\x03\x12\x17\n" +
-	"\x13STATE_INDETERMINATE\x10\x04B\b\n" +
-	"\x06result2\xe3\x01\n" +
+	"\x13STATE_INDETERMINATE\x10\x04\x12\x19\n" +
+	"\x15STATE_REQUIRES_ACTION\x10\x05\x12\x14\n" +
+	"\x10STATE_PROCESSING\x10\x06\x12\x14\n" +
+	"\x10STATE_AUTHORIZED\x10\aB\b\n" +
+	"\x06result*\xa8\x02\n" +
+	"\rPaymentStatus\x12\x1e\n" +
+	"\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18PAYMENT_STATUS_SUCCEEDED\x10\x01\x12\"\n" +
+	"\x1ePAYMENT_STATUS_REQUIRES_ACTION\x10\x02\x12\x1d\n" +
+	"\x19PAYMENT_STATUS_PROCESSING\x10\x03\x12#\n" +
+	"\x1fPAYMENT_STATUS_REQUIRES_CAPTURE\x10\x04\x12*\n" +
+	"&PAYMENT_STATUS_REQUIRES_PAYMENT_METHOD\x10\x05\x12(\n" +
+	"$PAYMENT_STATUS_REQUIRES_CONFIRMATION\x10\x06\x12\x1b\n" +
+	"\x17PAYMENT_STATUS_CANCELED\x10\a*\xcf\x02\n" +
+	"\x12SubscriptionStatus\x12#\n" +
+	"\x1fSUBSCRIPTION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aSUBSCRIPTION_STATUS_ACTIVE\x10\x01\x12 \n" +
+	"\x1cSUBSCRIPTION_STATUS_TRIALING\x10\x02\x12\"\n" +
+	"\x1eSUBSCRIPTION_STATUS_INCOMPLETE\x10\x03\x12*\n" +
+	"&SUBSCRIPTION_STATUS_INCOMPLETE_EXPIRED\x10\x04\x12 \n" +
+	"\x1cSUBSCRIPTION_STATUS_PAST_DUE\x10\x05\x12 \n" +
+	"\x1cSUBSCRIPTION_STATUS_CANCELED\x10\x06\x12\x1e\n" +
+	"\x1aSUBSCRIPTION_STATUS_UNPAID\x10\a\x12\x1e\n" +
+	"\x1aSUBSCRIPTION_STATUS_PAUSED\x10\b2\xaf\x02\n" +
 	"\x0eBillingService\x12?\n" +
 	"\x06Charge\x12\x19.billing.v1.ChargeRequest\x1a\x1a.billing.v1.ChargeResponse\x12H\n" +
-	"\tSubscribe\x12\x1c.billing.v1.SubscribeRequest\x1a\x1d.billing.v1.SubscribeResponse\x12F\n" +
+	"\tSubscribe\x12\x1c.billing.v1.SubscribeRequest\x1a\x1d.billing.v1.SubscribeResponse\x12J\n" +
+	"\x0eWatchOperation\x12\x1f.billing.v1.GetOperationRequest\x1a\x15.billing.v1.Operation0\x01\x12F\n" +
 	"\fGetOperation\x12\x1f.billing.v1.GetOperationRequest\x1a\x15.billing.v1.OperationB\x9e\x01\n" +
 	"\x0ecom.billing.v1B\fBillingProtoP\x01Z5github.com/billingd/billingd/gen/billing/v1;billingv1\xa2\x02\x03BXX\xaa\x02\n" +
 	"Billing.V1\xca\x02\n" +
@@ -727,42 +1039,48 @@ func file_billing_v1_billing_proto_rawDescGZIP() []byte {
 	return file_billing_v1_billing_proto_rawDescData
 }
 
-var file_billing_v1_billing_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_billing_v1_billing_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_billing_v1_billing_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_billing_v1_billing_proto_goTypes = []any{
-	(Operation_State)(0),          // 0: billing.v1.Operation.State
-	(*ChargeRequest)(nil),         // 1: billing.v1.ChargeRequest
-	(*ChargeResponse)(nil),        // 2: billing.v1.ChargeResponse
-	(*SubscribeRequest)(nil),      // 3: billing.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),     // 4: billing.v1.SubscribeResponse
-	(*GetOperationRequest)(nil),   // 5: billing.v1.GetOperationRequest
-	(*Operation)(nil),             // 6: billing.v1.Operation
-	nil,                           // 7: billing.v1.ChargeRequest.MetadataEntry
-	nil,                           // 8: billing.v1.SubscribeRequest.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(*status.Status)(nil),         // 10: google.rpc.Status
+	(PaymentStatus)(0),            // 0: billing.v1.PaymentStatus
+	(SubscriptionStatus)(0),       // 1: billing.v1.SubscriptionStatus
+	(Operation_State)(0),          // 2: billing.v1.Operation.State
+	(*ChargeRequest)(nil),         // 3: billing.v1.ChargeRequest
+	(*ChargeResponse)(nil),        // 4: billing.v1.ChargeResponse
+	(*SubscribeRequest)(nil),      // 5: billing.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),     // 6: billing.v1.SubscribeResponse
+	(*GetOperationRequest)(nil),   // 7: billing.v1.GetOperationRequest
+	(*Operation)(nil),             // 8: billing.v1.Operation
+	nil,                           // 9: billing.v1.ChargeRequest.MetadataEntry
+	nil,                           // 10: billing.v1.SubscribeRequest.MetadataEntry
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*status.Status)(nil),         // 12: google.rpc.Status
 }
 var file_billing_v1_billing_proto_depIdxs = []int32{
-	7,  // 0: billing.v1.ChargeRequest.metadata:type_name -> billing.v1.ChargeRequest.MetadataEntry
-	8,  // 1: billing.v1.SubscribeRequest.metadata:type_name -> billing.v1.SubscribeRequest.MetadataEntry
-	0,  // 2: billing.v1.Operation.state:type_name -> billing.v1.Operation.State
-	9,  // 3: billing.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
-	9,  // 4: billing.v1.Operation.update_time:type_name -> google.protobuf.Timestamp
-	9,  // 5: billing.v1.Operation.first_attempt_time:type_name -> google.protobuf.Timestamp
-	10, // 6: billing.v1.Operation.error:type_name -> google.rpc.Status
-	2,  // 7: billing.v1.Operation.charge:type_name -> billing.v1.ChargeResponse
-	4,  // 8: billing.v1.Operation.subscription:type_name -> billing.v1.SubscribeResponse
-	1,  // 9: billing.v1.BillingService.Charge:input_type -> billing.v1.ChargeRequest
-	3,  // 10: billing.v1.BillingService.Subscribe:input_type -> billing.v1.SubscribeRequest
-	5,  // 11: billing.v1.BillingService.GetOperation:input_type -> billing.v1.GetOperationRequest
-	2,  // 12: billing.v1.BillingService.Charge:output_type -> billing.v1.ChargeResponse
-	4,  // 13: billing.v1.BillingService.Subscribe:output_type -> billing.v1.SubscribeResponse
-	6,  // 14: billing.v1.BillingService.GetOperation:output_type -> billing.v1.Operation
-	12, // [12:15] is the sub-list for method output_type
-	9,  // [9:12] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	9,  // 0: billing.v1.ChargeRequest.metadata:type_name -> billing.v1.ChargeRequest.MetadataEntry
+	0,  // 1: billing.v1.ChargeResponse.payment_status:type_name -> billing.v1.PaymentStatus
+	10, // 2: billing.v1.SubscribeRequest.metadata:type_name -> billing.v1.SubscribeRequest.MetadataEntry
+	1,  // 3: billing.v1.SubscribeResponse.subscription_status:type_name -> billing.v1.SubscriptionStatus
+	2,  // 4: billing.v1.Operation.state:type_name -> billing.v1.Operation.State
+	11, // 5: billing.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
+	11, // 6: billing.v1.Operation.update_time:type_name -> google.protobuf.Timestamp
+	11, // 7: billing.v1.Operation.first_attempt_time:type_name -> google.protobuf.Timestamp
+	12, // 8: billing.v1.Operation.error:type_name -> google.rpc.Status
+	4,  // 9: billing.v1.Operation.charge:type_name -> billing.v1.ChargeResponse
+	6,  // 10: billing.v1.Operation.subscription:type_name -> billing.v1.SubscribeResponse
+	3,  // 11: billing.v1.BillingService.Charge:input_type -> billing.v1.ChargeRequest
+	5,  // 12: billing.v1.BillingService.Subscribe:input_type -> billing.v1.SubscribeRequest
+	7,  // 13: billing.v1.BillingService.WatchOperation:input_type -> billing.v1.GetOperationRequest
+	7,  // 14: billing.v1.BillingService.GetOperation:input_type -> billing.v1.GetOperationRequest
+	4,  // 15: billing.v1.BillingService.Charge:output_type -> billing.v1.ChargeResponse
+	6,  // 16: billing.v1.BillingService.Subscribe:output_type -> billing.v1.SubscribeResponse
+	8,  // 17: billing.v1.BillingService.WatchOperation:output_type -> billing.v1.Operation
+	8,  // 18: billing.v1.BillingService.GetOperation:output_type -> billing.v1.Operation
+	15, // [15:19] is the sub-list for method output_type
+	11, // [11:15] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_billing_v1_billing_proto_init() }
@@ -770,6 +1088,7 @@ func file_billing_v1_billing_proto_init() {
 	if File_billing_v1_billing_proto != nil {
 		return
 	}
+	file_billing_v1_billing_proto_msgTypes[0].OneofWrappers = []any{}
 	file_billing_v1_billing_proto_msgTypes[5].OneofWrappers = []any{
 		(*Operation_Charge)(nil),
 		(*Operation_Subscription)(nil),
@@ -779,7 +1098,7 @@ func file_billing_v1_billing_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_billing_v1_billing_proto_rawDesc), len(file_billing_v1_billing_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      3,
 			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,

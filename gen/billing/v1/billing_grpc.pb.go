@@ -19,9 +19,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	BillingService_Charge_FullMethodName       = "/billing.v1.BillingService/Charge"
-	BillingService_Subscribe_FullMethodName    = "/billing.v1.BillingService/Subscribe"
-	BillingService_GetOperation_FullMethodName = "/billing.v1.BillingService/GetOperation"
+	BillingService_Charge_FullMethodName         = "/billing.v1.BillingService/Charge"
+	BillingService_Subscribe_FullMethodName      = "/billing.v1.BillingService/Subscribe"
+	BillingService_WatchOperation_FullMethodName = "/billing.v1.BillingService/WatchOperation"
+	BillingService_GetOperation_FullMethodName   = "/billing.v1.BillingService/GetOperation"
 )
 
 // BillingServiceClient is the client API for BillingService service.
@@ -45,7 +46,12 @@ const (
 //   - INVALID_ARGUMENT: bad input (BadRequest field violations; nothing recorded,
 //     nothing sent), or Stripe rejected the executed request (STRIPE_INVALID_REQUEST).
 //   - FAILED_PRECONDITION: REQUEST_ID_REUSED (same request_id, other parameters or
-//     method), CARD_DECLINED (code and decline_code in the metadata), STRIPE_STATE.
+//     method), CARD_DECLINED (code and decline_code in the metadata),
+//     AUTHENTICATION_REQUIRED (an off-session charge the bank wants authenticated;
+//     stripe_object_id names the PaymentIntent), AUTHENTICATION_FAILED (the
+//     customer failed 3-D Secure), CANCELED (the PaymentIntent or subscription
+//     was canceled before it was paid), SUBSCRIPTION_INCOMPLETE_EXPIRED (the
+//     first invoice was not paid within 23 hours), STRIPE_STATE.
 //   - NOT_FOUND: RESOURCE_MISSING (a customer, payment method or price Stripe does
 //     not know; ResourceInfo names it).
 //   - UNAVAILABLE: retry with the same request_id. REQUEST_IN_PROGRESS,
@@ -65,6 +71,12 @@ type BillingServiceClient interface {
 	// Subscribe creates a Stripe Subscription for `customer_id` to `price_id`.
 	// Exactly one Subscription exists per (caller, request_id).
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (*SubscribeResponse, error)
+	// WatchOperation sends the operation now and again on every change, until
+	// it is final (SUCCEEDED or FAILED) or the caller hangs up: a checkout
+	// waiting for 3-D Secure does not poll. NOT_FOUND as GetOperation. A caller
+	// has a bounded number of open watches (RESOURCE_EXHAUSTED past it), and a
+	// server that drains ends its watches with UNAVAILABLE: watch again.
+	WatchOperation(ctx context.Context, in *GetOperationRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Operation], error)
 	// GetOperation returns billingd's record of one of the calling caller's
 	// requests: NOT_FOUND when the caller has no request with that request_id
 	// (including when another caller does). It never calls Stripe. It returns the
@@ -101,6 +113,25 @@ func (c *billingServiceClient) Subscribe(ctx context.Context, in *SubscribeReque
 	return out, nil
 }
 
+func (c *billingServiceClient) WatchOperation(ctx context.Context, in *GetOperationRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Operation], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &BillingService_ServiceDesc.Streams[0], BillingService_WatchOperation_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetOperationRequest, Operation]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BillingService_WatchOperationClient = grpc.ServerStreamingClient[Operation]
+
 func (c *billingServiceClient) GetOperation(ctx context.Context, in *GetOperationRequest, opts ...grpc.CallOption) (*Operation, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Operation)
@@ -132,7 +163,12 @@ func (c *billingServiceClient) GetOperation(ctx context.Context, in *GetOperatio
 //   - INVALID_ARGUMENT: bad input (BadRequest field violations; nothing recorded,
 //     nothing sent), or Stripe rejected the executed request (STRIPE_INVALID_REQUEST).
 //   - FAILED_PRECONDITION: REQUEST_ID_REUSED (same request_id, other parameters or
-//     method), CARD_DECLINED (code and decline_code in the metadata), STRIPE_STATE.
+//     method), CARD_DECLINED (code and decline_code in the metadata),
+//     AUTHENTICATION_REQUIRED (an off-session charge the bank wants authenticated;
+//     stripe_object_id names the PaymentIntent), AUTHENTICATION_FAILED (the
+//     customer failed 3-D Secure), CANCELED (the PaymentIntent or subscription
+//     was canceled before it was paid), SUBSCRIPTION_INCOMPLETE_EXPIRED (the
+//     first invoice was not paid within 23 hours), STRIPE_STATE.
 //   - NOT_FOUND: RESOURCE_MISSING (a customer, payment method or price Stripe does
 //     not know; ResourceInfo names it).
 //   - UNAVAILABLE: retry with the same request_id. REQUEST_IN_PROGRESS,
@@ -152,6 +188,12 @@ type BillingServiceServer interface {
 	// Subscribe creates a Stripe Subscription for `customer_id` to `price_id`.
 	// Exactly one Subscription exists per (caller, request_id).
 	Subscribe(context.Context, *SubscribeRequest) (*SubscribeResponse, error)
+	// WatchOperation sends the operation now and again on every change, until
+	// it is final (SUCCEEDED or FAILED) or the caller hangs up: a checkout
+	// waiting for 3-D Secure does not poll. NOT_FOUND as GetOperation. A caller
+	// has a bounded number of open watches (RESOURCE_EXHAUSTED past it), and a
+	// server that drains ends its watches with UNAVAILABLE: watch again.
+	WatchOperation(*GetOperationRequest, grpc.ServerStreamingServer[Operation]) error
 	// GetOperation returns billingd's record of one of the calling caller's
 	// requests: NOT_FOUND when the caller has no request with that request_id
 	// (including when another caller does). It never calls Stripe. It returns the
@@ -173,6 +215,9 @@ func (UnimplementedBillingServiceServer) Charge(context.Context, *ChargeRequest)
 }
 func (UnimplementedBillingServiceServer) Subscribe(context.Context, *SubscribeRequest) (*SubscribeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Subscribe not implemented")
+}
+func (UnimplementedBillingServiceServer) WatchOperation(*GetOperationRequest, grpc.ServerStreamingServer[Operation]) error {
+	return status.Error(codes.Unimplemented, "method WatchOperation not implemented")
 }
 func (UnimplementedBillingServiceServer) GetOperation(context.Context, *GetOperationRequest) (*Operation, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetOperation not implemented")
@@ -234,6 +279,17 @@ func _BillingService_Subscribe_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _BillingService_WatchOperation_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetOperationRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(BillingServiceServer).WatchOperation(m, &grpc.GenericServerStream[GetOperationRequest, Operation]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BillingService_WatchOperationServer = grpc.ServerStreamingServer[Operation]
+
 func _BillingService_GetOperation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetOperationRequest)
 	if err := dec(in); err != nil {
@@ -272,6 +328,12 @@ var BillingService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _BillingService_GetOperation_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchOperation",
+			Handler:       _BillingService_WatchOperation_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "billing/v1/billing.proto",
 }

@@ -200,7 +200,7 @@ func (x *Record) GetImplied() uint32 {
 	return 0
 }
 
-// Result is a successful outcome.
+// Result is the Stripe object the operation created, as last seen.
 type Result struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// object_id is the Stripe object id.
@@ -210,7 +210,15 @@ type Result struct {
 	// amount in minor units (charges).
 	Amount int64 `protobuf:"varint,3,opt,name=amount,proto3" json:"amount,omitempty"`
 	// currency (charges).
-	Currency      string `protobuf:"bytes,4,opt,name=currency,proto3" json:"currency,omitempty"`
+	Currency string `protobuf:"bytes,4,opt,name=currency,proto3" json:"currency,omitempty"`
+	// payment_status: the first invoice's PaymentIntent status (subscriptions).
+	PaymentStatus string `protobuf:"bytes,5,opt,name=payment_status,json=paymentStatus,proto3" json:"payment_status,omitempty"`
+	// client_secret of the PaymentIntent that waits for the customer.
+	ClientSecret string `protobuf:"bytes,6,opt,name=client_secret,json=clientSecret,proto3" json:"client_secret,omitempty"`
+	// next_action_type is Stripe's next_action.type.
+	NextActionType string `protobuf:"bytes,7,opt,name=next_action_type,json=nextActionType,proto3" json:"next_action_type,omitempty"`
+	// redirect_url is next_action.redirect_to_url.url.
+	RedirectUrl   string `protobuf:"bytes,8,opt,name=redirect_url,json=redirectUrl,proto3" json:"redirect_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -269,6 +277,34 @@ func (x *Result) GetAmount() int64 {
 func (x *Result) GetCurrency() string {
 	if x != nil {
 		return x.Currency
+	}
+	return ""
+}
+
+func (x *Result) GetPaymentStatus() string {
+	if x != nil {
+		return x.PaymentStatus
+	}
+	return ""
+}
+
+func (x *Result) GetClientSecret() string {
+	if x != nil {
+		return x.ClientSecret
+	}
+	return ""
+}
+
+func (x *Result) GetNextActionType() string {
+	if x != nil {
+		return x.NextActionType
+	}
+	return ""
+}
+
+func (x *Result) GetRedirectUrl() string {
+	if x != nil {
+		return x.RedirectUrl
 	}
 	return ""
 }
@@ -452,12 +488,16 @@ const file_billingd_storage_v1_record_proto_rawDesc = "" +
 	"\vrequest_key\x18\r \x01(\tR\n" +
 	"requestKey\x12\x16\n" +
 	"\x06params\x18\x0e \x01(\fR\x06params\x12\x18\n" +
-	"\aimplied\x18\x0f \x01(\rR\aimplied\"q\n" +
+	"\aimplied\x18\x0f \x01(\rR\aimplied\"\x8a\x02\n" +
 	"\x06Result\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\tR\bobjectId\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x16\n" +
 	"\x06amount\x18\x03 \x01(\x03R\x06amount\x12\x1a\n" +
-	"\bcurrency\x18\x04 \x01(\tR\bcurrency\"\xf4\x02\n" +
+	"\bcurrency\x18\x04 \x01(\tR\bcurrency\x12%\n" +
+	"\x0epayment_status\x18\x05 \x01(\tR\rpaymentStatus\x12#\n" +
+	"\rclient_secret\x18\x06 \x01(\tR\fclientSecret\x12(\n" +
+	"\x10next_action_type\x18\a \x01(\tR\x0enextActionType\x12!\n" +
+	"\fredirect_url\x18\b \x01(\tR\vredirectUrl\"\xf4\x02\n" +
 	"\x05Error\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12D\n" +
