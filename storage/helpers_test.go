@@ -207,8 +207,9 @@ func putAsync(ctx context.Context, db *storage.DB, rec service.Record) <-chan er
 // countsFromScan recounts states the slow way, to check CountByState.
 func countsFromScan(t testing.TB, db *storage.DB) map[service.State]int {
 	t.Helper()
-	out := map[service.State]int{
-		service.StatePending: 0, service.StateSucceeded: 0, service.StateFailed: 0, service.StateIndeterminate: 0,
+	out := map[service.State]int{}
+	for _, st := range service.States() {
+		out[st] = 0
 	}
 	if err := db.Scan(context.Background(), func(r service.Record) bool { out[r.State]++; return true }); err != nil {
 		t.Fatalf("Scan: %v", err)

@@ -312,37 +312,37 @@ func TestListOpenAndCountByStateFollowPut(t *testing.T) {
 		{
 			name:       "all pending",
 			wantOpen:   []string{"d", "b", "c", "a"},
-			wantCounts: map[service.State]int{service.StatePending: 4, service.StateSucceeded: 0, service.StateFailed: 0, service.StateIndeterminate: 0},
+			wantCounts: map[service.State]int{service.StatePending: 4, service.StateSucceeded: 0, service.StateFailed: 0, service.StateIndeterminate: 0, service.StateRequiresAction: 0, service.StateProcessing: 0, service.StateAuthorized: 0},
 		},
 		{
 			name:       "b succeeded",
 			put:        ptr(withState(b, service.StateSucceeded, t0.Add(3*time.Hour))),
 			wantOpen:   []string{"d", "c", "a"},
-			wantCounts: map[service.State]int{service.StatePending: 3, service.StateSucceeded: 1, service.StateFailed: 0, service.StateIndeterminate: 0},
+			wantCounts: map[service.State]int{service.StatePending: 3, service.StateSucceeded: 1, service.StateFailed: 0, service.StateIndeterminate: 0, service.StateRequiresAction: 0, service.StateProcessing: 0, service.StateAuthorized: 0},
 		},
 		{
 			name:       "c indeterminate stays open",
 			put:        ptr(withState(c, service.StateIndeterminate, t0.Add(3*time.Hour))),
 			wantOpen:   []string{"d", "c", "a"},
-			wantCounts: map[service.State]int{service.StatePending: 2, service.StateSucceeded: 1, service.StateFailed: 0, service.StateIndeterminate: 1},
+			wantCounts: map[service.State]int{service.StatePending: 2, service.StateSucceeded: 1, service.StateFailed: 0, service.StateIndeterminate: 1, service.StateRequiresAction: 0, service.StateProcessing: 0, service.StateAuthorized: 0},
 		},
 		{
 			name:       "c reconciled to failed",
 			put:        ptr(withState(c, service.StateFailed, t0.Add(4*time.Hour))),
 			wantOpen:   []string{"d", "a"},
-			wantCounts: map[service.State]int{service.StatePending: 2, service.StateSucceeded: 1, service.StateFailed: 1, service.StateIndeterminate: 0},
+			wantCounts: map[service.State]int{service.StatePending: 2, service.StateSucceeded: 1, service.StateFailed: 1, service.StateIndeterminate: 0, service.StateRequiresAction: 0, service.StateProcessing: 0, service.StateAuthorized: 0},
 		},
 		{
 			name:       "pending d rewritten with a new attempt",
 			put:        ptr(func() service.Record { r := d; r.Attempts = 2; r.Updated = t0.Add(5 * time.Hour); return r }()),
 			wantOpen:   []string{"d", "a"},
-			wantCounts: map[service.State]int{service.StatePending: 2, service.StateSucceeded: 1, service.StateFailed: 1, service.StateIndeterminate: 0},
+			wantCounts: map[service.State]int{service.StatePending: 2, service.StateSucceeded: 1, service.StateFailed: 1, service.StateIndeterminate: 0, service.StateRequiresAction: 0, service.StateProcessing: 0, service.StateAuthorized: 0},
 		},
 		{
 			name:       "Put creates a missing record",
 			put:        ptr(withState(pending("acme", "e", t0), service.StateSucceeded, t0)),
 			wantOpen:   []string{"d", "a"},
-			wantCounts: map[service.State]int{service.StatePending: 2, service.StateSucceeded: 2, service.StateFailed: 1, service.StateIndeterminate: 0},
+			wantCounts: map[service.State]int{service.StatePending: 2, service.StateSucceeded: 2, service.StateFailed: 1, service.StateIndeterminate: 0, service.StateRequiresAction: 0, service.StateProcessing: 0, service.StateAuthorized: 0},
 		},
 	}
 	// Steps build on each other: sequential subtests, no t.Parallel.
@@ -451,7 +451,7 @@ func TestSweep(t *testing.T) {
 	if err != nil || n != 2 {
 		t.Errorf("Sweep(far future) = %d, %v; want the 2 final records", n, err)
 	}
-	want := map[service.State]int{service.StatePending: 1, service.StateSucceeded: 0, service.StateFailed: 0, service.StateIndeterminate: 1}
+	want := map[service.State]int{service.StatePending: 1, service.StateSucceeded: 0, service.StateFailed: 0, service.StateIndeterminate: 1, service.StateRequiresAction: 0, service.StateProcessing: 0, service.StateAuthorized: 0}
 	if got := mustCount(t, db); !reflect.DeepEqual(got, want) {
 		t.Errorf("CountByState after sweeps = %v, want %v", got, want)
 	}

@@ -376,8 +376,9 @@ func testListOpen(t *testing.T, b Backend) {
 	// Claimed in an order unlike creation order: the listing follows Created.
 	late := mustClaim(t, s, pending("zeta", "late", t0.Add(time.Hour)))
 	recs := fill(t, s, service.StateSucceeded, service.StatePending, service.StateFailed,
-		service.StateIndeterminate, service.StatePending)
-	want := []service.Record{recs[1], recs[3], recs[4], late}
+		service.StateIndeterminate, service.StatePending, service.StateRequiresAction, service.StateProcessing,
+		service.StateAuthorized)
+	want := []service.Record{recs[1], recs[3], recs[4], recs[5], recs[6], recs[7], late}
 
 	got, err := s.ListOpen(ctx, 0)
 	if err != nil {
@@ -397,7 +398,7 @@ func testListOpen(t *testing.T, b Backend) {
 	}
 	// A record leaves the listing when it settles.
 	mustPut(t, s, settled(recs[1], service.StateSucceeded, t0.Add(time.Minute)))
-	if got, err := s.ListOpen(ctx, 0); err != nil || len(got) != 3 || got[0].RequestID != "r03" {
+	if got, err := s.ListOpen(ctx, 0); err != nil || len(got) != len(want)-1 || got[0].RequestID != "r03" {
 		t.Errorf("ListOpen after settling r01 = %v, %v", ids(got), err)
 	}
 }
@@ -417,23 +418,28 @@ func testCounts(t *testing.T, b Backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, st := range []service.State{service.StatePending, service.StateSucceeded, service.StateFailed, service.StateIndeterminate} {
+	for _, st := range service.States() {
 		if n, ok := counts[st]; !ok || n != 0 {
 			t.Errorf("empty store: count[%v] = %d, present %v; want 0, present", st, n, ok)
 		}
 	}
-	if open, err := s.CountOpen(ctx); err != nil || len(open) != 2 || open[service.StatePending] != 0 || open[service.StateIndeterminate] != 0 {
-		t.Errorf("empty store: CountOpen = %v, %v; want PENDING and INDETERMINATE, both 0", open, err)
+	wantEmpty := map[service.State]int{service.StatePending: 0, service.StateIndeterminate: 0,
+		service.StateRequiresAction: 0, service.StateProcessing: 0, service.StateAuthorized: 0}
+	if open, err := s.CountOpen(ctx); err != nil || !reflect.DeepEqual(open, wantEmpty) {
+		t.Errorf("empty store: CountOpen = %v, %v; want %v", open, err, wantEmpty)
 	}
 	fill(t, s, service.StatePending, service.StatePending, service.StateSucceeded, service.StateSucceeded,
-		service.StateSucceeded, service.StateFailed, service.StateIndeterminate)
+		service.StateSucceeded, service.StateFailed, service.StateIndeterminate,
+		service.StateRequiresAction, service.StateAuthorized, service.StateAuthorized)
 	counts, err = s.CountByState(ctx)
-	want := map[service.State]int{service.StatePending: 2, service.StateSucceeded: 3, service.StateFailed: 1, service.StateIndeterminate: 1}
+	want := map[service.State]int{service.StatePending: 2, service.StateSucceeded: 3, service.StateFailed: 1, service.StateIndeterminate: 1,
+		service.StateRequiresAction: 1, service.StateProcessing: 0, service.StateAuthorized: 2}
 	if err != nil || !reflect.DeepEqual(counts, want) {
 		t.Errorf("CountByState = %v, %v; want %v", counts, err, want)
 	}
 	open, err := s.CountOpen(ctx)
-	wantOpen := map[service.State]int{service.StatePending: 2, service.StateIndeterminate: 1}
+	wantOpen := map[service.State]int{service.StatePending: 2, service.StateIndeterminate: 1,
+		service.StateRequiresAction: 1, service.StateProcessing: 0, service.StateAuthorized: 2}
 	if err != nil || !reflect.DeepEqual(open, wantOpen) {
 		t.Errorf("CountOpen = %v, %v; want %v", open, err, wantOpen)
 	}

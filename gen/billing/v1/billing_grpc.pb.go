@@ -76,12 +76,16 @@ type BillingServiceClient interface {
 	// waiting for 3-D Secure does not poll. NOT_FOUND as GetOperation. A caller
 	// has a bounded number of open watches (RESOURCE_EXHAUSTED past it), and a
 	// server that drains ends its watches with UNAVAILABLE: watch again.
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	// buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	WatchOperation(ctx context.Context, in *GetOperationRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Operation], error)
 	// GetOperation returns billingd's record of one of the calling caller's
 	// requests: NOT_FOUND when the caller has no request with that request_id
 	// (including when another caller does). It never calls Stripe. It returns the
 	// resource itself, as AIP-131 asks, not a GetOperationResponse wrapper.
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
 	GetOperation(ctx context.Context, in *GetOperationRequest, opts ...grpc.CallOption) (*Operation, error)
 }
 
@@ -193,12 +197,16 @@ type BillingServiceServer interface {
 	// waiting for 3-D Secure does not poll. NOT_FOUND as GetOperation. A caller
 	// has a bounded number of open watches (RESOURCE_EXHAUSTED past it), and a
 	// server that drains ends its watches with UNAVAILABLE: watch again.
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	// buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	WatchOperation(*GetOperationRequest, grpc.ServerStreamingServer[Operation]) error
 	// GetOperation returns billingd's record of one of the calling caller's
 	// requests: NOT_FOUND when the caller has no request with that request_id
 	// (including when another caller does). It never calls Stripe. It returns the
 	// resource itself, as AIP-131 asks, not a GetOperationResponse wrapper.
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
 	GetOperation(context.Context, *GetOperationRequest) (*Operation, error)
 	mustEmbedUnimplementedBillingServiceServer()
 }
