@@ -66,14 +66,16 @@ func codeOf(reason string) codes.Code {
 	case "INVALID_ARGUMENT", "STRIPE_INVALID_REQUEST":
 		return codes.InvalidArgument
 	case "REQUEST_ID_REUSED", "CARD_DECLINED", "STRIPE_STATE",
-		"NOT_CREATED": // never created at Stripe, settled by reconciliation: final
+		"NOT_CREATED", // never created at Stripe, settled by reconciliation: final
+		"AUTHENTICATION_REQUIRED", "AUTHENTICATION_FAILED", "CANCELED", "SUBSCRIPTION_INCOMPLETE_EXPIRED":
 		return codes.FailedPrecondition
 	case "RESOURCE_MISSING", "NOT_FOUND":
 		return codes.NotFound
 	case "REQUEST_IN_PROGRESS", "UPSTREAM_RATE_LIMITED", "UPSTREAM_UNAVAILABLE",
-		"OUTCOME_PENDING_RECONCILIATION", "STORAGE_UNAVAILABLE":
+		"OUTCOME_PENDING_RECONCILIATION", "STORAGE_UNAVAILABLE", "SHUTTING_DOWN":
 		return codes.Unavailable
-	case "RATE_LIMITED": // billingd's own per-caller limit
+	case "RATE_LIMITED", // billingd's own per-caller limit
+		"TOO_MANY_WATCHES":
 		return codes.ResourceExhausted
 	}
 	// STRIPE_AUTH, STRIPE_IDEMPOTENCY_MISMATCH, and anything unknown.
@@ -113,6 +115,25 @@ func ErrorStatus(opts ...StatusOption) grpc.UnaryServerInterceptor {
 			cfg.observe(ctx, info.FullMethod, err, st)
 		}
 		return resp, st.Err()
+	}
+}
+
+// ErrorStatusStream is ErrorStatus for streaming RPCs.
+func ErrorStatusStream(opts ...StatusOption) grpc.StreamServerInterceptor {
+	var cfg statusConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		err := handler(srv, ss)
+		if err == nil {
+			return nil
+		}
+		st := StatusOf(err)
+		if cfg.observe != nil {
+			cfg.observe(ss.Context(), info.FullMethod, err, st)
+		}
+		return st.Err()
 	}
 }
 

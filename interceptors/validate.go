@@ -62,3 +62,28 @@ func validationStatus(err error) error {
 	}
 	return st.Err()
 }
+
+// ValidateStream is Validate for streaming RPCs: every message the handler
+// receives is checked before the handler sees it.
+func ValidateStream(v protovalidate.Validator) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		return handler(srv, &validatingStream{ServerStream: ss, v: v})
+	}
+}
+
+type validatingStream struct {
+	grpc.ServerStream
+	v protovalidate.Validator
+}
+
+func (s *validatingStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	if msg, ok := m.(proto.Message); ok {
+		if err := s.v.Validate(msg); err != nil {
+			return validationStatus(err)
+		}
+	}
+	return nil
+}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/billingd/billingd/service"
@@ -68,14 +69,17 @@ func AdminView(rec service.Record) AdminRecord {
 	return a
 }
 
-// ParseState reads a state name (PENDING, SUCCEEDED, FAILED, INDETERMINATE).
+// ParseState reads a state name (PENDING, SUCCEEDED, FAILED, INDETERMINATE,
+// REQUIRES_ACTION, PROCESSING, AUTHORIZED).
 func ParseState(s string) (service.State, error) {
-	for st := service.StatePending; st <= service.StateIndeterminate; st++ {
+	names := make([]string, 0, len(service.States()))
+	for _, st := range service.States() {
 		if st.String() == s {
 			return st, nil
 		}
+		names = append(names, st.String())
 	}
-	return 0, fmt.Errorf("unknown state %q: want PENDING, SUCCEEDED, FAILED or INDETERMINATE", s)
+	return 0, fmt.Errorf("unknown state %q: want one of %s", s, strings.Join(names, ", "))
 }
 
 // DefaultAdminLimit bounds a listing unless the request asks for another.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	billingv1 "github.com/billingd/billingd/gen/billing/v1"
@@ -58,6 +59,8 @@ func (b *billing) Charge(ctx context.Context, req *billingv1.ChargeRequest) (*bi
 		PaymentMethodID: req.GetPaymentMethodId(),
 		Description:     req.GetDescription(),
 		Metadata:        req.GetMetadata(),
+		OffSession:      req.OffSession,
+		CaptureMethod:   req.GetCaptureMethod(),
 	})
 	logOutcome(ctx, out, err)
 	if err != nil {
@@ -90,6 +93,15 @@ func (b *billing) GetOperation(ctx context.Context, req *billingv1.GetOperationR
 	return operation(rec), nil
 }
 
+// WatchOperation streams the caller's operation until it is final.
+func (b *billing) WatchOperation(req *billingv1.GetOperationRequest, stream grpc.ServerStreamingServer[billingv1.Operation]) error {
+	ctx := stream.Context()
+	interceptors.SetCallField(ctx, "request_id", req.GetRequestId())
+	return b.svc.Watch(ctx, callerOf(ctx), req.GetRequestId(), func(rec service.Record) error {
+		return stream.Send(operation(rec))
+	})
+}
+
 // replayedError marks a final failure answered from the record with the
 // idempotent-replayed header, as a replayed success is marked.
 func replayedError(ctx context.Context, out service.Outcome, err error) error {
@@ -100,12 +112,39 @@ func replayedError(ctx context.Context, out service.Outcome, err error) error {
 }
 
 func chargeResponse(r service.Result, replayed bool) *billingv1.ChargeResponse {
-	return &billingv1.ChargeResponse{PaymentIntentId: r.ObjectID, Status: r.Status, Amount: r.Amount, Currency: r.Currency, Replayed: replayed}
+	return &billingv1.ChargeResponse{PaymentIntentId: r.ObjectID, Status: r.Status, Amount: r.Amount, Currency: r.Currency, Replayed: replayed,
+		PaymentStatus: paymentStatuses[r.Status], ClientSecret: r.ClientSecret, NextActionType: r.NextActionType, RedirectUrl: r.RedirectURL}
 }
 
 func subscribeResponse(r service.Result, replayed bool) *billingv1.SubscribeResponse {
-	return &billingv1.SubscribeResponse{SubscriptionId: r.ObjectID, Status: r.Status, Replayed: replayed}
+	return &billingv1.SubscribeResponse{SubscriptionId: r.ObjectID, Status: r.Status, Replayed: replayed,
+		SubscriptionStatus: subscriptionStatuses[r.Status], ClientSecret: r.ClientSecret, NextActionType: r.NextActionType,
+		RedirectUrl: r.RedirectURL}
 }
+
+// paymentStatuses and subscriptionStatuses type Stripe's status strings; a
+// status Stripe adds later reads UNSPECIFIED (the zero value).
+var (
+	paymentStatuses = map[string]billingv1.PaymentStatus{
+		service.PaymentSucceeded:             billingv1.PaymentStatus_PAYMENT_STATUS_SUCCEEDED,
+		service.PaymentRequiresAction:        billingv1.PaymentStatus_PAYMENT_STATUS_REQUIRES_ACTION,
+		service.PaymentProcessing:            billingv1.PaymentStatus_PAYMENT_STATUS_PROCESSING,
+		service.PaymentRequiresCapture:       billingv1.PaymentStatus_PAYMENT_STATUS_REQUIRES_CAPTURE,
+		service.PaymentRequiresPaymentMethod: billingv1.PaymentStatus_PAYMENT_STATUS_REQUIRES_PAYMENT_METHOD,
+		service.PaymentRequiresConfirmation:  billingv1.PaymentStatus_PAYMENT_STATUS_REQUIRES_CONFIRMATION,
+		service.PaymentCanceled:              billingv1.PaymentStatus_PAYMENT_STATUS_CANCELED,
+	}
+	subscriptionStatuses = map[string]billingv1.SubscriptionStatus{
+		service.SubscriptionActive:            billingv1.SubscriptionStatus_SUBSCRIPTION_STATUS_ACTIVE,
+		service.SubscriptionTrialing:          billingv1.SubscriptionStatus_SUBSCRIPTION_STATUS_TRIALING,
+		service.SubscriptionIncomplete:        billingv1.SubscriptionStatus_SUBSCRIPTION_STATUS_INCOMPLETE,
+		service.SubscriptionIncompleteExpired: billingv1.SubscriptionStatus_SUBSCRIPTION_STATUS_INCOMPLETE_EXPIRED,
+		service.SubscriptionPastDue:           billingv1.SubscriptionStatus_SUBSCRIPTION_STATUS_PAST_DUE,
+		service.SubscriptionCanceled:          billingv1.SubscriptionStatus_SUBSCRIPTION_STATUS_CANCELED,
+		service.SubscriptionUnpaid:            billingv1.SubscriptionStatus_SUBSCRIPTION_STATUS_UNPAID,
+		service.SubscriptionPaused:            billingv1.SubscriptionStatus_SUBSCRIPTION_STATUS_PAUSED,
+	}
+)
 
 func operation(rec service.Record) *billingv1.Operation {
 	op := &billingv1.Operation{
@@ -117,13 +156,16 @@ func operation(rec service.Record) *billingv1.Operation {
 		Attempts:       int32(rec.Attempts),
 		StripeObjectId: rec.Result.ObjectID,
 	}
+	if op.StripeObjectId == "" && rec.Err != nil {
+		op.StripeObjectId = rec.Err.Metadata["stripe_object_id"]
+	}
 	if !rec.FirstAttempt.IsZero() {
 		op.FirstAttemptTime = timestamppb.New(rec.FirstAttempt)
 	}
 	if rec.Err != nil {
 		op.Error = interceptors.StatusOf(rec.Err).Proto()
 	}
-	if rec.State == service.StateSucceeded {
+	if rec.Result.ObjectID != "" && (rec.State == service.StateSucceeded || rec.State.Followed()) {
 		switch rec.Method {
 		case service.MethodCharge:
 			op.Result = &billingv1.Operation_Charge{Charge: chargeResponse(rec.Result, true)}

@@ -108,6 +108,7 @@ type Server struct {
 	grpc   *grpc.Server
 	health *health.Server
 	log    *slog.Logger
+	svc    *service.Service
 }
 
 // The services the chain tells apart (health and, unless
@@ -202,6 +203,10 @@ func New(cfg Config, svc *service.Service, log *slog.Logger) (*Server, error) {
 		interceptors.Validate(validator),
 	)
 	unary = append(unary, cfg.ExtraInterceptors...)
+	stream = append(stream,
+		interceptors.ErrorStatusStream(interceptors.WithStatusObserver(logInternalCause)),
+		interceptors.ValidateStream(validator),
+	)
 
 	opts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
@@ -231,7 +236,7 @@ func New(cfg Config, svc *service.Service, log *slog.Logger) (*Server, error) {
 	if cfg.Metrics != nil {
 		cfg.Metrics.GRPC.InitializeMetrics(gs)
 	}
-	return &Server{cfg: cfg, grpc: gs, health: hs, log: log}, nil
+	return &Server{cfg: cfg, grpc: gs, health: hs, log: log, svc: svc}, nil
 }
 
 // Serve accepts connections on lis until Shutdown. An open server (see
@@ -251,6 +256,8 @@ func (s *Server) Serve(lis net.Listener) error {
 // in-flight calls finish until ctx is done, and then the rest are cut off.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.health.Shutdown()
+	// Watches last until their payment ends; a drain must not wait for that.
+	s.svc.DrainWatches()
 	done := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(done) }()
 	select {

@@ -10,6 +10,7 @@ import (
 	"github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/webhook"
 
+	"github.com/billingd/billingd/interceptors"
 	"github.com/billingd/billingd/service"
 )
 
@@ -95,42 +96,70 @@ func writeWebhookAnswer(w http.ResponseWriter, outcome string) {
 func serviceEvent(ev stripe.Event) (service.Event, bool, error) {
 	out := service.Event{ID: ev.ID}
 	switch ev.Type {
-	case "payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled":
+	case "payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled",
+		"payment_intent.requires_action", "payment_intent.processing", "payment_intent.amount_capturable_updated":
 		var pi stripe.PaymentIntent
 		if err := json.Unmarshal(ev.Data.Raw, &pi); err != nil {
 			return out, false, err
 		}
 		out.RequestKey, out.Caller = pi.Metadata[service.MetadataRequestKey], pi.Metadata[service.MetadataCaller]
-		out.Object = service.Result{ObjectID: pi.ID, Status: string(pi.Status), Amount: pi.Amount, Currency: string(pi.Currency)}
+		out.Object = service.Result{ObjectID: pi.ID, Status: string(pi.Status), Amount: pi.Amount, Currency: string(pi.Currency),
+			ClientSecret: pi.ClientSecret, CancellationReason: string(pi.CancellationReason)}
+		if na := pi.NextAction; na != nil {
+			out.Object.NextActionType = string(na.Type)
+			if na.RedirectToURL != nil {
+				out.Object.RedirectURL = na.RedirectToURL.URL
+			}
+		}
 		switch ev.Type {
 		case "payment_intent.succeeded":
 			out.Kind = service.EventPaymentSucceeded
 		case "payment_intent.canceled":
 			out.Kind = service.EventPaymentCanceled
-		default:
+		case "payment_intent.payment_failed":
 			out.Kind = service.EventPaymentFailed
 			out.Object.Failure = paymentFailure(&pi)
+		default:
+			out.Kind = service.EventPaymentUpdated
 		}
-	case "customer.subscription.created":
+	case "customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted":
 		var sub stripe.Subscription
 		if err := json.Unmarshal(ev.Data.Raw, &sub); err != nil {
 			return out, false, err
 		}
-		out.Kind = service.EventSubscriptionCreated
+		out.Kind = service.EventSubscriptionChanged
+		if ev.Type == "customer.subscription.created" {
+			out.Kind = service.EventSubscriptionCreated
+		}
 		out.RequestKey, out.Caller = sub.Metadata[service.MetadataRequestKey], sub.Metadata[service.MetadataCaller]
 		out.Object = service.Result{ObjectID: sub.ID, Status: string(sub.Status)}
+	case "invoice.paid", "invoice.payment_failed", "invoice.payment_succeeded":
+		// The subscription's first invoice: it carries a snapshot of the
+		// subscription's metadata, which names the record.
+		var in stripe.Invoice
+		if err := json.Unmarshal(ev.Data.Raw, &in); err != nil {
+			return out, false, err
+		}
+		if in.Subscription == nil || in.Subscription.ID == "" || in.SubscriptionDetails == nil {
+			return out, false, nil
+		}
+		out.Kind = service.EventSubscriptionChanged
+		md := in.SubscriptionDetails.Metadata
+		out.RequestKey, out.Caller = md[service.MetadataRequestKey], md[service.MetadataCaller]
+		out.Object = service.Result{ObjectID: in.Subscription.ID}
 	default:
 		return out, false, nil
 	}
 	return out, true, nil
 }
 
-// paymentFailure is the decline a payment_failed event's PaymentIntent records.
+// paymentFailure is the failed payment a PaymentIntent records. Stripe's
+// message goes through the same scrub as a create's.
 func paymentFailure(pi *stripe.PaymentIntent) *service.UpstreamError {
 	f := &service.UpstreamError{Kind: service.UpstreamDeclined, HTTPStatus: http.StatusPaymentRequired,
 		Type: "card_error", Code: "card_declined", ObjectID: pi.ID}
 	if lpe := pi.LastPaymentError; lpe != nil {
-		f.Type, f.Code, f.DeclineCode, f.Param, f.Message = string(lpe.Type), string(lpe.Code), string(lpe.DeclineCode), lpe.Param, lpe.Msg
+		f.Type, f.Code, f.DeclineCode, f.Param, f.Message = string(lpe.Type), string(lpe.Code), string(lpe.DeclineCode), lpe.Param, interceptors.Scrub(lpe.Msg)
 	}
 	return f
 }

@@ -26,6 +26,12 @@ const (
 	ReasonStorageUnavailable   Reason = "STORAGE_UNAVAILABLE"
 	ReasonNotCreated           Reason = "NOT_CREATED"
 	ReasonNotFound             Reason = "NOT_FOUND"
+	// A payment that needs, or failed, the customer's authentication, and
+	// objects that ended without being paid (FAILED_PRECONDITION).
+	ReasonAuthenticationRequired Reason = "AUTHENTICATION_REQUIRED"
+	ReasonAuthenticationFailed   Reason = "AUTHENTICATION_FAILED"
+	ReasonCanceled               Reason = "CANCELED"
+	ReasonSubscriptionExpired    Reason = "SUBSCRIPTION_INCOMPLETE_EXPIRED"
 )
 
 // Error is an outcome billingd reports to a caller. It holds only caller-safe
@@ -87,11 +93,18 @@ func (e *Error) Resource() (typ, name string) { return e.ResourceType, e.Resourc
 // every later identical request is answered with it, as a replay.
 func (r Reason) final() bool {
 	switch r {
-	case ReasonCardDeclined, ReasonStripeInvalidRequest, ReasonStripeState, ReasonResourceMissing, ReasonNotCreated:
+	case ReasonCardDeclined, ReasonStripeInvalidRequest, ReasonStripeState, ReasonResourceMissing, ReasonNotCreated,
+		ReasonAuthenticationFailed, ReasonCanceled, ReasonSubscriptionExpired:
 		return true
 	}
 	return false
 }
+
+// answered reports whether an error with this reason is the record's
+// answer, given to every later identical request as a replay: a final
+// failure, or AUTHENTICATION_REQUIRED, the answer of a REQUIRES_ACTION
+// record whose off-session charge waits for the customer.
+func (r Reason) answered() bool { return r.final() || r == ReasonAuthenticationRequired }
 
 // ReasonOf returns the Reason of err's *Error, or "" if it has none.
 func ReasonOf(err error) Reason {

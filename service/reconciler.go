@@ -59,12 +59,13 @@ type ReconcilerStats struct {
 	Failed     uint64
 	NotCreated uint64
 	Searches   uint64 // Stripe searches made
+	Follows    uint64 // followed objects retrieved from Stripe
 	Errors     uint64 // passes or drives that ended on a storage or Stripe error
 }
 
 // counters are ReconcilerStats as they are kept.
 type counters struct {
-	passes, scanned, redriven, succeeded, failed, notCreated, searches, errors atomic.Uint64
+	passes, scanned, redriven, succeeded, failed, notCreated, searches, follows, errors atomic.Uint64
 }
 
 // Reconciler resolves records nobody is driving (DESIGN.md §3.8): PENDING
@@ -81,8 +82,9 @@ type Reconciler struct {
 	log   *slog.Logger
 	stats counters
 
-	// searched remembers, per record, how often a lookup found nothing and
-	// when the next one is due (searches do not change the record).
+	// searched remembers, per record, how often a lookup (a search, or a
+	// followed object's retrieve) learnt nothing final and when the next one
+	// is due (lookups do not always change the record).
 	mu       sync.Mutex
 	searched map[string]retryState
 }
@@ -126,7 +128,7 @@ func (r *Reconciler) Stats() ReconcilerStats {
 	return ReconcilerStats{
 		Passes: c.passes.Load(), Scanned: c.scanned.Load(), Redriven: c.redriven.Load(),
 		Succeeded: c.succeeded.Load(), Failed: c.failed.Load(), NotCreated: c.notCreated.Load(),
-		Searches: c.searches.Load(), Errors: c.errors.Load(),
+		Searches: c.searches.Load(), Follows: c.follows.Load(), Errors: c.errors.Load(),
 	}
 }
 
@@ -175,8 +177,12 @@ func (r *Reconciler) pass(ctx context.Context, startup bool) {
 	for _, rec := range recs {
 		key := inflightKey(rec.Caller, rec.RequestID)
 		seen[key] = true
-		search := rec.State == StateIndeterminate || r.svc.pastKeyWindow(rec)
-		if !startup && !r.due(key, rec, search, now) {
+		// A lookup (search, or retrieve of a followed record's object)
+		// does not change the record when it learns nothing new, so its
+		// backoff is kept here; a re-send's follows the record's attempts.
+		search := rec.State == StateIndeterminate || (rec.State == StatePending && r.svc.pastKeyWindow(rec))
+		lookup := search || rec.State.Followed()
+		if !startup && !r.due(key, rec, lookup, now) {
 			continue
 		}
 		select {
@@ -195,9 +201,9 @@ func (r *Reconciler) pass(ctx context.Context, startup bool) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			r.svc.run(r.svc.base, key, c, func(ctx context.Context) (Result, bool, error) {
-				return r.redrive(ctx, rec.Caller, rec.RequestID, search)
+				return r.redrive(ctx, rec.Caller, rec.RequestID, lookup)
 			})
-			r.account(key, search, c, now)
+			r.account(key, lookup, c, now)
 		}()
 	}
 	wg.Wait()
@@ -211,7 +217,7 @@ func (r *Reconciler) pass(ctx context.Context, startup bool) {
 // listing. One another replica is driving is left to it. Either way the
 // drive ends with errNotDriven: nothing to count, and nothing a caller that
 // joined it could take for an answer.
-func (r *Reconciler) redrive(ctx context.Context, caller, requestID string, search bool) (Result, bool, error) {
+func (r *Reconciler) redrive(ctx context.Context, caller, requestID string, lookup bool) (Result, bool, error) {
 	s := r.svc
 	rec, found, err := s.records.Get(ctx, caller, requestID)
 	if err != nil {
@@ -232,7 +238,7 @@ func (r *Reconciler) redrive(ctx context.Context, caller, requestID string, sear
 	case rec.State.Final():
 		return s.advance(ctx, rec, &r.stats)
 	}
-	if !search {
+	if !lookup {
 		r.stats.redriven.Add(1)
 	}
 	return s.underLease(ctx, rec, func() (Result, bool, error) { return s.advance(ctx, rec, &r.stats) })
@@ -260,12 +266,16 @@ func (r *Reconciler) backoff(attempts int) time.Duration {
 
 // account counts a finished drive and schedules the next lookup of a record
 // that is still open.
-func (r *Reconciler) account(key string, search bool, c *call, now time.Time) {
+func (r *Reconciler) account(key string, lookup bool, c *call, now time.Time) {
 	switch reason := ReasonOf(c.err); {
 	case errors.Is(c.err, errNotDriven):
 		return // the replica holding it accounts for it; forget drops a gone one
 	case c.err == nil:
-		r.stats.succeeded.Add(1)
+		if c.result.State == StateSucceeded {
+			r.stats.succeeded.Add(1)
+		}
+	case reason == ReasonAuthenticationRequired:
+		// The charge waits for the customer: followed, nothing to count.
 	case reason.final():
 		r.stats.failed.Add(1)
 		if reason == ReasonNotCreated {
@@ -278,7 +288,7 @@ func (r *Reconciler) account(key string, search bool, c *call, now time.Time) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !search || c.err == nil || ReasonOf(c.err).final() {
+	if !lookup || endsFinal(c.result, c.err) {
 		delete(r.searched, key)
 		return
 	}

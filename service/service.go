@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
 	"sync"
 	"time"
 
@@ -40,6 +41,8 @@ type Config struct {
 	// ReplayCache is how many final outcomes are kept in memory to answer
 	// repeats without a store read (0: none). About 0.25 KB each.
 	ReplayCache int
+	// MaxWatches bounds one caller's open WatchOperation streams.
+	MaxWatches int
 }
 
 // DefaultConfig returns the production defaults.
@@ -52,6 +55,7 @@ func DefaultConfig() Config {
 		SearchRate:   10,
 		RetryAfter:   time.Second,
 		ReplayCache:  16384,
+		MaxWatches:   32,
 	}
 }
 
@@ -73,6 +77,7 @@ type Service struct {
 	search   *rate.Limiter
 	observer Observer
 	finals   *finals // final outcomes for replays; nil when ReplayCache is 0
+	watches  *watchers
 
 	// base is the server-owned parent of every drive; Close cancels it.
 	base   context.Context
@@ -109,6 +114,7 @@ func New(records Store, payments Payments, opts ...Option) *Service {
 		cfg:      DefaultConfig(),
 		clock:    systemClock{},
 		inflight: make(map[string]*call),
+		watches:  newWatchers(),
 	}
 	for _, o := range opts {
 		o(s)
@@ -235,7 +241,7 @@ func (s *Service) do(ctx context.Context, caller, requestID string, method Metho
 	replayed := joined || !c.sent
 	if c.err != nil {
 		// A final failure answered from the record is a replay too.
-		out := Outcome{Replayed: replayed && ReasonOf(c.err).final()}
+		out := Outcome{Replayed: replayed && ReasonOf(c.err).answered()}
 		switch {
 		case out.Replayed:
 			s.observe(method, EventReplay)
@@ -375,7 +381,7 @@ func (s *Service) resolve(ctx context.Context, fresh Record, wait time.Duration)
 	if !bytes.Equal(rec.Fingerprint, fresh.Fingerprint) {
 		return Result{}, false, reusedError()
 	}
-	if rec.State.Final() {
+	if rec.State.Final() || rec.State.Followed() {
 		return s.advance(ctx, rec, nil)
 	}
 	rec, err = s.acquire(ctx, rec, wait)
@@ -431,6 +437,14 @@ func (s *Service) acquire(ctx context.Context, rec Record, wait time.Duration) (
 	}
 }
 
+// endsFinal reports whether a drive's answer leaves its record final.
+func endsFinal(res Result, err error) bool {
+	if err != nil {
+		return ReasonOf(err).final()
+	}
+	return res.State.Final()
+}
+
 // releaseTimeout bounds Release at the end of a drive whose own context may
 // be spent.
 const releaseTimeout = 5 * time.Second
@@ -441,7 +455,7 @@ const releaseTimeout = 5 * time.Second
 // itself, so the common outcomes cost nothing more.
 func (s *Service) underLease(ctx context.Context, rec Record, drive func() (Result, bool, error)) (Result, bool, error) {
 	res, sent, err := drive()
-	if err != nil && !ReasonOf(err).final() {
+	if !endsFinal(res, err) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 		// On failure the lease runs out by itself; nothing else to do.
 		_ = s.records.Release(rctx, rec.Caller, rec.RequestID)
@@ -456,12 +470,16 @@ func (s *Service) underLease(ctx context.Context, rec Record, drive func() (Resu
 // it never sends again (nothing found after SearchLag settles NOT_CREATED).
 func (s *Service) advance(ctx context.Context, rec Record, bg *counters) (Result, bool, error) {
 	switch rec.State {
-	case StateSucceeded:
-		res := rec.Result
-		res.Attempts = rec.Attempts
-		return res, false, nil
-	case StateFailed:
-		return Result{}, false, rec.Err
+	case StateSucceeded, StateFailed:
+		res, err := s.answer(&rec)
+		return res, false, err
+	case StateRequiresAction, StateProcessing, StateAuthorized:
+		if bg == nil { // a caller's repeat: what billingd knows now
+			res, err := s.answer(&rec)
+			return res, false, err
+		}
+		res, err := s.follow(ctx, rec, bg)
+		return res, false, err
 	case StateIndeterminate:
 		res, err := s.reconcile(ctx, rec, bg)
 		return res, false, err
@@ -478,7 +496,7 @@ func (s *Service) advance(ctx context.Context, rec Record, bg *counters) (Result
 			return Result{}, false, err
 		}
 		if found {
-			res, err := s.settleFound(ctx, &rec, res)
+			res, err := s.settleSeen(ctx, &rec, res)
 			return res, false, err
 		}
 	}
@@ -520,8 +538,8 @@ func (s *Service) send(ctx context.Context, rec Record) (Result, bool, error) {
 		})
 	}
 	if err == nil {
-		res.Attempts = rec.Attempts
-		return res, true, s.settle(ctx, &rec, StateSucceeded, res, nil)
+		res, err := s.settleSeen(ctx, &rec, res)
+		return res, true, err
 	}
 	state, e := s.translate(err, p)
 	if state == StateUnspecified { // the record is unchanged (our own bug)
@@ -531,6 +549,16 @@ func (s *Service) send(ctx context.Context, rec Record) (Result, bool, error) {
 	var up *UpstreamError
 	if errors.As(err, &up) && up.ObjectID != "" {
 		partial.ObjectID = up.ObjectID
+	}
+	if state == StateRequiresAction {
+		// An off-session charge the bank wants authenticated: the 402
+		// names the PaymentIntent, whose client_secret the owning caller
+		// needs to bring the customer back on session. Best effort: if the
+		// lookup fails, following the record fills it in.
+		if got, gerr := s.payments.GetPaymentIntent(ctx, partial.ObjectID); gerr == nil {
+			partial = got
+			partial.Failure, partial.StripeRequestID = nil, ""
+		}
 	}
 	if serr := s.settle(ctx, &rec, state, partial, e); serr != nil {
 		return Result{}, true, serr
@@ -547,25 +575,92 @@ func (s *Service) settle(ctx context.Context, rec *Record, state State, res Resu
 	if err := s.records.Put(ctx, *rec); err != nil {
 		return s.storageError(err)
 	}
+	key := inflightKey(rec.Caller, rec.RequestID)
 	if state.Final() {
-		s.finals.put(inflightKey(rec.Caller, rec.RequestID), finalOf(rec))
+		s.finals.put(key, finalOf(rec))
 	}
+	s.watches.notify(key)
 	return nil
 }
 
-// settleFound settles a record on the object a lookup found: succeeded, or
-// failed as the object's own payment failure says (a declined PaymentIntent
-// exists at Stripe, but the charge did not happen).
-func (s *Service) settleFound(ctx context.Context, rec *Record, res Result) (Result, error) {
-	if res.Failure != nil {
-		state, e := s.translate(res.Failure, nil)
-		if err := s.settle(ctx, rec, state, Result{ObjectID: res.ObjectID}, e); err != nil {
+// settleSeen records what billingd has seen of the record's Stripe object
+// (a create's answer, a search or retrieve, a webhook) and answers as the
+// status table says: the object, or the error its status means. A
+// declined PaymentIntent exists at Stripe, but the charge did not happen.
+func (s *Service) settleSeen(ctx context.Context, rec *Record, res Result) (Result, error) {
+	o := s.outcomeOf(rec.Method, res)
+	stored := res
+	stored.Failure, stored.CancellationReason, stored.StripeRequestID, stored.Attempts, stored.State = nil, "", "", 0, 0
+	if stored.ClientSecret == "" && stored.ObjectID == rec.Result.ObjectID {
+		// Events and some lookups omit it; the object's secret never changes.
+		stored.ClientSecret = rec.Result.ClientSecret
+	}
+	if o.state.Final() || stored.ClientSecret == "" {
+		stored.NextActionType, stored.RedirectURL = "", ""
+	}
+	if o.state == StateSucceeded || o.state == StateFailed {
+		// Nothing is left for the customer to do with it.
+		stored.ClientSecret = ""
+	}
+	if o.state != rec.State || stored != rec.Result || !sameError(o.err, rec.Err) {
+		if err := s.settle(ctx, rec, o.state, stored, o.err); err != nil {
 			return Result{}, err
+		}
+	} // else nothing new: no write
+	ans, err := s.answer(rec)
+	ans.StripeRequestID = res.StripeRequestID
+	return ans, err
+}
+
+// answer is the reply a record gives: its error, or its object with the
+// record's state.
+func (s *Service) answer(rec *Record) (Result, error) {
+	if rec.Err != nil && (rec.State == StateFailed || rec.Err.Reason.answered()) {
+		return Result{}, rec.Err
+	}
+	res := rec.Result
+	res.Attempts = rec.Attempts
+	res.State = rec.State
+	return res, nil
+}
+
+func sameError(a, b *Error) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Reason == b.Reason && a.Message == b.Message && maps.Equal(a.Metadata, b.Metadata)
+}
+
+// follow looks at the object of a followed record (REQUIRES_ACTION,
+// PROCESSING, AUTHORIZED) and records where it now stands. It never sends
+// the create again.
+func (s *Service) follow(ctx context.Context, rec Record, bg *counters) (Result, error) {
+	if bg != nil {
+		bg.follows.Add(1)
+	}
+	var (
+		res Result
+		err error
+	)
+	if rec.Method == MethodSubscribe {
+		res, err = s.payments.GetSubscription(ctx, rec.Result.ObjectID)
+	} else {
+		res, err = s.payments.GetPaymentIntent(ctx, rec.Result.ObjectID)
+	}
+	if err != nil {
+		if bg != nil {
+			bg.errors.Add(1)
+		}
+		_, e := s.translate(err, nil)
+		if ReasonOf(e).final() {
+			// The object vanished or cannot be read (resource_missing):
+			// that says nothing about the payment. Keep following.
+			e = &Error{Reason: ReasonUpstreamUnavailable, Message: "Stripe could not be asked about the payment; it is followed again later",
+				RetryAfter: s.cfg.RetryAfter}
 		}
 		return Result{}, e
 	}
-	res.Attempts = rec.Attempts
-	return res, s.settle(ctx, rec, StateSucceeded, res, nil)
+	return s.settleSeen(ctx, &rec, res)
 }
 
 // reconcile resolves an INDETERMINATE record (or, for the reconciler, a
@@ -588,7 +683,7 @@ func (s *Service) reconcile(ctx context.Context, rec Record, bg *counters) (Resu
 		return Result{}, pending
 	}
 	if found {
-		return s.settleFound(ctx, &rec, res)
+		return s.settleSeen(ctx, &rec, res)
 	}
 	// Search lags behind creation: only when the last send is older than the
 	// lag can "nothing found" mean "nothing created". Updated is at or after

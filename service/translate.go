@@ -23,7 +23,13 @@ func (s *Service) translate(err error, p any) (State, *Error) {
 	md := upstreamMetadata(up)
 	switch up.Kind {
 	case UpstreamDeclined:
-		return StateFailed, &Error{Reason: ReasonCardDeclined, Message: safeMessage(up, "the card was declined"), Metadata: md}
+		e := s.declined(up)
+		if e.Reason == ReasonAuthenticationRequired && up.ObjectID != "" {
+			// The PaymentIntent exists and the customer can still
+			// authenticate it on session: followed, not final.
+			return StateRequiresAction, e
+		}
+		return StateFailed, e
 	case UpstreamInvalidRequest:
 		e := &Error{Reason: ReasonStripeInvalidRequest, Message: safeMessage(up, "Stripe rejected the request"), Metadata: md}
 		if up.Param != "" {

@@ -15,7 +15,19 @@ const (
 	EventPaymentFailed                            // payment_intent.payment_failed
 	EventPaymentCanceled                          // payment_intent.canceled
 	EventSubscriptionCreated                      // customer.subscription.created
+	// A PaymentIntent's other moves: requires_action, processing,
+	// amount_capturable_updated (authorised for manual capture).
+	EventPaymentUpdated
+	// customer.subscription.updated and .deleted, invoice.paid and
+	// .payment_failed: the subscription is retrieved, since the event's
+	// object does not carry the first invoice's payment.
+	EventSubscriptionChanged
 )
+
+// subscriptionEvent reports whether k is about a subscription.
+func (k EventKind) subscriptionEvent() bool {
+	return k == EventSubscriptionCreated || k == EventSubscriptionChanged
+}
 
 // Event is a verified Stripe webhook event, reduced to what settles a record.
 type Event struct {
@@ -24,8 +36,8 @@ type Event struct {
 	// RequestKey and Caller are the object's billingd metadata.
 	RequestKey string
 	Caller     string
-	// Object is the object as the event carries it; Failure is set for
-	// EventPaymentFailed.
+	// Object is the object as the event carries it (for subscription
+	// events, at least its ObjectID); Failure is set for EventPaymentFailed.
 	Object Result
 }
 
@@ -66,7 +78,9 @@ func (o EventOutcome) String() string {
 }
 
 // Webhooks settles records from Stripe's webhook events: the fastest way an
-// INDETERMINATE record, or a PENDING one whose answer was lost, learns the truth.
+// INDETERMINATE record, or a PENDING one whose answer was lost, learns the
+// truth, and the way a followed one (REQUIRES_ACTION, PROCESSING,
+// AUTHORIZED) learns that its payment moved.
 type Webhooks struct {
 	svc   *Service
 	store EventStore
@@ -107,7 +121,7 @@ func (w *Webhooks) apply(ctx context.Context, ev Event) (EventOutcome, error) {
 		return 0, fmt.Errorf("look up record: %w", err)
 	}
 	want := MethodCharge
-	if ev.Kind == EventSubscriptionCreated {
+	if ev.Kind.subscriptionEvent() {
 		want = MethodSubscribe
 	}
 	if !found || rec.Caller != ev.Caller || rec.Method != want {
@@ -155,37 +169,43 @@ func (w *Webhooks) apply(ctx context.Context, ev Event) (EventOutcome, error) {
 		out = EventSettled
 		return s.underLease(ctx, rec, func() (Result, bool, error) { return w.settleEvent(ctx, rec, ev) })
 	})
-	switch ReasonOf(c.err) {
-	case ReasonStorageUnavailable:
+	switch reason := ReasonOf(c.err); {
+	case reason == ReasonStorageUnavailable:
 		return 0, c.err
-	case ReasonRequestInProgress: // another replica took the record over
+	case reason == ReasonRequestInProgress: // another replica took the record over
 		return EventInFlight, nil
+	case out == EventSettled && c.err != nil && !reason.answered():
+		// Stripe could not be asked (a subscription is retrieved): nothing
+		// was decided, so let Stripe deliver the event again.
+		return 0, c.err
 	}
 	return out, nil
 }
 
-// settleEvent settles rec, whose lease this process holds, as ev says.
+// settleEvent settles rec, whose lease this process holds, as ev says: a
+// PaymentIntent event carries the object itself; for a subscription the
+// object is retrieved, with its first invoice's payment.
 func (w *Webhooks) settleEvent(ctx context.Context, rec Record, ev Event) (Result, bool, error) {
 	s := w.svc
+	obj := ev.Object
 	switch ev.Kind {
-	case EventPaymentCanceled:
-		e := &Error{Reason: ReasonStripeState, Message: "the PaymentIntent was canceled at Stripe",
-			Metadata: map[string]string{"stripe_object_id": ev.Object.ObjectID}}
-		if err := s.settle(ctx, &rec, StateFailed, Result{ObjectID: ev.Object.ObjectID}, e); err != nil {
-			return Result{}, false, err
+	case EventSubscriptionCreated, EventSubscriptionChanged:
+		got, err := s.payments.GetSubscription(ctx, obj.ObjectID)
+		if err != nil {
+			_, e := s.translate(err, nil)
+			return Result{}, false, e
 		}
-		return Result{}, false, e
-	case EventPaymentFailed:
-		obj := ev.Object
+		obj = got
+	case EventPaymentFailed: // the event's type says what happened, whatever its object's status
 		if obj.Failure == nil {
 			obj.Failure = &UpstreamError{Kind: UpstreamDeclined, Type: "card_error", Code: "card_declined", ObjectID: obj.ObjectID}
 		}
-		res, err := s.settleFound(ctx, &rec, obj)
-		return res, false, err
-	default:
-		obj := ev.Object
-		obj.Failure = nil
-		res, err := s.settleFound(ctx, &rec, obj)
-		return res, false, err
+		obj.Status = PaymentRequiresPaymentMethod
+	case EventPaymentCanceled:
+		obj.Status = PaymentCanceled
+	case EventPaymentSucceeded:
+		obj.Status, obj.Failure = PaymentSucceeded, nil
 	}
+	res, err := s.settleSeen(ctx, &rec, obj)
+	return res, false, err
 }

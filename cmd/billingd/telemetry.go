@@ -122,13 +122,13 @@ func (o *observability) watch(db service.OpenRecords, rec *service.Reconciler) {
 		return
 	}
 	o.metrics.Register(telemetry.CounterFunc("billingd_reconciler_total",
-		"Reconciler work by kind: passes, scanned, redriven, succeeded, failed, not_created, searches, errors.", "kind",
+		"Reconciler work by kind: passes, scanned, redriven, succeeded, failed, not_created, searches, follows, errors.", "kind",
 		func() map[string]float64 {
 			s := rec.Stats()
 			return map[string]float64{
 				"passes": float64(s.Passes), "scanned": float64(s.Scanned), "redriven": float64(s.Redriven),
 				"succeeded": float64(s.Succeeded), "failed": float64(s.Failed), "not_created": float64(s.NotCreated),
-				"searches": float64(s.Searches), "errors": float64(s.Errors),
+				"searches": float64(s.Searches), "follows": float64(s.Follows), "errors": float64(s.Errors),
 			}
 		}))
 }

@@ -223,13 +223,14 @@ func TestRecordCounts(t *testing.T) {
 		}
 	}
 
-	all := map[string]float64{"PENDING": 1, "SUCCEEDED": 2, "FAILED": 0, "INDETERMINATE": 0}
+	all := map[string]float64{"PENDING": 1, "SUCCEEDED": 2, "FAILED": 0, "INDETERMINATE": 0,
+		"REQUIRES_ACTION": 0, "PROCESSING": 0, "AUTHORIZED": 0}
 	if got := recordCounts(ctx, db); !reflect.DeepEqual(got, all) {
 		t.Errorf("recordCounts = %v, want %v", got, all)
 	}
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
-	open := map[string]float64{"PENDING": 1, "INDETERMINATE": 0}
+	open := map[string]float64{"PENDING": 1, "INDETERMINATE": 0, "REQUIRES_ACTION": 0, "PROCESSING": 0, "AUTHORIZED": 0}
 	if got := recordCounts(short, slowCount{db}); !reflect.DeepEqual(got, open) {
 		t.Errorf("recordCounts with a full count past its budget = %v, want the open states %v", got, open)
 	}
