@@ -595,12 +595,10 @@ func (s *Service) settleSeen(ctx context.Context, rec *Record, res Result) (Resu
 		// Events and some lookups omit it; the object's secret never changes.
 		stored.ClientSecret = rec.Result.ClientSecret
 	}
-	if o.state.Final() || stored.ClientSecret == "" {
-		stored.NextActionType, stored.RedirectURL = "", ""
-	}
-	if o.state == StateSucceeded || o.state == StateFailed {
-		// Nothing is left for the customer to do with it.
-		stored.ClientSecret = ""
+	if o.state != StateRequiresAction {
+		// The secret and the next action are for a customer who must act;
+		// once nothing is left for them to do, billingd forgets them.
+		stored.ClientSecret, stored.NextActionType, stored.RedirectURL = "", "", ""
 	}
 	if o.state != rec.State || stored != rec.Result || !sameError(o.err, rec.Err) {
 		if err := s.settle(ctx, rec, o.state, stored, o.err); err != nil {
