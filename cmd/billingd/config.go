@@ -14,6 +14,7 @@ import (
 	"github.com/billingd/billingd/internal/flagenv"
 	"github.com/billingd/billingd/internal/stripeapi"
 	"github.com/billingd/billingd/internal/telemetry"
+	"github.com/billingd/billingd/server"
 	"github.com/billingd/billingd/storage/postgres"
 )
 
@@ -28,6 +29,7 @@ type serveConfig struct {
 	StripeSim      bool
 	SimFaults      string
 	SimSeed        int64
+	SimListen      string
 	StripeKeyFile  string
 	StripeInFlight int
 	LogFormat      string
@@ -101,7 +103,8 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.StringVar(&c.StripeURL, "stripe-url", "", "Stripe API base URL, e.g. a stripe-mock or fake (default: Stripe itself)")
 	fs.BoolVar(&c.StripeSim, "stripe-sim", false, "run against the built-in Stripe simulator (no key needed)")
 	fs.StringVar(&c.SimFaults, "stripe-sim-faults", "", "simulator fault rates, e.g. unavailable=0.05,drop_after=0.02,server_error=0.01,rate_limit=0.02,drop_before=0.02,latency=20ms")
-	fs.Int64Var(&c.SimSeed, "stripe-sim-seed", 1, "simulator random seed (faults and ids are reproducible)")
+	fs.Int64Var(&c.SimSeed, "stripe-sim-seed", 1, "simulator random seed (faults and latency are reproducible; object ids never repeat)")
+	fs.StringVar(&c.SimListen, "stripe-sim-listen", "127.0.0.1:0", "loopback address of the built-in simulator (its /_sim/ test pages complete 3-D Secure)")
 	fs.StringVar(&c.StripeKeyFile, "stripe-key-file", "", "file holding the Stripe secret key (else STRIPE_SECRET_KEY)")
 	fs.IntVar(&c.StripeInFlight, "stripe-max-inflight", stripeapi.DefaultMaxInFlight, "most Stripe calls under way at once; more wait for a slot (Stripe's default live-mode rate limit is 100 operations a second)")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "log format: json or text")
@@ -145,6 +148,11 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 	}
 	if !c.StripeSim && c.SimFaults != "" {
 		return c, errors.New("--stripe-sim-faults needs --stripe-sim")
+	}
+	if c.StripeSim {
+		if !server.IsLoopback(c.SimListen) {
+			return c, fmt.Errorf("--stripe-sim-listen must be a loopback host:port, not %q", c.SimListen)
+		}
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return c, errors.New("--tls-cert and --tls-key go together")

@@ -83,6 +83,7 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 		}
 		defer stop()
 		stripeURL, key, mode = url, simKey, "simulator"
+		log.Info("stripe simulator", "url", url)
 	} else if stripeURL != "" {
 		mode = stripeURL
 	}
@@ -225,7 +226,7 @@ func startSim(cfg serveConfig, webhookURL string) (url string, stop func(), err 
 	}
 	sim := stripesim.New(stripesim.Config{Seed: cfg.SimSeed, Faults: faults, MaxObjects: simMaxObjects,
 		WebhookURL: webhookURL, WebhookSecret: cfg.webhookSecret})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	lis, err := net.Listen("tcp", cfg.SimListen)
 	if err != nil {
 		return "", nil, fmt.Errorf("simulator listen: %w", err)
 	}
