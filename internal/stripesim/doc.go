@@ -14,6 +14,11 @@
 // Request-Id header on every answer, errors as {"error":{...}}. The JSON is
 // that of API version 2023-10-16 and decodes into stripe-go v76 types.
 //
+// Ids are random: each simulator mixes a nonce from crypto/rand into its id
+// stream, so a restarted simulator never repeats an id even with the same
+// Config.Seed (which keeps faults and latency jitter reproducible). Set
+// Config.ReproducibleIDs for ids that depend on the Seed alone.
+//
 // # Endpoints
 //
 //	POST /v1/payment_intents          GET /v1/payment_intents/{id}   GET /v1/payment_intents/search

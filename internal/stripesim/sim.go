@@ -26,11 +26,18 @@ const maxBody = 1 << 20
 // Config configures a Sim. The zero value is ready to use: real time,
 // seed 0, no faults, search consistent immediately, any sk_test_ key.
 type Config struct {
-	// Seed makes ids, random faults and latency jitter reproducible: the same
-	// sequence of requests gets the same answers. Concurrent requests are
+	// Seed makes random faults and latency jitter reproducible: the same
+	// sequence of requests meets the same faults. Concurrent requests are
 	// admitted in scheduling order, so only sequential runs repeat exactly.
-	Seed   int64
-	Faults Faults
+	// Object, request and event ids also mix in a per-instance nonce from
+	// crypto/rand, so a restarted simulator never hands out an id again
+	// (unless ReproducibleIDs).
+	Seed int64
+	// ReproducibleIDs derives ids from Seed alone, so two simulators with one
+	// Seed hand out the same ids. Off by default: clients that remember ids
+	// across a restart (as billingd does) must not see one reused.
+	ReproducibleIDs bool
+	Faults          Faults
 	// Clock drives created timestamps, the idempotency window and search lag;
 	// nil means the system clock.
 	Clock Clock
@@ -98,6 +105,10 @@ type Sim struct {
 // documentation.
 func New(cfg Config) *Sim {
 	seed := uint64(cfg.Seed)
+	var nonce uint64
+	if !cfg.ReproducibleIDs {
+		nonce = instanceNonce()
+	}
 	s := &Sim{
 		clock:      cfg.Clock,
 		searchLag:  cfg.SearchLag,
@@ -105,7 +116,7 @@ func New(cfg Config) *Sim {
 		forbidden:  setOf(cfg.ForbiddenKeys),
 		maxSubs:    cfg.MaxSubscriptionsPerCustomer,
 		maxObjects: cfg.MaxObjects,
-		ids:        rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)),
+		ids:        rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15^nonce)),
 		faultRNG:   rand.New(rand.NewPCG(seed, 0xbf58476d1ce4e5b9)),
 		jitterRNG:  rand.New(rand.NewPCG(seed, 0x94d049bb133111eb)),
 		faults:     cfg.Faults,
@@ -125,7 +136,7 @@ func New(cfg Config) *Sim {
 		s.maxSubs = DefaultMaxSubscriptionsPerCustomer
 	}
 	s.addFixtures()
-	if s.hooks = newWebhooks(cfg, seed); s.hooks != nil {
+	if s.hooks = newWebhooks(cfg, seed, nonce); s.hooks != nil {
 		go s.deliver()
 	}
 	return s

@@ -41,7 +41,7 @@ type webhooks struct {
 	once        sync.Once
 }
 
-func newWebhooks(cfg Config, seed uint64) *webhooks {
+func newWebhooks(cfg Config, seed, nonce uint64) *webhooks {
 	if cfg.WebhookURL == "" {
 		return nil
 	}
@@ -54,7 +54,7 @@ func newWebhooks(cfg Config, seed uint64) *webhooks {
 		url: cfg.WebhookURL, secret: cfg.WebhookSecret,
 		client: &http.Client{Timeout: 5 * time.Second},
 		queue:  make(chan webhookEvent, n),
-		rng:    rand.New(rand.NewPCG(seed, 0xd6e8feb86659fd93)),
+		rng:    rand.New(rand.NewPCG(seed, 0xd6e8feb86659fd93^nonce)),
 		ctx:    ctx, cancel: cancel, done: make(chan struct{}),
 	}
 	return w
