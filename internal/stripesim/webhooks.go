@@ -73,26 +73,25 @@ func (s *Sim) Close() {
 	})
 }
 
-// emitLocked queues the events for objects a request created. It never
-// blocks: with the queue full the event is dropped and counted.
+// pendingEvent is an event a create decided and encoded outside the lock.
+type pendingEvent struct {
+	typ    string
+	object []byte
+}
+
+// emitLocked queues the events of objects a request created, in order.
+// It never blocks: with the queue full the event is dropped and counted.
 func (s *Sim) emitLocked(c created, now time.Time) {
-	if s.hooks == nil {
-		return
+	for _, ev := range c.events {
+		s.eventLocked(ev.typ, ev.object, now)
 	}
-	if c.pi != nil {
-		s.queueLocked("payment_intent.created", c.pi.json, now)
-		switch pi := &c.pi.obj; {
-		case pi.Status == "succeeded":
-			s.queueLocked("payment_intent.succeeded", c.pi.json, now)
-		case pi.LastPaymentError != nil:
-			s.queueLocked("payment_intent.payment_failed", c.pi.json, now)
-		}
-	}
-	if c.sub != nil {
-		s.queueLocked("customer.subscription.created", c.sub.json, now)
-	}
-	if c.cus != nil {
-		s.queueLocked("customer.created", c.cus.json, now)
+}
+
+// eventLocked queues one event whose data.object is object, the object's
+// JSON at that moment.
+func (s *Sim) eventLocked(typ string, object []byte, now time.Time) {
+	if s.hooks != nil {
+		s.queueLocked(typ, object, now)
 	}
 }
 
