@@ -3,6 +3,7 @@ package stripesim_test
 import (
 	"encoding/json"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
@@ -396,5 +397,31 @@ func TestAuthorisationsExpire(t *testing.T) {
 	clock.Advance(stripesim.AuthorizationValidity)
 	if p := decodePI(t, get(t, srv, "/v1/payment_intents/"+id2).raw); p.Status != "canceled" {
 		t.Errorf("GET after 7 days: %s, want canceled", p.Status)
+	}
+}
+
+// The hosted test page's form completes the authentication and sends the
+// customer on to return_url, as Stripe's page does.
+func TestHostedAuthenticationPage(t *testing.T) {
+	t.Parallel()
+	_, srv := newSim(t, stripesim.Config{})
+	created := post(t, srv, "/v1/payment_intents", "", charge("pm_card_threeDSecure2Required", "return_url", "https://shop.example/back?order=7"))
+	p := created.pi(t)
+	page := request(t, srv, "GET", "/_sim/payment_intents/"+p.ID+"/authenticate", "", "", "")
+	if page.status != 200 || !strings.Contains(string(page.raw), "Complete authentication") || !strings.Contains(string(page.raw), "Fail authentication") {
+		t.Fatalf("page = %d %s", page.status, page.raw)
+	}
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.PostForm(srv.URL+"/_sim/payment_intents/"+p.ID+"/authenticate", url.Values{"outcome": {"succeed"}, "redirect": {"true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	want := "https://shop.example/back?order=7&payment_intent=" + p.ID + "&payment_intent_client_secret=" + p.ClientSecret + "&redirect_status=succeeded"
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != want {
+		t.Errorf("redirect = %d to %q, want 303 to %q", resp.StatusCode, resp.Header.Get("Location"), want)
+	}
+	if got := decodePI(t, get(t, srv, "/v1/payment_intents/"+p.ID).raw); got.Status != "succeeded" {
+		t.Errorf("status after the page = %s, want succeeded", got.Status)
 	}
 }
