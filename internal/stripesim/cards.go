@@ -8,27 +8,93 @@ import (
 type cardOutcome int
 
 const (
-	cardSucceeds cardOutcome = iota
-	cardDeclines
-	cardRequiresAction // 3-D Secure: requires_action on session, a decline off session
+	cardSucceeds  cardOutcome = iota
+	cardDeclines              // with the card's decline
+	cardProcesses             // stays processing until settled (simulator-only)
 )
+
+// authRule says when a card asks for 3-D Secure.
+type authRule int
+
+const (
+	authNever authRule = iota
+	// authAlways: requires_action on session; off session, where nobody can
+	// authenticate, a 402 authentication_required decline.
+	authAlways
+	// authUnlessSetUp: like authAlways, except that off-session payments
+	// succeed once the card was set up for them (authenticated on session
+	// with setup_future_usage=off_session for the same customer).
+	authUnlessSetUp
+)
+
+// decline is what a declined charge reports.
+type decline struct {
+	code, declineCode, msg string
+}
+
+// authRequired is the decline of a card that needs authentication when
+// nobody is there to authenticate.
+var authRequired = decline{"authentication_required", "authentication_required", "Your card was declined. This transaction requires authentication."}
 
 // testCard is one of Stripe's magic test payment methods and what charging it does.
 type testCard struct {
 	id, brand, last4, funding string
-	outcome                   cardOutcome
-	code, declineCode, msg    string
+	auth                      authRule
+	outcome                   cardOutcome // once any authentication is done
+	decline                   decline     // for cardDeclines
 }
 
+// attempt is what one confirmation of a card does.
+type attempt int
+
+const (
+	attemptSucceeds attempt = iota
+	attemptNeedsAction
+	attemptProcessing
+	attemptDeclined
+)
+
+// confirm decides a confirmation: offSession means nobody is there to
+// authenticate; setUp that the card was set up for off-session use.
+func (c testCard) confirm(offSession, setUp bool) (attempt, decline) {
+	needsAuth := c.auth == authAlways || c.auth == authUnlessSetUp && !(offSession && setUp)
+	switch {
+	case needsAuth && offSession:
+		return attemptDeclined, authRequired
+	case needsAuth:
+		return attemptNeedsAction, decline{}
+	}
+	return c.charge()
+}
+
+// charge is what the card does once authentication (if any) is done.
+func (c testCard) charge() (attempt, decline) {
+	switch c.outcome {
+	case cardDeclines:
+		return attemptDeclined, c.decline
+	case cardProcesses:
+		return attemptProcessing, decline{}
+	}
+	return attemptSucceeds, decline{}
+}
+
+// SimProcessingPaymentMethod is a simulator-only test payment method, not
+// one of Stripe's: confirming it leaves the PaymentIntent processing until
+// Settle (or POST /_sim/payment_intents/{id}/settle) decides the outcome.
+// Stripe's cards settle synchronously, so this is the only way to exercise
+// a client's handling of processing.
+const SimProcessingPaymentMethod = "pm_card_simProcessing"
+
 // lookupTestCard knows the test payment methods the simulator accepts. They
-// are Stripe's documented ones, so code written against the simulator works
-// against Stripe test mode unchanged.
+// are Stripe's documented ones (but SimProcessingPaymentMethod), so code
+// written against the simulator works against Stripe test mode unchanged.
 func lookupTestCard(id string) (testCard, bool) {
-	const (
-		declined     = "Your card was declined."
-		cardDeclined = "card_declined"
-	)
+	const declined = "Your card was declined."
 	c := testCard{id: id, brand: "visa", funding: "credit"}
+	declines := func(last4, code, declineCode, msg string) {
+		c.last4, c.outcome, c.decline = last4, cardDeclines, decline{code, declineCode, msg}
+	}
+	insufficient := "Your card has insufficient funds."
 	switch id {
 	case "pm_card_visa":
 		c.last4 = "4242"
@@ -39,23 +105,32 @@ func lookupTestCard(id string) (testCard, bool) {
 	case "pm_card_amex":
 		c.brand, c.last4 = "amex", "8431"
 	case "pm_card_chargeDeclined":
-		c.last4, c.outcome, c.code, c.declineCode, c.msg = "0002", cardDeclines, cardDeclined, "generic_decline", declined
+		declines("0002", "card_declined", "generic_decline", declined)
 	case "pm_card_chargeDeclinedInsufficientFunds":
-		c.last4, c.outcome, c.code, c.declineCode, c.msg = "9995", cardDeclines, cardDeclined, "insufficient_funds", "Your card has insufficient funds."
+		declines("9995", "card_declined", "insufficient_funds", insufficient)
 	case "pm_card_chargeDeclinedLostCard":
-		c.last4, c.outcome, c.code, c.declineCode, c.msg = "9987", cardDeclines, cardDeclined, "lost_card", declined
+		declines("9987", "card_declined", "lost_card", declined)
 	case "pm_card_chargeDeclinedStolenCard":
-		c.last4, c.outcome, c.code, c.declineCode, c.msg = "9979", cardDeclines, cardDeclined, "stolen_card", declined
+		declines("9979", "card_declined", "stolen_card", declined)
 	case "pm_card_chargeDeclinedFraudulent":
-		c.last4, c.outcome, c.code, c.declineCode, c.msg = "0019", cardDeclines, cardDeclined, "fraudulent", declined
+		declines("0019", "card_declined", "fraudulent", declined)
 	case "pm_card_chargeDeclinedExpiredCard":
-		c.last4, c.outcome, c.code, c.declineCode, c.msg = "0069", cardDeclines, "expired_card", "expired_card", "Your card has expired."
+		declines("0069", "expired_card", "expired_card", "Your card has expired.")
 	case "pm_card_chargeDeclinedIncorrectCvc":
-		c.last4, c.outcome, c.code, c.declineCode, c.msg = "0127", cardDeclines, "incorrect_cvc", "incorrect_cvc", "Your card's security code is incorrect."
+		declines("0127", "incorrect_cvc", "incorrect_cvc", "Your card's security code is incorrect.")
 	case "pm_card_chargeDeclinedProcessingError":
-		c.last4, c.outcome, c.code, c.declineCode, c.msg = "0119", cardDeclines, "processing_error", "processing_error", "An error occurred while processing your card. Try again in a little bit."
+		declines("0119", "processing_error", "processing_error", "An error occurred while processing your card. Try again in a little bit.")
 	case "pm_card_authenticationRequired":
-		c.last4, c.outcome, c.code, c.declineCode, c.msg = "3184", cardRequiresAction, "authentication_required", "authentication_required", "Your card was declined. This transaction requires authentication."
+		c.last4, c.auth = "3184", authAlways
+	case "pm_card_threeDSecure2Required":
+		c.last4, c.auth = "3220", authAlways
+	case "pm_card_authenticationRequiredOnSetup":
+		c.last4, c.auth = "3155", authUnlessSetUp
+	case "pm_card_authenticationRequiredChargeDeclinedInsufficientFunds":
+		declines("3178", "card_declined", "insufficient_funds", insufficient)
+		c.auth = authAlways
+	case SimProcessingPaymentMethod:
+		c.last4, c.outcome = "0000", cardProcesses
 	default:
 		return testCard{}, false
 	}
@@ -107,9 +182,9 @@ func unknownCurrency(param, c string) *failure {
 }
 
 // declineFailure is the 402 card_error for a failed confirmation.
-func declineFailure(c testCard, chargeID string, pi, pm []byte) *failure {
+func declineFailure(d decline, chargeID string, pi, pm []byte) *failure {
 	return &failure{status: 402, err: apiError{
-		Type: typeCard, Code: c.code, DeclineCode: c.declineCode, Message: c.msg,
-		DocURL: docURL(c.code), Charge: chargeID, PaymentIntent: pi, PaymentMethod: pm,
+		Type: typeCard, Code: d.code, DeclineCode: d.declineCode, Message: d.msg,
+		DocURL: docURL(d.code), Charge: chargeID, PaymentIntent: pi, PaymentMethod: pm,
 	}}
 }

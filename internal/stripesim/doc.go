@@ -14,15 +14,96 @@
 // Request-Id header on every answer, errors as {"error":{...}}. The JSON is
 // that of API version 2023-10-16 and decodes into stripe-go v76 types.
 //
+// Ids are random: each simulator mixes a nonce from crypto/rand into its id
+// stream, so a restarted simulator never repeats an id even with the same
+// Config.Seed (which keeps faults and latency jitter reproducible). Set
+// Config.ReproducibleIDs for ids that depend on the Seed alone.
+//
 // # Endpoints
 //
-//	POST /v1/payment_intents          GET /v1/payment_intents/{id}   GET /v1/payment_intents/search
-//	POST /v1/customers                GET /v1/customers/{id}         GET /v1/customers/search
+//	POST /v1/payment_intents                GET /v1/payment_intents/{id}   GET /v1/payment_intents/search
+//	POST /v1/payment_intents/{id}/capture   (amount_to_capture)
+//	POST /v1/payment_intents/{id}/cancel    (cancellation_reason)
+//	POST /v1/customers                      GET /v1/customers/{id}         GET /v1/customers/search
 //	GET  /v1/customers (list)
-//	POST /v1/subscriptions            GET /v1/subscriptions/{id}     GET /v1/subscriptions/search
+//	POST /v1/subscriptions                  GET /v1/subscriptions/{id}     GET /v1/subscriptions/search
+//	DELETE /v1/subscriptions/{id}           (cancel now: status canceled)
 //
-// Unknown parameters are rejected with parameter_unknown, as Stripe does;
-// expand is accepted and ignored (references stay ids).
+// Unknown parameters are rejected with parameter_unknown, as Stripe does.
+// On subscriptions (create, retrieve, cancel) expand[]=latest_invoice and
+// expand[]=latest_invoice.payment_intent replace the references with the
+// objects, and so do data.latest_invoice and data.latest_invoice.payment_intent
+// on search; other expansions are accepted and ignored (references stay ids).
+//
+// # PaymentIntents
+//
+// Every PaymentIntent carries client_secret, cancellation_reason (null
+// unless canceled) and last_payment_error (null unless the last attempt
+// failed). One awaiting 3-D Secure is requires_action with next_action
+// {"type":"use_stripe_sdk","use_stripe_sdk":{...}}, or, when the create
+// carried return_url, {"type":"redirect_to_url","redirect_to_url":{"url":
+// <the hosted test page below>,"return_url":...}}. capture_method=manual
+// authorises (requires_capture, amount_capturable) for capture or cancel.
+// Capturing anything but requires_capture, or canceling a succeeded,
+// processing or canceled PaymentIntent, or one an invoice created, is 400
+// payment_intent_unexpected_state; amount_to_capture over amount_capturable
+// is 400 amount_too_large. Both are under the idempotency layer.
+//
+// # Subscriptions and invoices
+//
+// A subscription's first invoice (in_..., billing_reason
+// subscription_create) is created with it: latest_invoice, with status,
+// subscription, customer, amount_due, currency, subscription_details.metadata
+// (a copy of the subscription's metadata) and payment_intent (its
+// PaymentIntent, with client_secret). With payment_behavior allow_incomplete
+// (the default) the PaymentIntent is confirmed at once with
+// default_payment_method or the customer's default: success makes the
+// invoice paid and the subscription active; 3-D Secure (requires_action) or
+// a decline leave the invoice open and the subscription incomplete.
+// error_if_incomplete answers 402 instead and creates nothing.
+// default_incomplete confirms nothing: the PaymentIntent is
+// requires_confirmation when a default payment method is known,
+// requires_payment_method otherwise, the invoice open and the subscription
+// incomplete, until the PaymentIntent is paid (see Simulator-only
+// endpoints). A subscription with nothing to pay starts active.
+//
+// # Simulator-only endpoints
+//
+// These are not Stripe's API; they stand in for what a customer does on
+// Stripe's hosted pages, so like those pages they need no API key, and they
+// live outside /v1:
+//
+//	GET  /_sim/payment_intents/{id}/authenticate   a hosted 3-D Secure test page
+//	POST /_sim/payment_intents/{id}/authenticate   outcome=succeed|fail
+//	POST /_sim/payment_intents/{id}/settle         outcome=succeed|fail
+//
+// authenticate on a requires_action PaymentIntent: succeed charges the card
+// (succeeded; requires_capture under manual capture; requires_payment_method
+// with card_declined / insufficient_funds for
+// pm_card_authenticationRequiredChargeDeclinedInsufficientFunds); fail makes
+// it requires_payment_method with last_payment_error {"type":
+// "invalid_request_error","code":"payment_intent_authentication_failure"}.
+// On an invoice's unconfirmed PaymentIntent, succeed confirms it with the
+// subscription's or customer's default payment method, which may need a
+// second authenticate for a 3-D Secure card. settle decides a processing
+// PaymentIntent: succeeded (or requires_capture), or requires_payment_method
+// with card_declined / generic_decline. Either answers the PaymentIntent, or
+// a Stripe-shaped 400 (payment_intent_unexpected_state: nothing to
+// authenticate or settle) or 404. The hosted page's own form posts with
+// redirect=true and is sent on to return_url with payment_intent,
+// payment_intent_client_secret and redirect_status, as Stripe's page does.
+// Sim.Authenticate and Sim.Settle do the same from Go.
+//
+// # Time-based transitions
+//
+// By the Clock: a requires_capture PaymentIntent older than
+// AuthorizationValidity (7 days) becomes canceled with cancellation_reason
+// automatic; a subscription still incomplete IncompleteWindow (23 hours)
+// after creation becomes incomplete_expired, its invoice void and the
+// invoice's PaymentIntent canceled (cancellation_reason void_invoice). Due
+// transitions are applied at the start of every request and by the
+// snapshot methods; ApplyDueTransitions applies them on demand, for tests
+// that advance a ManualClock.
 //
 // # Fixtures
 //
@@ -46,8 +127,17 @@
 //	pm_card_chargeDeclinedExpiredCard         402 expired_card / expired_card
 //	pm_card_chargeDeclinedIncorrectCvc        402 incorrect_cvc / incorrect_cvc
 //	pm_card_chargeDeclinedProcessingError     402 processing_error / processing_error
-//	pm_card_authenticationRequired            requires_action on session; off session
-//	                                          402 authentication_required / authentication_required
+//	pm_card_authenticationRequired (3184)     3-D Secure always: requires_action on
+//	pm_card_threeDSecure2Required (3220)      session; off session 402
+//	                                          authentication_required / authentication_required
+//	pm_card_authenticationRequiredOnSetup     (3155) as above, but off session it succeeds
+//	                                          once set up: authenticated on session with
+//	                                          setup_future_usage=off_session for the customer
+//	pm_card_authenticationRequiredChargeDeclinedInsufficientFunds
+//	                                          (3178) as 3184, then after authentication
+//	                                          card_declined / insufficient_funds
+//	pm_card_simProcessing                     NOT Stripe's (simulator only): processing
+//	                                          until settled
 //
 // A declined confirmation still creates the PaymentIntent (status
 // requires_payment_method, last_payment_error set) and the 402 body embeds
@@ -78,7 +168,7 @@
 //
 // # Faults
 //
-// Faults (random, seeded, applied to authenticated POSTs to every endpoint,
+// Faults (random, seeded, applied to authenticated POSTs to every /v1 endpoint,
 // customers included) and FailNext (scripted, per path, any method) inject
 // rate limiting, 503s, dropped connections before or after processing and
 // 500s after processing; see Fault for exactly what each leaves behind.
@@ -89,6 +179,32 @@
 // Idempotency-Key header when a reused keep-alive connection is closed
 // before any answer, so a dropped connection may surface as a transparent
 // replay rather than an error. Stripe behaves the same way toward Go.
+//
+// # Webhooks
+//
+// With Config.WebhookURL every transition is announced with a signed event
+// whose data.object is the object's JSON at that moment, queued in order:
+//
+//	payment_intent.created           every create (and an invoice's PaymentIntent)
+//	payment_intent.requires_action   3-D Secure pending
+//	payment_intent.processing        pm_card_simProcessing confirmed
+//	payment_intent.amount_capturable_updated   manual capture authorised
+//	payment_intent.succeeded         paid, or captured
+//	payment_intent.payment_failed    declined, or authentication failed
+//	payment_intent.canceled          canceled, or expired
+//	customer.created
+//	customer.subscription.created
+//	customer.subscription.updated    status changes (active, incomplete_expired)
+//	customer.subscription.deleted    DELETE /v1/subscriptions/{id}
+//	invoice.created (draft), invoice.finalized (open), invoice.paid,
+//	invoice.payment_succeeded, invoice.payment_failed,
+//	invoice.payment_action_required, invoice.voided
+//
+// A subscription paid at creation sends customer.subscription.created,
+// invoice.created, invoice.finalized, payment_intent.created,
+// payment_intent.succeeded, invoice.paid, invoice.payment_succeeded; paid
+// later, payment_intent.succeeded, invoice.paid, invoice.payment_succeeded,
+// customer.subscription.updated.
 //
 // # Search
 //

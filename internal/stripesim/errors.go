@@ -7,9 +7,12 @@ import (
 	"strings"
 )
 
-// Sentinel errors returned by the fixture helpers (AddCustomer, AddPrice).
-// HTTP clients never see these: they get Stripe-shaped JSON errors instead.
+// Sentinel errors returned by the fixture helpers (AddCustomer, AddPrice)
+// and the simulator-only methods (Authenticate, Settle). HTTP clients never
+// see these: they get Stripe-shaped JSON errors instead.
 var (
+	ErrNotFound             = errors.New("stripesim: no such object")
+	ErrUnexpectedState      = errors.New("stripesim: object is not in a state for that")
 	ErrExists               = errors.New("stripesim: object already exists")
 	ErrUnknownPaymentMethod = errors.New("stripesim: unknown test payment method")
 	ErrUnknownCurrency      = errors.New("stripesim: unknown currency")
@@ -56,6 +59,19 @@ func (f *failure) response() response {
 		panic(fmt.Sprintf("stripesim: encode error body: %v", err))
 	}
 	return response{status: f.status, body: body, shouldRetry: f.shouldRetry}
+}
+
+// goError is the error a simulator-only Go method returns for the answer
+// its HTTP twin would give; nil for none.
+func (f *failure) goError(op string) error {
+	if f == nil {
+		return nil
+	}
+	sentinel := ErrUnexpectedState
+	if f.status == 404 {
+		sentinel = ErrNotFound
+	}
+	return fmt.Errorf("%s: %s: %w", op, f.err.Message, sentinel)
 }
 
 func docURL(code string) string {

@@ -30,12 +30,21 @@ func outcomes(t *testing.T, cfg stripesim.Config, n int) (statuses []int, ids []
 func TestSeededFaultsAreReproducible(t *testing.T) {
 	t.Parallel()
 	faults := stripesim.Faults{RateLimit: 0.1, Unavailable: 0.1, DropBeforeProcessing: 0.1, DropAfterProcessing: 0.1, ServerErrorAfterProcessing: 0.1}
-	s1, ids1 := outcomes(t, stripesim.Config{Seed: 7, Faults: faults}, 60)
-	s2, ids2 := outcomes(t, stripesim.Config{Seed: 7, Faults: faults}, 60)
-	s3, _ := outcomes(t, stripesim.Config{Seed: 8, Faults: faults}, 60)
+	s1, ids1 := outcomes(t, stripesim.Config{Seed: 7, Faults: faults, ReproducibleIDs: true}, 60)
+	s2, ids2 := outcomes(t, stripesim.Config{Seed: 7, Faults: faults, ReproducibleIDs: true}, 60)
+	s3, _ := outcomes(t, stripesim.Config{Seed: 8, Faults: faults, ReproducibleIDs: true}, 60)
+	s4, ids4 := outcomes(t, stripesim.Config{Seed: 7, Faults: faults}, 60)
 
 	if !slices.Equal(s1, s2) || !slices.Equal(ids1, ids2) {
 		t.Errorf("same seed, different runs:\n%v\n%v", s1, s2)
+	}
+	if !slices.Equal(s1, s4) {
+		t.Errorf("same seed without ReproducibleIDs, different faults:\n%v\n%v", s1, s4)
+	}
+	for i := range min(len(ids1), len(ids4)) {
+		if ids1[i] == ids4[i] {
+			t.Errorf("id %s handed out again by a simulator without ReproducibleIDs", ids4[i])
+		}
 	}
 	if slices.Equal(s1, s3) {
 		t.Errorf("seeds 7 and 8 gave the same fault sequence %v", s1)

@@ -1,6 +1,7 @@
 package stripesim
 
 import (
+	"encoding/json"
 	"maps"
 	"slices"
 	"time"
@@ -15,16 +16,32 @@ type PaymentIntent struct {
 	Customer string
 	// PaymentMethod is empty after a failed attempt, as on the Stripe
 	// object; LastPaymentError.PaymentMethod names what was tried.
-	PaymentMethod    string
-	Status           string // succeeded, requires_payment_method, requires_confirmation, requires_action, requires_capture
-	CaptureMethod    string
-	Description      string
-	Metadata         map[string]string
-	OffSession       bool
-	ClientSecret     string
-	LatestCharge     string
+	PaymentMethod string
+	// Status is requires_payment_method, requires_confirmation,
+	// requires_action, processing, requires_capture, succeeded or canceled.
+	Status        string
+	CaptureMethod string
+	Description   string
+	Metadata      map[string]string
+	OffSession    bool
+	ClientSecret  string
+	LatestCharge  string
+	// NextAction is the next_action type while Status is requires_action:
+	// use_stripe_sdk, or redirect_to_url when the create carried return_url.
+	NextAction       string
 	LastPaymentError *PaymentError
-	Created          time.Time
+	AmountCapturable int64
+	AmountReceived   int64
+	// CancellationReason is set once Status is canceled: duplicate,
+	// fraudulent, requested_by_customer, abandoned, automatic (an
+	// authorisation left uncaptured for AuthorizationValidity) or
+	// void_invoice (its subscription expired incomplete).
+	CancellationReason string
+	CanceledAt         time.Time
+	// Invoice is the invoice this PaymentIntent pays, "" for one created
+	// with POST /v1/payment_intents.
+	Invoice string
+	Created time.Time
 	// IdempotencyKey is the Idempotency-Key of the request that created the
 	// object, "" if none, so tests can check which key billingd derived.
 	IdempotencyKey string
@@ -42,9 +59,10 @@ type PaymentError struct {
 
 // Subscription is a snapshot of a Subscription held by the simulator.
 type Subscription struct {
-	ID                   string
-	Customer             string
-	Status               string // active or incomplete
+	ID       string
+	Customer string
+	// Status is active, incomplete, incomplete_expired or canceled.
+	Status               string
 	Currency             string
 	Items                []SubscriptionItem
 	DefaultPaymentMethod string // the default_payment_method parameter, "" if not given
@@ -54,9 +72,33 @@ type Subscription struct {
 	PaymentBehavior      string
 	LastPaymentError     *PaymentError
 	Metadata             map[string]string
-	Created              time.Time
-	CurrentPeriodEnd     time.Time
-	IdempotencyKey       string
+	// LatestInvoice is the subscription's first (and only) invoice.
+	LatestInvoice    string
+	Created          time.Time
+	CurrentPeriodEnd time.Time
+	CanceledAt       time.Time
+	IdempotencyKey   string
+}
+
+// Invoice is a snapshot of a subscription's first invoice.
+type Invoice struct {
+	ID           string
+	Customer     string
+	Subscription string
+	// Status is draft (never seen outside invoice.created), open, paid or
+	// void (its subscription expired incomplete).
+	Status     string
+	Currency   string
+	AmountDue  int64
+	AmountPaid int64
+	// PaymentIntent is the PaymentIntent collecting it, "" when nothing
+	// is due.
+	PaymentIntent string
+	// SubscriptionMetadata is the subscription's metadata, copied as
+	// Stripe copies it into subscription_details.metadata.
+	SubscriptionMetadata   map[string]string
+	PeriodStart, PeriodEnd time.Time
+	Created                time.Time
 }
 
 // SubscriptionItem is one price on a Subscription.
@@ -105,6 +147,11 @@ func (p PaymentIntent) clone() PaymentIntent {
 	return p
 }
 
+func (in Invoice) clone() Invoice {
+	in.SubscriptionMetadata = maps.Clone(in.SubscriptionMetadata)
+	return in
+}
+
 func (s Subscription) clone() Subscription {
 	s.Metadata = maps.Clone(s.Metadata)
 	s.Items = slices.Clone(s.Items)
@@ -121,9 +168,25 @@ func (c Customer) clone() Customer {
 	return c
 }
 
-// record is one stored object with its encoded JSON. Records never change
-// after they are stored, so their JSON is encoded once and shared by every
-// later GET and search without holding the lock.
+// piState is a stored PaymentIntent with what its wire form and its
+// transitions need beyond the snapshot.
+type piState struct {
+	PaymentIntent
+	enc       piEncoding
+	card      testCard // the payment method confirmed last
+	returnURL string
+	hostedURL string // the hosted 3-D Secure test page
+}
+
+// subState is a stored subscription with its items' prices, encoded.
+type subState struct {
+	Subscription
+	prices []json.RawMessage
+}
+
+// record is one stored object with its encoded JSON. A change replaces obj
+// and json together under the lock; the bytes of a json slice never change,
+// so readers take the slice under the lock and write it out after.
 type record[T any] struct {
 	id      string
 	created time.Time

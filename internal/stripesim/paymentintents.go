@@ -3,6 +3,7 @@ package stripesim
 import (
 	"net/url"
 	"strings"
+	"time"
 )
 
 // piParams are the parsed parameters of POST /v1/payment_intents.
@@ -161,6 +162,7 @@ func parsePaymentIntent(form url.Values, version string) (*piParams, *failure) {
 type piPlan struct {
 	id, secret, chargeID string
 	card                 testCard
+	setUp                bool // the card is set up for off-session use by the customer
 }
 
 // planPaymentIntentLocked checks the request against state. Its failures
@@ -194,59 +196,141 @@ func (s *Sim) planPaymentIntentLocked(x *exchange) *failure {
 		secret:   randomID(s.ids, id+"_secret_", 25),
 		chargeID: randomID(s.ids, "ch_", longID),
 		card:     card,
+		setUp:    s.setUp[setUpKey(p.customer, p.paymentMethod)],
 	}
 	return nil
 }
 
 // buildPaymentIntent creates the PaymentIntent and confirms it if asked. A
 // declined confirmation still creates the object; the 402 embeds it.
-func buildPaymentIntent(x *exchange) (response, *record[PaymentIntent]) {
+func buildPaymentIntent(x *exchange) (response, *record[piState]) {
 	p, pl := x.pi, x.piPlan
-	pi := PaymentIntent{
-		ID: pl.id, Amount: p.amount, Currency: p.currency, Customer: p.customer,
-		PaymentMethod: p.paymentMethod, CaptureMethod: p.captureMethod, Description: p.description,
-		Metadata: p.metadata, OffSession: p.offSession, ClientSecret: pl.secret,
-		Created: x.now, IdempotencyKey: x.idemKey,
+	st := piState{
+		PaymentIntent: PaymentIntent{
+			ID: pl.id, Amount: p.amount, Currency: p.currency, Customer: p.customer,
+			PaymentMethod: p.paymentMethod, CaptureMethod: p.captureMethod, Description: p.description,
+			Metadata: p.metadata, OffSession: p.offSession, ClientSecret: pl.secret,
+			Created: x.now, IdempotencyKey: x.idemKey,
+		},
+		enc:       piEncoding{apm: p.apm, pmTypes: p.pmTypes, sfu: p.sfu, receipt: p.receiptEmail},
+		card:      pl.card,
+		returnURL: p.returnURL,
+		hostedURL: hostedPage(x.baseURL, pl.id),
 	}
-	enc := piEncoding{apm: p.apm, pmTypes: p.pmTypes, sfu: p.sfu, receipt: p.receiptEmail}
 	declined := false
 	switch {
 	case !p.confirm && p.paymentMethod == "":
-		pi.Status = "requires_payment_method"
+		st.Status = "requires_payment_method"
 	case !p.confirm:
-		pi.Status = "requires_confirmation"
-	case pl.card.outcome == cardSucceeds:
-		pi.Status = "succeeded"
-		if p.captureMethod == "manual" {
-			pi.Status = "requires_capture"
-		}
-		pi.LatestCharge = pl.chargeID
-	case pl.card.outcome == cardRequiresAction && !p.offSession:
-		pi.Status = "requires_action"
+		st.Status = "requires_confirmation"
 	default:
-		declined = true
-		pi.Status = "requires_payment_method"
-		pi.PaymentMethod = ""
-		pi.LatestCharge = pl.chargeID
-		pi.LastPaymentError = &PaymentError{Type: typeCard, Code: pl.card.code, DeclineCode: pl.card.declineCode,
-			Message: pl.card.msg, PaymentMethod: pl.card.id, Charge: pl.chargeID}
-		enc.failedPM = encodePaymentMethod(pl.card, x.now)
+		a, d := pl.card.confirm(p.offSession, pl.setUp)
+		st.apply(a, d, pl.chargeID, x.now)
+		declined = a == attemptDeclined
 	}
-	js := encodePaymentIntent(&pi, enc)
-	rec := &record[PaymentIntent]{id: pi.ID, created: x.now, meta: pi.Metadata, obj: pi, json: js}
+	js := encodePaymentIntent(&st)
+	rec := &record[piState]{id: st.ID, created: x.now, meta: st.Metadata, obj: st, json: js}
 	if declined {
-		return declineFailure(pl.card, pl.chargeID, js, enc.failedPM).response(), rec
+		return declineFailure(declineOf(st.LastPaymentError), st.LatestCharge, js, st.enc.failedPM).response(), rec
 	}
 	return response{status: 200, body: js}, rec
 }
 
-// PaymentIntents returns snapshots of every PaymentIntent, oldest first.
+// apply moves a PaymentIntent to the outcome of a payment attempt.
+// chargeID names the charge an attempt that reached the card network made.
+func (p *piState) apply(a attempt, d decline, chargeID string, now time.Time) {
+	p.NextAction, p.LastPaymentError, p.enc.failedPM = "", nil, nil
+	switch a {
+	case attemptSucceeds:
+		p.LatestCharge = chargeID
+		if p.CaptureMethod == "manual" {
+			p.Status, p.AmountCapturable = "requires_capture", p.Amount
+		} else {
+			p.Status, p.AmountCapturable, p.AmountReceived = "succeeded", 0, p.Amount
+		}
+	case attemptNeedsAction:
+		p.Status, p.NextAction = "requires_action", "use_stripe_sdk"
+		if p.returnURL != "" {
+			p.NextAction = "redirect_to_url"
+		}
+	case attemptProcessing:
+		p.Status, p.LatestCharge = "processing", chargeID
+	case attemptDeclined:
+		p.fail(&PaymentError{Type: typeCard, Code: d.code, DeclineCode: d.declineCode, Message: d.msg,
+			PaymentMethod: p.card.id, Charge: chargeID}, now)
+		p.LatestCharge = chargeID
+	}
+}
+
+// fail returns the PaymentIntent to requires_payment_method after a failed
+// attempt; the payment method is detached, as Stripe does.
+func (p *piState) fail(e *PaymentError, now time.Time) {
+	p.Status, p.NextAction, p.PaymentMethod = "requires_payment_method", "", ""
+	p.AmountCapturable = 0
+	p.LastPaymentError = e
+	p.enc.failedPM = encodePaymentMethod(p.card, now)
+}
+
+func declineOf(e *PaymentError) decline {
+	return decline{code: e.Code, declineCode: e.DeclineCode, msg: e.Message}
+}
+
+// hostedPage is the simulator's stand-in for Stripe's hosted 3-D Secure
+// test page of a PaymentIntent.
+func hostedPage(baseURL, id string) string {
+	return baseURL + "/_sim/payment_intents/" + id + "/authenticate"
+}
+
+func setUpKey(customer, pm string) string { return customer + "\x00" + pm }
+
+// PaymentIntents returns snapshots of every PaymentIntent, invoices' ones
+// included, oldest first.
 func (s *Sim) PaymentIntents() []PaymentIntent {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.applyDueLocked(s.clock.Now())
 	out := make([]PaymentIntent, len(s.pis.all))
 	for i, r := range s.pis.all {
-		out[i] = r.obj.clone()
+		out[i] = r.obj.PaymentIntent.clone()
 	}
 	return out
+}
+
+// captureParams are the parsed parameters of POST /v1/payment_intents/{id}/capture.
+type captureParams struct {
+	amount int64 // amount_to_capture, 0 for all of amount_capturable
+}
+
+func parseCapture(form url.Values) (*captureParams, *failure) {
+	known := func(name string) bool { return name == "amount_to_capture" || name == "expand" }
+	if f := checkParams(form, known, nil); f != nil {
+		return nil, f
+	}
+	p := &captureParams{}
+	if has(form, "amount_to_capture") {
+		n, f := parseInt(form, "amount_to_capture")
+		if f != nil {
+			return nil, f
+		}
+		if n < 1 {
+			return nil, invalidRequest("parameter_invalid_integer", "amount_to_capture", "This value must be greater than or equal to 1.")
+		}
+		p.amount = n
+	}
+	return p, nil
+}
+
+// parseCancel returns the cancellation_reason of POST
+// /v1/payment_intents/{id}/cancel.
+func parseCancel(form url.Values) (string, *failure) {
+	known := func(name string) bool { return name == "cancellation_reason" || name == "expand" }
+	if f := checkParams(form, known, nil); f != nil {
+		return "", f
+	}
+	switch r := str(form, "cancellation_reason"); r {
+	case "", "duplicate", "fraudulent", "requested_by_customer", "abandoned":
+		return r, nil
+	default:
+		return "", invalidValue("cancellation_reason", "Invalid cancellation_reason: must be one of duplicate, fraudulent, requested_by_customer, or abandoned")
+	}
 }

@@ -17,6 +17,9 @@ const (
 	routeCreateSubscription
 	routeGetSubscription
 	routeSearchSubscriptions
+	routeCapturePaymentIntent
+	routeCancelPaymentIntent
+	routeCancelSubscription
 )
 
 // pattern names the route in Stats, with {id} in place of object ids so
@@ -41,12 +44,27 @@ func (r route) pattern() string {
 		return "/v1/subscriptions/{id}"
 	case routeSearchSubscriptions:
 		return "/v1/subscriptions/search"
+	case routeCapturePaymentIntent:
+		return "/v1/payment_intents/{id}/capture"
+	case routeCancelPaymentIntent:
+		return "/v1/payment_intents/{id}/cancel"
+	case routeCancelSubscription:
+		return "/v1/subscriptions/{id}"
 	}
 	return "unknown"
 }
 
-func (r route) creates() bool {
-	return r == routeCreatePaymentIntent || r == routeCreateCustomer || r == routeCreateSubscription
+// idempotent reports whether r is a POST that goes through the
+// idempotency layer: the creates, and the changes of mutates.
+func (r route) idempotent() bool {
+	return r == routeCreatePaymentIntent || r == routeCreateCustomer || r == routeCreateSubscription || r.mutates()
+}
+
+// mutates reports whether r changes an existing object. Such a change is
+// executed under the lock after latency, where it can see the object's
+// state at that moment.
+func (r route) mutates() bool {
+	return r == routeCapturePaymentIntent || r == routeCancelPaymentIntent
 }
 
 // matchRoute maps a request to a route and the object id in its path.
@@ -68,7 +86,19 @@ func matchRoute(method, path string) (route, string) {
 	default:
 		return routeUnknown, ""
 	}
+	if id, action, ok := strings.Cut(id, "/"); ok && resource == "payment_intents" && method == "POST" &&
+		id != "" && !strings.Contains(action, "/") {
+		switch action {
+		case "capture":
+			return routeCapturePaymentIntent, id
+		case "cancel":
+			return routeCancelPaymentIntent, id
+		}
+		return routeUnknown, ""
+	}
 	switch {
+	case hasID && method == "DELETE" && resource == "subscriptions" && id != "" && !strings.Contains(id, "/"):
+		return routeCancelSubscription, id
 	case !hasID && method == "POST":
 		return o.create, ""
 	case !hasID && method == "GET":

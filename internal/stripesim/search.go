@@ -164,6 +164,10 @@ func subscriptionField(s *Subscription, f string) string {
 	return ""
 }
 
+func piStateField(p *piState, f string) string { return paymentIntentField(&p.PaymentIntent, f) }
+
+func subStateField(s *subState, f string) string { return subscriptionField(&s.Subscription, f) }
+
 func customerField(c *Customer, f string) string {
 	switch f {
 	case "email":
@@ -229,6 +233,8 @@ type listing struct {
 	items    [][]byte
 	hasMore  bool
 	nextPage string
+	// expansions, when set, expand each item's latest_invoice (subscriptions).
+	expansions []*expansion
 }
 
 func (l *listing) encode() []byte {
@@ -243,6 +249,9 @@ func (l *listing) encode() []byte {
 	for i, it := range l.items {
 		if i > 0 {
 			b.WriteByte(',')
+		}
+		if l.expansions != nil {
+			it = l.expansions[i].apply(it)
 		}
 		b.Write(it)
 	}
@@ -264,6 +273,12 @@ func (l *listing) encode() []byte {
 
 // searchLocked runs a search on st and shapes the page.
 func searchLocked[T any](st *store[T], lr listRequest, field func(*T, string) string, s *Sim, url string) listing {
+	_, l := searchRecordsLocked(st, lr, field, s, url)
+	return l
+}
+
+// searchRecordsLocked is searchLocked that also returns the records found.
+func searchRecordsLocked[T any](st *store[T], lr listRequest, field func(*T, string) string, s *Sim, url string) ([]*record[T], listing) {
 	cutoff := s.clock.Now().Add(-s.searchLag)
 	recs, more := st.search(lr.terms, field, cutoff, lr.offset, lr.limit)
 	l := listing{object: "search_result", url: url, hasMore: more, items: make([][]byte, len(recs))}
@@ -273,5 +288,5 @@ func searchLocked[T any](st *store[T], lr listRequest, field func(*T, string) st
 	if more {
 		l.nextPage = pagePrefix + strconv.Itoa(lr.offset+len(recs))
 	}
-	return l
+	return recs, l
 }

@@ -26,11 +26,18 @@ const maxBody = 1 << 20
 // Config configures a Sim. The zero value is ready to use: real time,
 // seed 0, no faults, search consistent immediately, any sk_test_ key.
 type Config struct {
-	// Seed makes ids, random faults and latency jitter reproducible: the same
-	// sequence of requests gets the same answers. Concurrent requests are
+	// Seed makes random faults and latency jitter reproducible: the same
+	// sequence of requests meets the same faults. Concurrent requests are
 	// admitted in scheduling order, so only sequential runs repeat exactly.
-	Seed   int64
-	Faults Faults
+	// Object, request and event ids also mix in a per-instance nonce from
+	// crypto/rand, so a restarted simulator never hands out an id again
+	// (unless ReproducibleIDs).
+	Seed int64
+	// ReproducibleIDs derives ids from Seed alone, so two simulators with one
+	// Seed hand out the same ids. Off by default: clients that remember ids
+	// across a restart (as billingd does) must not see one reused.
+	ReproducibleIDs bool
+	Faults          Faults
 	// Clock drives created timestamps, the idempotency window and search lag;
 	// nil means the system clock.
 	Clock Clock
@@ -85,8 +92,11 @@ type Sim struct {
 	idem      map[idemKey]*idemEntry
 	idemQueue []*idemEntry // insertion order, for pruning
 	idemGone  int          // keys dropped from idem since it was last rebuilt
-	pis       store[PaymentIntent]
-	subs      store[Subscription]
+	pis       store[piState]
+	subs      store[subState]
+	invoices  store[Invoice]
+	setUp     map[string]bool // customer and card set up for off-session use
+	due       deadlines       // time-based transitions, soonest first
 	customers store[Customer]
 	prices    store[Price]
 	subsOf    map[string]int // customer id -> subscriptions
@@ -98,6 +108,10 @@ type Sim struct {
 // documentation.
 func New(cfg Config) *Sim {
 	seed := uint64(cfg.Seed)
+	var nonce uint64
+	if !cfg.ReproducibleIDs {
+		nonce = instanceNonce()
+	}
 	s := &Sim{
 		clock:      cfg.Clock,
 		searchLag:  cfg.SearchLag,
@@ -105,14 +119,16 @@ func New(cfg Config) *Sim {
 		forbidden:  setOf(cfg.ForbiddenKeys),
 		maxSubs:    cfg.MaxSubscriptionsPerCustomer,
 		maxObjects: cfg.MaxObjects,
-		ids:        rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)),
+		ids:        rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15^nonce)),
 		faultRNG:   rand.New(rand.NewPCG(seed, 0xbf58476d1ce4e5b9)),
 		jitterRNG:  rand.New(rand.NewPCG(seed, 0x94d049bb133111eb)),
 		faults:     cfg.Faults,
 		scripted:   map[string][]scriptedFault{},
 		idem:       map[idemKey]*idemEntry{},
-		pis:        newStore[PaymentIntent](),
-		subs:       newStore[Subscription](),
+		pis:        newStore[piState](),
+		subs:       newStore[subState](),
+		invoices:   newStore[Invoice](),
+		setUp:      map[string]bool{},
 		customers:  newStore[Customer](),
 		prices:     newStore[Price](),
 		subsOf:     map[string]int{},
@@ -125,7 +141,7 @@ func New(cfg Config) *Sim {
 		s.maxSubs = DefaultMaxSubscriptionsPerCustomer
 	}
 	s.addFixtures()
-	if s.hooks = newWebhooks(cfg, seed); s.hooks != nil {
+	if s.hooks = newWebhooks(cfg, seed, nonce); s.hooks != nil {
 		go s.deliver()
 	}
 	return s
@@ -149,12 +165,16 @@ type exchange struct {
 	version      string
 	form         url.Values
 	fingerprint  [32]byte
+	baseURL      string // scheme and host the client reached us at
+	expand       int    // subscriptions: 1 latest_invoice, 2 with its payment_intent
 
 	// Parsed parameters; invalid is a parameter validation failure of a
 	// create, which the idempotency layer answers without caching.
 	pi      *piParams
 	sub     *subParams
 	cus     *cusParams
+	capture *captureParams
+	cancel  string // cancellation_reason
 	list    listRequest
 	invalid *failure
 
@@ -180,11 +200,15 @@ type response struct {
 	requestID   string // the request that produced it, for Original-Request on replay
 }
 
-// created holds the objects one request made, committed together.
+// created holds the objects one request made, committed together, and
+// the events announcing them, in order.
 type created struct {
-	pi  *record[PaymentIntent]
-	sub *record[Subscription]
-	cus *record[Customer]
+	pi     *record[piState]
+	sub    *record[subState]
+	inv    *record[Invoice]
+	subPI  *record[piState] // the subscription's first invoice's
+	cus    *record[Customer]
+	events []pendingEvent
 }
 
 // ServeHTTP answers one Stripe API request. The order of layers is
@@ -192,11 +216,16 @@ type created struct {
 // before processing; then the idempotency layer; then latency (spent while
 // the key is held) and execution; then faults that strike after processing.
 func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, simPrefix) {
+		s.serveSim(w, r)
+		return
+	}
 	x := &exchange{
 		method:  r.Method,
 		path:    r.URL.Path,
 		idemKey: strings.TrimSpace(r.Header.Get("Idempotency-Key")),
 		version: r.Header.Get("Stripe-Version"),
+		baseURL: baseURL(r),
 	}
 	if r.Method != http.MethodPost {
 		x.idemKey = "" // Stripe ignores idempotency keys on GET
@@ -208,12 +237,13 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x.reqID = randomID(s.ids, "req_", shortID)
 	x.delay = s.delayLocked()
 	x.now = s.clock.Now()
+	s.applyDueLocked(x.now)
 	if early == nil {
 		x.fault = s.nextFaultLocked(x.method, x.path)
 		if x.fault != FaultNone {
 			s.stats.Faults[x.fault]++
 		}
-		if !x.fault.beforeProcessing() && x.route.creates() {
+		if !x.fault.beforeProcessing() && x.route.idempotent() {
 			s.admitLocked(x, x.now)
 			if x.fail == nil && x.replay == nil {
 				x.executing = true
@@ -267,10 +297,14 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		getFail *failure
 	)
 	s.mu.Lock()
-	if early == nil && !x.fault.beforeProcessing() && !x.route.creates() {
+	s.applyDueLocked(s.clock.Now())
+	if early == nil && !x.fault.beforeProcessing() && !x.route.idempotent() {
 		resp, getFail, lst = s.readLocked(x)
 	}
-	s.commitLocked(made)
+	if x.executing && x.fail == nil && x.route.mutates() {
+		resp = s.mutateLocked(x)
+	}
+	s.commitLocked(made, x.now)
 	s.emitLocked(made, x.now)
 	if x.fault == FaultServerError {
 		resp, getFail, lst = serverErr, nil, nil
@@ -329,10 +363,18 @@ func (s *Sim) prepare(w http.ResponseWriter, x *exchange, r *http.Request) *fail
 		x.cus, x.invalid = parseCustomer(x.form)
 	case routeCreateSubscription:
 		x.sub, x.invalid = parseSubscription(x.form)
+		x.expand = expandLevel(x.form, "")
+	case routeCapturePaymentIntent:
+		x.capture, x.invalid = parseCapture(x.form)
+	case routeCancelPaymentIntent:
+		x.cancel, x.invalid = parseCancel(x.form)
+	case routeGetSubscription, routeCancelSubscription:
+		x.expand = expandLevel(x.form, "")
 	case routeSearchPaymentIntents:
 		x.list, f = parseSearch(x.form, paymentIntentSearchField, "payment_intents")
 	case routeSearchSubscriptions:
 		x.list, f = parseSearch(x.form, subscriptionSearchField, "subscriptions")
+		x.expand = expandLevel(x.form, "data.")
 	case routeSearchCustomers:
 		x.list, f = parseSearch(x.form, customerSearchField, "customers")
 	case routeListCustomers:
@@ -340,7 +382,7 @@ func (s *Sim) prepare(w http.ResponseWriter, x *exchange, r *http.Request) *fail
 		x.list.startingAfter = x.form.Get("starting_after")
 		x.list.email = x.form.Get("email")
 	}
-	if x.route.creates() {
+	if x.route.idempotent() {
 		x.fingerprint = fingerprint(x.form)
 	}
 	return f
@@ -366,29 +408,64 @@ func (s *Sim) build(x *exchange) (response, created) {
 	switch x.route {
 	case routeCreatePaymentIntent:
 		resp, rec := buildPaymentIntent(x)
-		return resp, created{pi: rec}
+		c := created{pi: rec, events: []pendingEvent{{"payment_intent.created", rec.json}}}
+		if ev := piStatusEvent(&rec.obj.PaymentIntent); ev != "" {
+			c.events = append(c.events, pendingEvent{ev, rec.json})
+		}
+		return resp, c
 	case routeCreateCustomer:
 		resp, rec := buildCustomer(x)
-		return resp, created{cus: rec}
+		return resp, created{cus: rec, events: []pendingEvent{{"customer.created", rec.json}}}
 	case routeCreateSubscription:
-		resp, rec := buildSubscription(x)
-		return resp, created{sub: rec}
+		return buildSubscription(x)
 	}
 	return response{}, created{}
 }
 
+// mutateLocked executes a change of an existing object. Its failures are
+// executed errors, cached under the idempotency key like its answers.
+func (s *Sim) mutateLocked(x *exchange) response {
+	var (
+		js []byte
+		f  *failure
+	)
+	switch x.route {
+	case routeCapturePaymentIntent:
+		js, f = s.captureLocked(x.pathID, x.capture, x.now)
+	case routeCancelPaymentIntent:
+		js, f = s.cancelLocked(x.pathID, x.cancel, x.now)
+	}
+	if f != nil {
+		return f.response()
+	}
+	return response{status: 200, body: js}
+}
+
 // commitLocked stores new objects. It is the one place objects come into
 // existence, so it is where webhook events will be emitted.
-func (s *Sim) commitLocked(c created) {
+func (s *Sim) commitLocked(c created, now time.Time) {
 	if c.pi != nil {
 		s.pis.add(c.pi)
 		s.pis.trim(s.maxObjects)
 		s.stats.PaymentIntentsCreated++
+		s.settledLocked(&c.pi.obj, now)
 	}
 	if c.sub != nil {
 		s.subs.add(c.sub)
 		s.subs.trim(s.maxObjects)
 		s.stats.SubscriptionsCreated++
+		if c.sub.obj.Status == "incomplete" {
+			s.scheduleLocked(c.sub.created.Add(IncompleteWindow), deadlineIncomplete, c.sub.id)
+		}
+	}
+	if c.inv != nil {
+		s.invoices.add(c.inv)
+		s.invoices.trim(s.maxObjects)
+		s.stats.InvoicesCreated++
+	}
+	if c.subPI != nil {
+		s.pis.add(c.subPI)
+		s.pis.trim(s.maxObjects)
 	}
 	if c.cus != nil {
 		s.customers.add(c.cus)
@@ -412,18 +489,31 @@ func (s *Sim) readLocked(x *exchange) (response, *failure, *listing) {
 		return missing("payment_intent")
 	case routeGetSubscription:
 		if r := s.subs.byID[x.pathID]; r != nil {
-			return ok(r.json)
+			return ok(s.expansionLocked(&r.obj, x.expand).apply(r.json))
 		}
 		return missing("subscription")
+	case routeCancelSubscription:
+		r, f := s.cancelSubscriptionLocked(x.pathID, x.now)
+		if f != nil {
+			return response{}, f, nil
+		}
+		return ok(s.expansionLocked(&r.obj, x.expand).apply(r.json))
 	case routeGetCustomer:
 		if r := s.customers.byID[x.pathID]; r != nil {
 			return ok(r.json)
 		}
 		return missing("customer")
 	case routeSearchPaymentIntents:
-		return listed(searchLocked(&s.pis, x.list, paymentIntentField, s, "/v1/payment_intents/search"))
+		return listed(searchLocked(&s.pis, x.list, piStateField, s, "/v1/payment_intents/search"))
 	case routeSearchSubscriptions:
-		return listed(searchLocked(&s.subs, x.list, subscriptionField, s, "/v1/subscriptions/search"))
+		recs, l := searchRecordsLocked(&s.subs, x.list, subStateField, s, "/v1/subscriptions/search")
+		if x.expand > 0 {
+			l.expansions = make([]*expansion, len(recs))
+			for i, r := range recs {
+				l.expansions[i] = s.expansionLocked(&r.obj, x.expand)
+			}
+		}
+		return listed(l)
 	case routeSearchCustomers:
 		return listed(searchLocked(&s.customers, x.list, customerField, s, "/v1/customers/search"))
 	case routeListCustomers:
@@ -462,6 +552,15 @@ func (s *Sim) write(w http.ResponseWriter, x *exchange, resp response) {
 	}
 	w.WriteHeader(resp.status)
 	_, _ = w.Write(resp.body) // the client going away is its own business
+}
+
+// baseURL is the scheme and host a client reached the simulator at, for
+// the URLs of its hosted test pages.
+func baseURL(r *http.Request) string {
+	if r.TLS != nil {
+		return "https://" + r.Host
+	}
+	return "http://" + r.Host
 }
 
 // hangUp closes the connection without answering, the way a network

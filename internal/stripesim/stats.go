@@ -14,9 +14,13 @@ type RequestKey struct {
 // Stats counts what the simulator did, so tests can assert on effects
 // (how many charges really happened) rather than on what a client saw.
 type Stats struct {
-	Requests              map[RequestKey]int
+	Requests map[RequestKey]int
+	// PaymentIntentsCreated counts POST /v1/payment_intents creates; the
+	// PaymentIntents of subscriptions' invoices are not in it (they are one
+	// per invoice: see InvoicesCreated).
 	PaymentIntentsCreated int
 	SubscriptionsCreated  int
+	InvoicesCreated       int
 	CustomersCreated      int
 	// Replays counts answers served from the idempotency cache.
 	Replays int

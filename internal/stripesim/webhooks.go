@@ -41,7 +41,7 @@ type webhooks struct {
 	once        sync.Once
 }
 
-func newWebhooks(cfg Config, seed uint64) *webhooks {
+func newWebhooks(cfg Config, seed, nonce uint64) *webhooks {
 	if cfg.WebhookURL == "" {
 		return nil
 	}
@@ -54,7 +54,7 @@ func newWebhooks(cfg Config, seed uint64) *webhooks {
 		url: cfg.WebhookURL, secret: cfg.WebhookSecret,
 		client: &http.Client{Timeout: 5 * time.Second},
 		queue:  make(chan webhookEvent, n),
-		rng:    rand.New(rand.NewPCG(seed, 0xd6e8feb86659fd93)),
+		rng:    rand.New(rand.NewPCG(seed, 0xd6e8feb86659fd93^nonce)),
 		ctx:    ctx, cancel: cancel, done: make(chan struct{}),
 	}
 	return w
@@ -73,26 +73,25 @@ func (s *Sim) Close() {
 	})
 }
 
-// emitLocked queues the events for objects a request created. It never
-// blocks: with the queue full the event is dropped and counted.
+// pendingEvent is an event a create decided and encoded outside the lock.
+type pendingEvent struct {
+	typ    string
+	object []byte
+}
+
+// emitLocked queues the events of objects a request created, in order.
+// It never blocks: with the queue full the event is dropped and counted.
 func (s *Sim) emitLocked(c created, now time.Time) {
-	if s.hooks == nil {
-		return
+	for _, ev := range c.events {
+		s.eventLocked(ev.typ, ev.object, now)
 	}
-	if c.pi != nil {
-		s.queueLocked("payment_intent.created", c.pi.json, now)
-		switch pi := &c.pi.obj; {
-		case pi.Status == "succeeded":
-			s.queueLocked("payment_intent.succeeded", c.pi.json, now)
-		case pi.LastPaymentError != nil:
-			s.queueLocked("payment_intent.payment_failed", c.pi.json, now)
-		}
-	}
-	if c.sub != nil {
-		s.queueLocked("customer.subscription.created", c.sub.json, now)
-	}
-	if c.cus != nil {
-		s.queueLocked("customer.created", c.cus.json, now)
+}
+
+// eventLocked queues one event whose data.object is object, the object's
+// JSON at that moment.
+func (s *Sim) eventLocked(typ string, object []byte, now time.Time) {
+	if s.hooks != nil {
+		s.queueLocked(typ, object, now)
 	}
 }
 

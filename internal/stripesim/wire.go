@@ -16,9 +16,24 @@ type apmWire struct {
 	Enabled        bool   `json:"enabled"`
 }
 
+// nextActionWire is next_action of a card payment awaiting 3-D Secure:
+// use_stripe_sdk when confirmed server-side without return_url (its
+// contents are for Stripe.js only; here they name the hosted test page),
+// redirect_to_url when the confirmation carried return_url.
 type nextActionWire struct {
-	Type         string   `json:"type"`
-	UseStripeSDK struct{} `json:"use_stripe_sdk"`
+	Type          string            `json:"type"`
+	RedirectToURL *redirectWire     `json:"redirect_to_url,omitempty"`
+	UseStripeSDK  *useStripeSDKWire `json:"use_stripe_sdk,omitempty"`
+}
+
+type redirectWire struct {
+	ReturnURL string `json:"return_url"`
+	URL       string `json:"url"`
+}
+
+type useStripeSDKWire struct {
+	Type     string `json:"type"`
+	StripeJS string `json:"stripe_js"`
 }
 
 type paymentIntentWire struct {
@@ -158,6 +173,40 @@ type subscriptionItemListWire struct {
 	URL        string                 `json:"url"`
 }
 
+type subscriptionDetailsWire struct {
+	Metadata map[string]string `json:"metadata"`
+}
+
+type invoiceWire struct {
+	ID                  string                  `json:"id"`
+	Object              string                  `json:"object"`
+	AccountCountry      string                  `json:"account_country"`
+	AmountDue           int64                   `json:"amount_due"`
+	AmountPaid          int64                   `json:"amount_paid"`
+	AmountRemaining     int64                   `json:"amount_remaining"`
+	AttemptCount        int64                   `json:"attempt_count"`
+	Attempted           bool                    `json:"attempted"`
+	AutoAdvance         bool                    `json:"auto_advance"`
+	BillingReason       string                  `json:"billing_reason"`
+	CollectionMethod    string                  `json:"collection_method"`
+	Created             int64                   `json:"created"`
+	Currency            string                  `json:"currency"`
+	Customer            string                  `json:"customer"`
+	Description         *string                 `json:"description"`
+	HostedInvoiceURL    *string                 `json:"hosted_invoice_url"`
+	Livemode            bool                    `json:"livemode"`
+	Metadata            map[string]string       `json:"metadata"`
+	Paid                bool                    `json:"paid"`
+	PaymentIntent       *string                 `json:"payment_intent"`
+	PeriodEnd           int64                   `json:"period_end"`
+	PeriodStart         int64                   `json:"period_start"`
+	Status              string                  `json:"status"`
+	Subscription        string                  `json:"subscription"`
+	SubscriptionDetails subscriptionDetailsWire `json:"subscription_details"`
+	Subtotal            int64                   `json:"subtotal"`
+	Total               int64                   `json:"total"`
+}
+
 type subscriptionWire struct {
 	ID                   string                   `json:"id"`
 	Object               string                   `json:"object"`
@@ -190,6 +239,14 @@ func nullable(s string) *string {
 		return nil
 	}
 	return &s
+}
+
+func unixOrNil(t time.Time) *int64 {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.Unix()
+	return &u
 }
 
 func nonNil(m map[string]string) map[string]string {
@@ -225,28 +282,51 @@ type piEncoding struct {
 	failedPM json.RawMessage // the failed payment method, for last_payment_error
 }
 
-func encodePaymentIntent(p *PaymentIntent, e piEncoding) []byte {
+func encodePaymentIntent(p *piState) []byte {
 	w := paymentIntentWire{
 		ID: p.ID, Object: "payment_intent", Amount: p.Amount,
-		AutomaticPaymentMethods: e.apm, CaptureMethod: p.CaptureMethod,
-		ClientSecret: p.ClientSecret, ConfirmationMethod: "automatic",
+		AmountCapturable: p.AmountCapturable, AmountReceived: p.AmountReceived,
+		AutomaticPaymentMethods: p.enc.apm, CaptureMethod: p.CaptureMethod,
+		CancellationReason: nullable(p.CancellationReason),
+		ClientSecret:       p.ClientSecret, ConfirmationMethod: "automatic",
 		Created: p.Created.Unix(), Currency: p.Currency,
 		Customer: nullable(p.Customer), Description: nullable(p.Description),
+		Invoice:      nullable(p.Invoice),
 		LatestCharge: nullable(p.LatestCharge), Metadata: nonNil(p.Metadata),
-		PaymentMethod: nullable(p.PaymentMethod), PaymentMethodTypes: e.pmTypes,
-		ReceiptEmail: nullable(e.receipt), SetupFutureUsage: nullable(e.sfu), Status: p.Status,
+		PaymentMethod: nullable(p.PaymentMethod), PaymentMethodTypes: p.enc.pmTypes,
+		ReceiptEmail: nullable(p.enc.receipt), SetupFutureUsage: nullable(p.enc.sfu), Status: p.Status,
 	}
-	switch p.Status {
-	case "succeeded":
-		w.AmountReceived = p.Amount
-	case "requires_capture":
-		w.AmountCapturable = p.Amount
-	case "requires_action":
-		w.NextAction = &nextActionWire{Type: "use_stripe_sdk"}
+	if !p.CanceledAt.IsZero() {
+		t := p.CanceledAt.Unix()
+		w.CanceledAt = &t
+	}
+	switch p.NextAction {
+	case "redirect_to_url":
+		w.NextAction = &nextActionWire{Type: p.NextAction, RedirectToURL: &redirectWire{ReturnURL: p.returnURL, URL: p.hostedURL}}
+	case "use_stripe_sdk":
+		w.NextAction = &nextActionWire{Type: p.NextAction, UseStripeSDK: &useStripeSDKWire{Type: "three_d_secure_redirect", StripeJS: p.hostedURL}}
 	}
 	if le := p.LastPaymentError; le != nil {
 		w.LastPaymentError = &apiError{Type: le.Type, Code: le.Code, DeclineCode: le.DeclineCode,
-			Message: le.Message, DocURL: docURL(le.Code), Charge: le.Charge, PaymentMethod: e.failedPM}
+			Message: le.Message, DocURL: docURL(le.Code), Charge: le.Charge, PaymentMethod: p.enc.failedPM}
+	}
+	return mustJSON(w)
+}
+
+func encodeInvoice(in *Invoice) []byte {
+	w := invoiceWire{
+		ID: in.ID, Object: "invoice", AccountCountry: "US",
+		AmountDue: in.AmountDue, AmountPaid: in.AmountPaid, AmountRemaining: in.AmountDue - in.AmountPaid,
+		AutoAdvance: in.Status == "draft", BillingReason: "subscription_create", CollectionMethod: "charge_automatically",
+		Created: in.Created.Unix(), Currency: in.Currency, Customer: in.Customer,
+		Metadata: map[string]string{}, Paid: in.Status == "paid",
+		PeriodEnd: in.PeriodEnd.Unix(), PeriodStart: in.PeriodStart.Unix(),
+		Status: in.Status, Subscription: in.Subscription,
+		SubscriptionDetails: subscriptionDetailsWire{Metadata: nonNil(in.SubscriptionMetadata)},
+		Subtotal:            in.AmountDue, Total: in.AmountDue,
+	}
+	if in.Status != "draft" {
+		w.PaymentIntent = nullable(in.PaymentIntent)
 	}
 	return mustJSON(w)
 }
@@ -292,7 +372,8 @@ func encodePrice(p *Price) []byte {
 	})
 }
 
-func encodeSubscription(s *Subscription, prices []json.RawMessage) []byte {
+func encodeSubscription(st *subState) []byte {
+	s, prices := &st.Subscription, st.prices
 	items := make([]subscriptionItemWire, len(s.Items))
 	for i, it := range s.Items {
 		items[i] = subscriptionItemWire{ID: it.ID, Object: "subscription_item", Created: s.Created.Unix(),
@@ -306,6 +387,8 @@ func encodeSubscription(s *Subscription, prices []json.RawMessage) []byte {
 		Customer: s.Customer, DefaultPaymentMethod: nullable(s.DefaultPaymentMethod),
 		Items: subscriptionItemListWire{Object: "list", Data: items, TotalCount: len(items),
 			URL: "/v1/subscription_items?subscription=" + s.ID},
-		Metadata: nonNil(s.Metadata), StartDate: s.Created.Unix(), Status: s.Status,
+		LatestInvoice: nullable(s.LatestInvoice),
+		Metadata:      nonNil(s.Metadata), StartDate: s.Created.Unix(), Status: s.Status,
+		CanceledAt: unixOrNil(s.CanceledAt), EndedAt: unixOrNil(s.CanceledAt),
 	})
 }
