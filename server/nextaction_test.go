@@ -1,14 +1,18 @@
 package server_test
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
 	billingv1 "github.com/billingd/billingd/gen/billing/v1"
+	"github.com/billingd/billingd/internal/stripesim"
 	"github.com/billingd/billingd/service"
 )
 
@@ -144,5 +148,288 @@ func TestManualCaptureIsAuthorized(t *testing.T) {
 	rec, _ := h.record(caller, "auth")
 	if rec.State != service.StateAuthorized {
 		t.Errorf("record state = %v", rec.State)
+	}
+}
+
+// chargeAction makes a 3-D Secure charge and returns its PaymentIntent id.
+func chargeAction(t *testing.T, h *harness, id, pm string) string {
+	t.Helper()
+	resp, err := h.client.Charge(h.ctx(), card(id, pm))
+	if err != nil || resp.GetStatus() != "requires_action" {
+		t.Fatalf("Charge %s = %v, %v", id, resp, err)
+	}
+	return resp.GetPaymentIntentId()
+}
+
+func opState(t *testing.T, h *harness, id string) *billingv1.Operation {
+	t.Helper()
+	op, err := h.client.GetOperation(h.ctx(), &billingv1.GetOperationRequest{RequestId: id})
+	if err != nil {
+		t.Fatalf("GetOperation %s: %v", id, err)
+	}
+	return op
+}
+
+// The customer completes (or fails) authentication; the simulator's webhooks
+// alone (no reconciler here) take the record to its end, and a repeat of
+// the Charge then returns the current status.
+func TestAuthenticationOutcomesByWebhook(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		pm         string
+		succeed    bool
+		want       service.State
+		wantReason string
+		wantDecl   string
+	}{
+		{"completed", "pm_card_authenticationRequired", true, service.StateSucceeded, "", ""},
+		{"failed", "pm_card_threeDSecure2Required", false, service.StateFailed, "AUTHENTICATION_FAILED", ""},
+		{"completed then declined", "pm_card_authenticationRequiredChargeDeclinedInsufficientFunds", true, service.StateFailed, "CARD_DECLINED", "insufficient_funds"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := newWebhookHarness(t)
+			pi := chargeAction(t, h.harness, "3ds", tt.pm)
+			if err := h.sim.Authenticate(pi, tt.succeed); err != nil {
+				t.Fatal(err)
+			}
+			rec := waitState(t, h.harness, "3ds", tt.want)
+			if rec.Result.ClientSecret != "" {
+				t.Error("a final record keeps the client_secret")
+			}
+			resp, err := h.client.Charge(h.ctx(), card("3ds", tt.pm))
+			if tt.wantReason == "" {
+				if err != nil || resp.GetStatus() != "succeeded" || !resp.GetReplayed() || resp.GetPaymentIntentId() != pi ||
+					resp.GetPaymentStatus() != billingv1.PaymentStatus_PAYMENT_STATUS_SUCCEEDED || resp.GetClientSecret() != "" {
+					t.Fatalf("repeat = %v, %v", resp, err)
+				}
+			} else {
+				_, ei := errInfo(t, err, codes.FailedPrecondition)
+				if ei.GetReason() != tt.wantReason || ei.GetMetadata()["decline_code"] != tt.wantDecl || ei.GetMetadata()["stripe_object_id"] != pi {
+					t.Fatalf("repeat: %v", ei)
+				}
+			}
+			if op := opState(t, h.harness, "3ds"); op.GetState() != billingv1.Operation_State(tt.want) {
+				t.Errorf("GetOperation state = %v", op.GetState())
+			}
+			if got := posts(h.sim); got != 1 {
+				t.Errorf("create POSTs = %d, want 1", got)
+			}
+		})
+	}
+}
+
+// With every webhook lost, the reconciler alone follows the PaymentIntent:
+// it retrieves it on its backoff and settles it, never creating another.
+func TestReconcilerFollowsWithoutWebhooks(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	pi := chargeAction(t, h, "3ds", "pm_card_authenticationRequired")
+	processing := card("slow", "pm_card_simProcessing")
+	resp, err := h.client.Charge(h.ctx(), processing)
+	if err != nil || resp.GetStatus() != "processing" || resp.GetClientSecret() != "" {
+		t.Fatalf("processing charge = %v, %v", resp, err)
+	}
+	if op := opState(t, h, "slow"); op.GetState() != billingv1.Operation_STATE_PROCESSING {
+		t.Fatalf("state = %v, want PROCESSING", op.GetState())
+	}
+	r := runReconciler(t, h)
+	if err := h.sim.Authenticate(pi, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.sim.Settle(resp.GetPaymentIntentId(), false); err != nil {
+		t.Fatal(err)
+	}
+	// The first pass looked already and found nothing new; the next lookup
+	// is due after the backoff, on the service's clock.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a, _ := h.record(caller, "3ds")
+		b, _ := h.record(caller, "slow")
+		if a.State == service.StateSucceeded && b.State == service.StateFailed {
+			if service.ReasonOf(b.Err) != service.ReasonCardDeclined {
+				t.Errorf("processing charge failed with %v", b.Err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("records = %v, %v; reconciler %+v", a.State, b.State, r.Stats())
+		}
+		h.clock.Advance(time.Minute)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := r.Stats(); st.Follows == 0 || st.Redriven != 0 || st.Searches != 0 {
+		t.Errorf("reconciler %+v: want follows only", st)
+	}
+	if got := posts(h.sim); got != 2 {
+		t.Errorf("create POSTs = %d, want 2", got)
+	}
+}
+
+// WatchOperation streams REQUIRES_ACTION, then SUCCEEDED, and ends.
+func TestWatchOperationStreamsToTheEnd(t *testing.T) {
+	t.Parallel()
+	h := newWebhookHarness(t)
+	pi := chargeAction(t, h.harness, "watched", "pm_card_authenticationRequired")
+	stream, err := h.client.WatchOperation(h.ctx(), &billingv1.GetOperationRequest{RequestId: "watched"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.Recv()
+	if err != nil || first.GetState() != billingv1.Operation_STATE_REQUIRES_ACTION || first.GetCharge().GetClientSecret() == "" {
+		t.Fatalf("first = %v, %v", first, err)
+	}
+	if err := h.sim.Authenticate(pi, true); err != nil {
+		t.Fatal(err)
+	}
+	var last *billingv1.Operation
+	for {
+		op, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("Recv: %v", err)
+		}
+		last = op
+	}
+	if last.GetState() != billingv1.Operation_STATE_SUCCEEDED || last.GetCharge().GetStatus() != "succeeded" {
+		t.Fatalf("last = %v", last)
+	}
+	// Another caller's request is NOT_FOUND, and so is an unknown one.
+	stream, err = h.client.WatchOperation(h.ctx(), &billingv1.GetOperationRequest{RequestId: "nobody"})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	errInfo(t, err, codes.NotFound)
+	// Bad input is INVALID_ARGUMENT.
+	stream, err = h.client.WatchOperation(h.ctx(), &billingv1.GetOperationRequest{})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	errInfo(t, err, codes.InvalidArgument)
+}
+
+// A drained server ends its watches with UNAVAILABLE SHUTTING_DOWN instead
+// of waiting for the payment, and a caller's watches are bounded.
+func TestWatchOperationBoundsAndDrain(t *testing.T) {
+	t.Parallel()
+	cfg := testServiceConfig()
+	cfg.MaxWatches = 2
+	h := newHarness(t, harnessOpts{svcCfg: &cfg})
+	chargeAction(t, h, "w", "pm_card_authenticationRequired")
+	var streams []billingv1.BillingService_WatchOperationClient
+	for range 2 {
+		s, err := h.client.WatchOperation(h.ctx(), &billingv1.GetOperationRequest{RequestId: "w"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if op, err := s.Recv(); err != nil || op.GetState() != billingv1.Operation_STATE_REQUIRES_ACTION {
+			t.Fatalf("Recv = %v, %v", op, err)
+		}
+		streams = append(streams, s)
+	}
+	third, err := h.client.WatchOperation(h.ctx(), &billingv1.GetOperationRequest{RequestId: "w"})
+	if err == nil {
+		_, err = third.Recv()
+	}
+	if _, ei := errInfo(t, err, codes.ResourceExhausted); ei.GetReason() != "TOO_MANY_WATCHES" {
+		t.Fatalf("third watch: %v", ei)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		h.srv.Shutdown(ctx)
+	}()
+	for _, s := range streams {
+		_, err := s.Recv()
+		if st, ei := errInfo(t, err, codes.Unavailable); ei.GetReason() != "SHUTTING_DOWN" || retryInfo(st) == nil {
+			t.Fatalf("after drain: %v", st)
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown waited for the watches")
+	}
+}
+
+// Subscriptions start default_incomplete: REQUIRES_ACTION with the first
+// invoice's client_secret; paid, the record is SUCCEEDED; never paid, it
+// ends as Stripe says after 23 hours.
+func TestSubscriptionFirstPayment(t *testing.T) {
+	t.Parallel()
+	h := newWebhookHarness(t)
+	ctx := h.ctx()
+	if _, err := h.sim.AddCustomer(stripesim.Customer{ID: "cus_3ds", Email: "3ds@example.com", DefaultPaymentMethod: "pm_card_authenticationRequired"}); err != nil {
+		t.Fatal(err)
+	}
+	sub := func(id, customer string) *billingv1.SubscribeResponse {
+		t.Helper()
+		resp, err := h.client.Subscribe(ctx, &billingv1.SubscribeRequest{RequestId: id, CustomerId: customer, PriceId: "price_basic_monthly", Quantity: 1})
+		if err != nil {
+			t.Fatalf("Subscribe %s: %v", id, err)
+		}
+		if resp.GetStatus() != "incomplete" || resp.GetSubscriptionStatus() != billingv1.SubscriptionStatus_SUBSCRIPTION_STATUS_INCOMPLETE ||
+			resp.GetClientSecret() == "" {
+			t.Fatalf("Subscribe %s = %v", id, resp)
+		}
+		if op := opState(t, h.harness, id); op.GetState() != billingv1.Operation_STATE_REQUIRES_ACTION ||
+			op.GetSubscription().GetClientSecret() != resp.GetClientSecret() {
+			t.Fatalf("GetOperation %s = %v", id, op)
+		}
+		return resp
+	}
+	invoicePI := func(subID string) string {
+		t.Helper()
+		for _, in := range h.sim.Invoices() {
+			if in.Subscription == subID {
+				return in.PaymentIntent
+			}
+		}
+		t.Fatalf("no invoice for %s", subID)
+		return ""
+	}
+
+	paid := sub("paid", "cus_demo")
+	if err := h.sim.Authenticate(invoicePI(paid.GetSubscriptionId()), true); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, h.harness, "paid", service.StateSucceeded)
+	again, err := h.client.Subscribe(ctx, &billingv1.SubscribeRequest{RequestId: "paid", CustomerId: "cus_demo", PriceId: "price_basic_monthly", Quantity: 1})
+	if err != nil || !again.GetReplayed() || again.GetStatus() != "active" || again.GetSubscriptionId() != paid.GetSubscriptionId() {
+		t.Fatalf("repeat = %v, %v", again, err)
+	}
+
+	// A card that needs 3-D Secure: the first confirmation asks for action.
+	action := sub("action", "cus_3ds")
+	pi := invoicePI(action.GetSubscriptionId())
+	if err := h.sim.Authenticate(pi, true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { op := opState(t, h.harness, "action"); return op.GetSubscription().GetNextActionType() != "" })
+	if err := h.sim.Authenticate(pi, true); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, h.harness, "action", service.StateSucceeded)
+
+	// A declining card: the subscription stays incomplete (the customer may
+	// still pay) until it expires.
+	declined := sub("declined", "cus_declined")
+	if err := h.sim.Authenticate(invoicePI(declined.GetSubscriptionId()), true); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Advance(24 * time.Hour)
+	h.sim.ApplyDueTransitions()
+	rec := waitState(t, h.harness, "declined", service.StateFailed)
+	if service.ReasonOf(rec.Err) != service.ReasonSubscriptionExpired {
+		t.Fatalf("declined subscription failed with %v", rec.Err)
+	}
+	if got := len(h.subscriptionsFor(caller, "declined")); got != 1 {
+		t.Errorf("subscriptions = %d, want 1", got)
 	}
 }
