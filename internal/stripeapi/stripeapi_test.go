@@ -1042,3 +1042,87 @@ func TestLookupsWithoutIDSendNothing(t *testing.T) {
 		t.Errorf("Stripe saw %d requests, want 0", n)
 	}
 }
+
+// TestStripeAnswerKinds is the table of DESIGN.md §4 over real HTTP: Stripe's
+// answers (status × error type × code × Stripe-Should-Retry), as Stripe and
+// its client libraries are known to produce them, through the retry layer to
+// the UpstreamKind the service acts on. attempts says whether the retry layer
+// sent the request again (4: retried until attempts ran out).
+func TestStripeAnswerKinds(t *testing.T) {
+	t.Parallel()
+	answer := func(status int, body, shouldRetry string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if shouldRetry != "" {
+				w.Header().Set("Stripe-Should-Retry", shouldRetry)
+			}
+			respond(status, body)(w, r)
+		}
+	}
+	apiErr := func(typ, code string) string { return stripeError(typ, code, "", "", "m", "") }
+	opGet := opGetPI
+	tests := []struct {
+		name        string
+		op          op
+		status      int
+		body        string
+		shouldRetry string
+		want        service.UpstreamKind
+		attempts    int
+	}{
+		{"409 invalid_request_error idempotency_key_in_use", opCharge, 409, apiErr("invalid_request_error", "idempotency_key_in_use"), "", service.UpstreamInUse, 4},
+		{"409 idempotency_error idempotency_key_in_use", opCharge, 409, apiErr("idempotency_error", "idempotency_key_in_use"), "", service.UpstreamInUse, 4},
+		{"409 idempotency_error without code", opSubscribe, 409, apiErr("idempotency_error", ""), "", service.UpstreamInUse, 4},
+		{"409 lock_timeout", opCharge, 409, apiErr("invalid_request_error", "lock_timeout"), "", service.UpstreamInUse, 4},
+		{"409 non-JSON", opCharge, 409, "<html>conflict</html>", "", service.UpstreamInUse, 4},
+		{"GET 409", opGet, 409, apiErr("invalid_request_error", "idempotency_key_in_use"), "", service.UpstreamInUse, 4},
+		{"409 with Should-Retry false", opCharge, 409, apiErr("idempotency_error", "idempotency_key_in_use"), "false", service.UpstreamInUse, 1},
+		{"400 idempotency_error", opCharge, 400, apiErr("idempotency_error", ""), "", service.UpstreamIdempotencyMismatch, 1},
+		{"400 idempotency_error with Should-Retry false", opSubscribe, 400, apiErr("idempotency_error", ""), "false", service.UpstreamIdempotencyMismatch, 1},
+		{"402 card_error", opCharge, 402, stripeError("card_error", "card_declined", "generic_decline", "", "declined", declinedPI), "", service.UpstreamDeclined, 1},
+		{"POST 404 resource_missing", opSubscribe, 404, apiErr("invalid_request_error", "resource_missing"), "", service.UpstreamMissing, 1},
+		{"GET 404 resource_missing", opGet, 404, apiErr("invalid_request_error", "resource_missing"), "", service.UpstreamMissing, 1},
+		{"429 rate_limit", opCharge, 429, apiErr("invalid_request_error", "rate_limit"), "", service.UpstreamRateLimited, 4},
+		{"429 lock_timeout", opCharge, 429, apiErr("invalid_request_error", "lock_timeout"), "", service.UpstreamRateLimited, 4},
+		{"GET 429", opFind, 429, apiErr("invalid_request_error", "rate_limit"), "", service.UpstreamRateLimited, 4},
+		{"POST 500", opCharge, 500, apiErr("api_error", ""), "", service.UpstreamServerError, 1},
+		{"POST 502 non-JSON", opCharge, 502, "<html>bad gateway</html>", "", service.UpstreamServerError, 1},
+		{"POST 503", opCharge, 503, apiErr("api_error", ""), "", service.UpstreamUnavailable, 4},
+		{"POST 504 non-JSON", opSubscribe, 504, "gateway timeout", "", service.UpstreamServerError, 1},
+		{"GET 500", opGet, 500, apiErr("api_error", ""), "", service.UpstreamUnavailable, 4},
+		{"GET 502 non-JSON", opGet, 502, "<html>bad gateway</html>", "", service.UpstreamUnavailable, 4},
+		{"GET 503", opFind, 503, apiErr("api_error", ""), "", service.UpstreamUnavailable, 4},
+		{"GET 504 non-JSON", opGetSub, 504, "gateway timeout", "", service.UpstreamUnavailable, 4},
+		{"401", opCharge, 401, apiErr("invalid_request_error", ""), "", service.UpstreamAuth, 1},
+		{"403", opGet, 403, apiErr("invalid_request_error", "secret_key_required"), "", service.UpstreamAuth, 1},
+		{"400 with Should-Retry true", opCharge, 400, apiErr("invalid_request_error", "parameter_invalid"), "true", service.UpstreamUnavailable, 4},
+		{"400 with Should-Retry false", opCharge, 400, apiErr("invalid_request_error", "parameter_invalid"), "false", service.UpstreamInvalidRequest, 1},
+		{"POST 500 with Should-Retry true", opCharge, 500, apiErr("api_error", ""), "true", service.UpstreamUnavailable, 4},
+		{"POST 500 with Should-Retry false", opCharge, 500, apiErr("api_error", ""), "false", service.UpstreamServerError, 1},
+		{"GET 500 with Should-Retry true", opGet, 500, apiErr("api_error", ""), "true", service.UpstreamUnavailable, 4},
+		{"GET 500 with Should-Retry false", opGet, 500, apiErr("api_error", ""), "false", service.UpstreamUnavailable, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFake(t, answer(tt.status, tt.body, tt.shouldRetry))
+			c := newClient(t, f.URL, func(c *stripeapi.Config) { c.Transport = &http.Transport{DisableKeepAlives: true} })
+			err := tt.op.call(t.Context(), c)
+			var ue *service.UpstreamError
+			if !errors.As(err, &ue) {
+				t.Fatalf("err = %T %v, want *service.UpstreamError", err, err)
+			}
+			if ue.Kind != tt.want || ue.HTTPStatus != tt.status || ue.RequestID != "req_abc" {
+				t.Errorf("kind %d status %d request %q, want kind %d status %d request req_abc", ue.Kind, ue.HTTPStatus, ue.RequestID, tt.want, tt.status)
+			}
+			reqs := f.requests()
+			if len(reqs) != tt.attempts {
+				t.Errorf("Stripe saw %d attempts, want %d", len(reqs), tt.attempts)
+			}
+			for i, r := range reqs {
+				if r.key != reqs[0].key || (tt.op.post && r.key != "bd1_key") {
+					t.Errorf("attempt %d sent key %q, want %q", i+1, r.key, "bd1_key")
+				}
+			}
+		})
+	}
+}
