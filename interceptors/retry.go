@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -18,15 +17,15 @@ import (
 const (
 	RetryReasonNetwork     = "network"      // connection error, EOF or reset, before or after the request was sent
 	RetryReasonTimeout     = "timeout"      // the per-attempt timeout fired
-	RetryReasonInUse       = "in_use"       // 409 idempotency_key_in_use
+	RetryReasonInUse       = "in_use"       // 409: a concurrent request holds the key (idempotency_key_in_use) or the object
 	RetryReasonRateLimited = "rate_limited" // 429
 	RetryReasonUnavailable = "unavailable"  // 503, or 500/502/504 to an idempotent method
 	RetryReasonShouldRetry = "should_retry" // Stripe-Should-Retry: true
 )
 
-// peekLimit bounds how much of a 409 body is read to find its error code,
-// and how much of a discarded body is drained so its connection is reused.
-const peekLimit = 64 << 10
+// drainLimit bounds how much of a discarded body is drained so its
+// connection is reused.
+const drainLimit = 64 << 10
 
 // RetryOption configures Retry.
 type RetryOption func(*retryConfig)
@@ -77,9 +76,13 @@ func WithJitter(jitter func(limit time.Duration) time.Duration) RetryOption {
 //
 // Retried: connection errors (even after the request was sent: every Stripe
 // POST carries an Idempotency-Key, so Stripe executes it at most once), attempt
-// timeouts, 409 whose JSON error.code is idempotency_key_in_use, 429, 503, any
-// response with Stripe-Should-Retry: true, and 500/502/504 to idempotent
-// methods (GET, HEAD, OPTIONS, DELETE, PUT). Never retried: a response with
+// timeouts, every 409, 429, 503, any response with Stripe-Should-Retry: true,
+// and 500/502/504 to idempotent methods (GET, HEAD, OPTIONS, DELETE, PUT). A
+// 409 is a conflict with a concurrent request (idempotency_key_in_use: the
+// same key still executing) that Stripe neither executed nor saved under the
+// key, whatever its body's error type (invalid_request_error or
+// idempotency_error have both been seen) and even without a JSON body, as
+// stripe-go retries it too. Never retried: a response with
 // Stripe-Should-Retry: false (it beats every other rule); a POST answered
 // 500/502/504: Stripe has cached that answer under the key, so it is returned
 // as is and the record becomes INDETERMINATE; a connection error or timeout of
@@ -257,7 +260,7 @@ func idempotent(method string) bool {
 }
 
 // responseReason says why resp should be retried, "" if it must be returned.
-// For a 409 it reads the body to find the error code, and puts it back.
+// It reads headers only: the body is left as it came.
 func responseReason(method string, resp *http.Response) string {
 	switch strings.ToLower(strings.TrimSpace(resp.Header.Get("Stripe-Should-Retry"))) {
 	case "false":
@@ -267,9 +270,7 @@ func responseReason(method string, resp *http.Response) string {
 	}
 	switch resp.StatusCode {
 	case http.StatusConflict:
-		if errorCode(resp) == "idempotency_key_in_use" {
-			return RetryReasonInUse
-		}
+		return RetryReasonInUse
 	case http.StatusTooManyRequests:
 		return RetryReasonRateLimited
 	case http.StatusServiceUnavailable:
@@ -282,47 +283,11 @@ func responseReason(method string, resp *http.Response) string {
 	return ""
 }
 
-// errorCode returns error.code of a Stripe error body, leaving resp.Body
-// readable from its first byte.
-func errorCode(resp *http.Response) string {
-	if resp.Body == nil || resp.Body == http.NoBody {
-		return ""
-	}
-	peeked, err := io.ReadAll(io.LimitReader(resp.Body, peekLimit))
-	rest := resp.Body
-	if err != nil {
-		rest = io.NopCloser(errReader{err}) // replay the read error after the peeked bytes
-	}
-	resp.Body = &peekedBody{Reader: io.MultiReader(bytes.NewReader(peeked), rest), closer: resp.Body}
-	var e struct {
-		Error struct {
-			Code string `json:"code"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(peeked, &e) != nil {
-		return ""
-	}
-	return e.Error.Code
-}
-
-// peekedBody replays the peeked bytes, then the rest of the original body.
-type peekedBody struct {
-	io.Reader
-	closer io.Closer
-}
-
-func (p *peekedBody) Close() error { return p.closer.Close() }
-
-// errReader fails every read with err.
-type errReader struct{ err error }
-
-func (e errReader) Read([]byte) (int, error) { return 0, e.err }
-
 func discard(resp *http.Response) {
 	if resp == nil || resp.Body == nil {
 		return
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, peekLimit))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainLimit))
 	resp.Body.Close()
 }
 

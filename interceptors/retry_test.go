@@ -117,10 +117,12 @@ func TestRetryPolicy(t *testing.T) {
 			func(*testing.T) []step { return []step{reply(429, apiError), reply(200, ok)} }, 200, ok, []string{"rate_limited"}},
 		{"409 idempotency_key_in_use retried", http.MethodPost, nil,
 			func(*testing.T) []step { return []step{reply(409, inUse), reply(200, ok)} }, 200, ok, []string{"in_use"}},
-		{"409 other code returned intact", http.MethodPost, nil,
-			func(*testing.T) []step { return []step{reply(409, conflict), reply(200, ok)} }, 409, conflict, nil},
-		{"409 non-JSON returned intact", http.MethodPost, nil,
-			func(*testing.T) []step { return []step{reply(409, "<html>"), reply(200, ok)} }, 409, "<html>", nil},
+		{"409 of another code retried", http.MethodPost, nil,
+			func(*testing.T) []step { return []step{reply(409, conflict), reply(200, ok)} }, 200, ok, []string{"in_use"}},
+		{"409 non-JSON retried", http.MethodPost, nil,
+			func(*testing.T) []step { return []step{reply(409, "<html>"), reply(200, ok)} }, 200, ok, []string{"in_use"}},
+		{"409 after retries returned intact", http.MethodPost, []interceptors.RetryOption{interceptors.WithMaxAttempts(2)},
+			func(*testing.T) []step { return []step{reply(409, conflict)} }, 409, conflict, []string{"in_use"}},
 		{"POST 500 never retried", http.MethodPost, nil,
 			func(*testing.T) []step { return []step{reply(500, apiError), reply(200, ok)} }, 500, apiError, nil},
 		{"POST 502 never retried", http.MethodPost, nil,
@@ -460,6 +462,7 @@ func TestRetryNilNextUsesDefaultTransport(t *testing.T) {
 }
 
 func TestRetryLongConflictBodyIsIntact(t *testing.T) {
+	// The last 409, returned once attempts run out, has its whole body.
 	t.Parallel()
 	long := `{"error":{"code":"other","message":"` + strings.Repeat("x", 200<<10) + `"}}`
 	srv := newScripted(t, reply(409, long))
@@ -476,5 +479,95 @@ func TestRetryLongConflictBodyIsIntact(t *testing.T) {
 	}
 	if string(got) != long {
 		t.Errorf("body is %d bytes, want the original %d", len(got), len(long))
+	}
+}
+
+// TestRetryStripeAnswers is the retry half of the table Stripe's answers are
+// classified by (stripeapi's TestStripeAnswerKinds is the other half): which
+// answers Retry sends again, always with the same Idempotency-Key and body.
+func TestRetryStripeAnswers(t *testing.T) {
+	t.Parallel()
+	stripeErr := func(typ, code string) string {
+		return `{"error":{"type":"` + typ + `","code":"` + code + `","message":"m"}}`
+	}
+	tests := []struct {
+		name        string
+		method      string
+		status      int
+		body        string
+		shouldRetry string // Stripe-Should-Retry, "" for none
+		retried     bool
+	}{
+		{"409 invalid_request_error idempotency_key_in_use", http.MethodPost, 409, stripeErr("invalid_request_error", "idempotency_key_in_use"), "", true},
+		{"409 idempotency_error idempotency_key_in_use", http.MethodPost, 409, stripeErr("idempotency_error", "idempotency_key_in_use"), "", true},
+		{"409 idempotency_error without code", http.MethodPost, 409, stripeErr("idempotency_error", ""), "", true},
+		{"409 lock_timeout", http.MethodPost, 409, stripeErr("invalid_request_error", "lock_timeout"), "", true},
+		{"409 non-JSON", http.MethodPost, 409, "<html>conflict</html>", "", true},
+		{"409 empty body", http.MethodPost, 409, "", "", true},
+		{"GET 409", http.MethodGet, 409, stripeErr("invalid_request_error", "idempotency_key_in_use"), "", true},
+		{"409 with Should-Retry true", http.MethodPost, 409, stripeErr("idempotency_error", "idempotency_key_in_use"), "true", true},
+		{"409 with Should-Retry false", http.MethodPost, 409, stripeErr("idempotency_error", "idempotency_key_in_use"), "false", false},
+		{"400 idempotency_error", http.MethodPost, 400, stripeErr("idempotency_error", ""), "", false},
+		{"402 card_error", http.MethodPost, 402, stripeErr("card_error", "card_declined"), "", false},
+		{"404 resource_missing", http.MethodGet, 404, stripeErr("invalid_request_error", "resource_missing"), "", false},
+		{"429 rate_limit", http.MethodPost, 429, stripeErr("invalid_request_error", "rate_limit"), "", true},
+		{"429 lock_timeout", http.MethodPost, 429, stripeErr("invalid_request_error", "lock_timeout"), "", true},
+		{"POST 500", http.MethodPost, 500, stripeErr("api_error", ""), "", false},
+		{"POST 502", http.MethodPost, 502, "<html>bad gateway</html>", "", false},
+		{"POST 503", http.MethodPost, 503, stripeErr("api_error", ""), "", true},
+		{"POST 504", http.MethodPost, 504, "gateway timeout", "", false},
+		{"GET 500", http.MethodGet, 500, stripeErr("api_error", ""), "", true},
+		{"GET 502", http.MethodGet, 502, "<html>bad gateway</html>", "", true},
+		{"GET 503", http.MethodGet, 503, stripeErr("api_error", ""), "", true},
+		{"GET 504", http.MethodGet, 504, "gateway timeout", "", true},
+		{"401", http.MethodPost, 401, stripeErr("invalid_request_error", ""), "", false},
+		{"403", http.MethodGet, 403, stripeErr("invalid_request_error", "secret_key_required"), "", false},
+		{"400 with Should-Retry true", http.MethodPost, 400, stripeErr("invalid_request_error", "parameter_invalid"), "true", true},
+		{"400 with Should-Retry false", http.MethodPost, 400, stripeErr("invalid_request_error", "parameter_invalid"), "false", false},
+		{"POST 500 with Should-Retry true", http.MethodPost, 500, stripeErr("api_error", ""), "true", true},
+		{"GET 500 with Should-Retry false", http.MethodGet, 500, stripeErr("api_error", ""), "false", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var header []string
+			if tt.shouldRetry != "" {
+				header = []string{"Stripe-Should-Retry", tt.shouldRetry}
+			}
+			srv := newScripted(t, reply(tt.status, tt.body, header...), reply(200, `{"id":"pi_1"}`))
+			client := &http.Client{Transport: interceptors.Retry(noKeepAlive(), interceptors.WithJitter(noWait))}
+			const payload = "amount=100&currency=usd"
+			var body io.Reader
+			if tt.method == http.MethodPost {
+				body = strings.NewReader(payload)
+			}
+			req, err := http.NewRequest(tt.method, srv.URL+"/v1/payment_intents", body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Idempotency-Key", "bd1_same")
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			wantCode, wantBody, wantAttempts := tt.status, tt.body, 1
+			if tt.retried {
+				wantCode, wantBody, wantAttempts = 200, `{"id":"pi_1"}`, 2
+			}
+			if resp.StatusCode != wantCode || string(got) != wantBody {
+				t.Errorf("got %d %q, want %d %q", resp.StatusCode, got, wantCode, wantBody)
+			}
+			attempts := srv.attempts()
+			if len(attempts) != wantAttempts {
+				t.Fatalf("server saw %d attempts, want %d", len(attempts), wantAttempts)
+			}
+			for i, a := range attempts {
+				if a.key != "bd1_same" || a.method != tt.method || (tt.method == http.MethodPost && a.body != payload) {
+					t.Errorf("attempt %d sent %s key %q body %q", i+1, a.method, a.key, a.body)
+				}
+			}
+		})
 	}
 }

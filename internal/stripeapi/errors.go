@@ -21,6 +21,9 @@ type call struct {
 	status     int // 0: no response
 	requestID  string
 	retryAfter time.Duration
+	// shouldRetry is Stripe-Should-Retry: true: Stripe says the request
+	// may succeed if sent again, so the answer is no outcome.
+	shouldRetry bool
 }
 
 type callKey struct{}
@@ -61,6 +64,7 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 		c.status = resp.StatusCode
 		c.requestID = resp.Header.Get("Request-Id")
 		c.retryAfter = retryAfter(resp.Header.Get("Retry-After"))
+		c.shouldRetry = strings.EqualFold(strings.TrimSpace(resp.Header.Get("Stripe-Should-Retry")), "true")
 	}
 	return resp, err
 }
@@ -109,7 +113,7 @@ func (c *Client) classify(ctx context.Context, method string, rec *call, err err
 		// A response came back but was not a Stripe error object
 		// (non-JSON body, or a body cut short): go by its status.
 		return &service.UpstreamError{
-			Kind:       kindOf(method, rec.status, false, "", ""),
+			Kind:       kindOf(method, rec.status, rec.shouldRetry, false, "", ""),
 			HTTPStatus: rec.status,
 			RequestID:  rec.requestID,
 			RetryAfter: rec.retryAfter,
@@ -146,22 +150,30 @@ func (c *Client) fromStripe(method string, rec *call, se *stripe.Error) *service
 	if se.PaymentIntent != nil {
 		ue.ObjectID = se.PaymentIntent.ID
 	}
-	ue.Kind = kindOf(method, ue.HTTPStatus, true, ue.Type, ue.Code)
+	ue.Kind = kindOf(method, ue.HTTPStatus, rec.shouldRetry, true, ue.Type, ue.Code)
 	return ue
 }
 
-// kindOf is the table of DESIGN.md §4, Stripe side. stripeError says the body
+// kindOf is the table of DESIGN.md §4, Stripe side, for the answer left after
+// retries. shouldRetry is Stripe-Should-Retry: true; stripeError says the body
 // was a Stripe error object, with typ and code from it.
-func kindOf(method string, status int, stripeError bool, typ, code string) service.UpstreamKind {
+func kindOf(method string, status int, shouldRetry, stripeError bool, typ, code string) service.UpstreamKind {
 	switch {
-	case typ == string(stripe.ErrorTypeIdempotency):
-		return service.UpstreamIdempotencyMismatch
 	case status == http.StatusConflict:
-		// idempotency_key_in_use, or another conflict with a concurrent
-		// request: nothing was executed, retrying the key is the way on.
+		// Any 409, whatever its type (invalid_request_error and
+		// idempotency_error have both been seen with idempotency_key_in_use)
+		// or body: a conflict with a concurrent request that Stripe
+		// neither executed nor saved under the key. Sending the key again
+		// is the way on, as stripe-go does.
 		return service.UpstreamInUse
 	case status == http.StatusTooManyRequests:
 		return service.UpstreamRateLimited
+	case shouldRetry:
+		// Stripe says another attempt may succeed: not an outcome.
+		return service.UpstreamUnavailable
+	case status == http.StatusBadRequest && typ == string(stripe.ErrorTypeIdempotency):
+		// The key was used with other parameters or another endpoint.
+		return service.UpstreamIdempotencyMismatch
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		return service.UpstreamAuth
 	case status >= 500:

@@ -78,7 +78,9 @@ func (c *Client) CreatePaymentIntent(ctx context.Context, key string, p service.
 }
 
 // CreateSubscription creates a one-item subscription with key as its
-// Idempotency-Key.
+// Idempotency-Key and payment_behavior=default_incomplete, and reports the
+// PaymentIntent of its first invoice (PaymentStatus, ClientSecret, next
+// action, Failure).
 func (c *Client) CreateSubscription(ctx context.Context, key string, p service.SubscribeParams) (service.Result, error) {
 	start := time.Now()
 	res, err := c.createSubscription(ctx, key, p)
@@ -104,7 +106,8 @@ func (c *Client) FindSubscription(ctx context.Context, requestKey string) (servi
 	return res, found, err
 }
 
-// GetPaymentIntent retrieves a PaymentIntent by id.
+// GetPaymentIntent retrieves a PaymentIntent by id and fills Result as
+// FindPaymentIntent does.
 func (c *Client) GetPaymentIntent(ctx context.Context, id string) (service.Result, error) {
 	start := time.Now()
 	res, err := c.getPaymentIntent(ctx, id)
@@ -112,7 +115,8 @@ func (c *Client) GetPaymentIntent(ctx context.Context, id string) (service.Resul
 	return res, err
 }
 
-// GetSubscription retrieves a subscription by id.
+// GetSubscription retrieves a subscription by id, with the PaymentIntent of
+// its latest invoice, and fills Result as CreateSubscription does.
 func (c *Client) GetSubscription(ctx context.Context, id string) (service.Result, error) {
 	start := time.Now()
 	res, err := c.getSubscription(ctx, id)

@@ -27,12 +27,13 @@ import (
 // the Find methods search on (DESIGN.md §3 rule 4).
 const RequestKeyMetadata = "billingd_request_key"
 
-// Errors of New and of the Create methods. They report misuse by billingd
-// itself, before anything is sent to Stripe.
+// Errors of New and of the Create, Find and Get methods. They report misuse
+// by billingd itself, before anything is sent to Stripe.
 var (
 	ErrNoAPIKey          = errors.New("stripeapi: no Stripe API key")
 	ErrIdempotencyKey    = errors.New("stripeapi: idempotency key must be 1 to 255 characters")
 	ErrNoRequestKeyValue = errors.New("stripeapi: empty request key")
+	ErrNoObjectID        = errors.New("stripeapi: empty object id")
 )
 
 // Config configures New. Key is required; zero values of the rest take the
@@ -188,7 +189,7 @@ func (c *Client) createPaymentIntent(ctx context.Context, key string, p service.
 		return service.Result{}, err
 	}
 	defer done()
-	// PaymentIntents.New, decoding only what billingd keeps (see createdIntent).
+	// PaymentIntents.New, decoding only what billingd keeps (see intent).
 	var pi createdIntent
 	pis := c.api.PaymentIntents
 	params := &stripe.Params{Context: reqCtx, IdempotencyKey: stripe.String(key)}
@@ -198,7 +199,9 @@ func (c *Client) createPaymentIntent(ctx context.Context, key string, p service.
 	if pi.ID == "" {
 		return service.Result{}, emptyAnswer(call)
 	}
-	return service.Result{ObjectID: pi.ID, Status: string(pi.Status), Amount: pi.Amount, Currency: string(pi.Currency), StripeRequestID: call.requestID}, nil
+	res := c.intentResult(&pi.intent, call, false)
+	res.StripeRequestID = call.requestID
+	return res, nil
 }
 
 // paymentIntentForm is the body of the PaymentIntent create: what
@@ -232,18 +235,10 @@ func paymentIntentForm(p service.ChargeParams) *form.Values {
 	return v
 }
 
-// createdIntent is the part of a created PaymentIntent that billingd keeps.
-// stripe.PaymentIntent has over a hundred fields, each expandable object
-// with its own UnmarshalJSON; decoding a create's answer into it was 6 % of a
-// new charge's CPU and most of its garbage. Stripe's errors are parsed by
-// stripe-go before this decode, exactly as for PaymentIntents.New.
-type createdIntent struct {
-	stripe.APIResource
-	ID       string                     `json:"id"`
-	Status   stripe.PaymentIntentStatus `json:"status"`
-	Amount   int64                      `json:"amount"`
-	Currency stripe.Currency            `json:"currency"`
-}
+// subscriptionPaymentIntent is the expansion that puts the first invoice's
+// PaymentIntent (its status, client_secret and next action) into a
+// subscription's answer.
+const subscriptionPaymentIntent = "latest_invoice.payment_intent"
 
 func (c *Client) createSubscription(ctx context.Context, key string, p service.SubscribeParams) (service.Result, error) {
 	if err := checkKey(key); err != nil {
@@ -263,15 +258,23 @@ func (c *Client) createSubscription(ctx context.Context, key string, p service.S
 		Customer: stripe.String(p.CustomerID),
 		Items:    []*stripe.SubscriptionItemsParams{item},
 		Metadata: p.Metadata,
+		// Stripe's recommendation for SCA: the subscription starts
+		// incomplete and its first invoice's PaymentIntent waits to be
+		// confirmed by the customer (the client_secret of the expansion
+		// below), rather than Stripe attempting the payment in this call.
+		PaymentBehavior: stripe.String("default_incomplete"),
 	}
-	sub, err := c.api.Subscriptions.New(params)
-	if err != nil {
+	params.AddExpand(subscriptionPaymentIntent)
+	var sub createdSubscription
+	if err := c.api.Subscriptions.B.Call(http.MethodPost, "/v1/subscriptions", c.api.Subscriptions.Key, params, &sub); err != nil {
 		return service.Result{}, c.classify(ctx, http.MethodPost, call, err)
 	}
 	if sub.ID == "" {
 		return service.Result{}, emptyAnswer(call)
 	}
-	return service.Result{ObjectID: sub.ID, Status: string(sub.Status), StripeRequestID: call.requestID}, nil
+	res := c.subscriptionResult(&sub.subscription, call)
+	res.StripeRequestID = call.requestID
+	return res, nil
 }
 
 func (c *Client) findPaymentIntent(ctx context.Context, requestKey string) (service.Result, bool, error) {
@@ -283,39 +286,15 @@ func (c *Client) findPaymentIntent(ctx context.Context, requestKey string) (serv
 		return service.Result{}, false, err
 	}
 	defer done()
-	it := c.api.PaymentIntents.Search(&stripe.PaymentIntentSearchParams{SearchParams: searchParams(reqCtx, requestKey)})
-	if err := it.Err(); err != nil {
+	pis := c.api.PaymentIntents
+	var page searchResult[intent]
+	if err := pis.B.CallRaw(http.MethodGet, "/v1/payment_intents/search", pis.Key, searchForm(requestKey, ""), &stripe.Params{Context: reqCtx}, &page); err != nil {
 		return service.Result{}, false, c.classify(ctx, http.MethodGet, call, err)
 	}
-	if !it.Next() {
+	if len(page.Data) == 0 {
 		return service.Result{}, false, nil
 	}
-	pi := it.PaymentIntent()
-	res := service.Result{ObjectID: pi.ID, Status: string(pi.Status), Amount: pi.Amount, Currency: string(pi.Currency)}
-	res.Failure = c.paymentFailure(pi, call)
-	return res, true, nil
-}
-
-// paymentFailure reports the failed payment a found PaymentIntent records: a
-// confirm that was declined leaves the object behind in
-// requires_payment_method with last_payment_error set, and the operation
-// failed even though the object exists.
-func (c *Client) paymentFailure(pi *stripe.PaymentIntent, rec *call) *service.UpstreamError {
-	lpe := pi.LastPaymentError
-	if pi.Status != stripe.PaymentIntentStatusRequiresPaymentMethod || lpe == nil {
-		return nil
-	}
-	return &service.UpstreamError{
-		Kind:        service.UpstreamDeclined,
-		HTTPStatus:  http.StatusPaymentRequired,
-		Type:        string(lpe.Type),
-		Code:        string(lpe.Code),
-		DeclineCode: string(lpe.DeclineCode),
-		Param:       lpe.Param,
-		Message:     c.scrub(lpe.Msg),
-		RequestID:   rec.requestID,
-		ObjectID:    pi.ID,
-	}
+	return c.intentResult(&page.Data[0], call, true), true, nil
 }
 
 func (c *Client) findSubscription(ctx context.Context, requestKey string) (service.Result, bool, error) {
@@ -327,53 +306,78 @@ func (c *Client) findSubscription(ctx context.Context, requestKey string) (servi
 		return service.Result{}, false, err
 	}
 	defer done()
-	it := c.api.Subscriptions.Search(&stripe.SubscriptionSearchParams{SearchParams: searchParams(reqCtx, requestKey)})
-	if err := it.Err(); err != nil {
+	subs := c.api.Subscriptions
+	var page searchResult[subscription]
+	// A search result's objects are under data.
+	query := searchForm(requestKey, "data."+subscriptionPaymentIntent)
+	if err := subs.B.CallRaw(http.MethodGet, "/v1/subscriptions/search", subs.Key, query, &stripe.Params{Context: reqCtx}, &page); err != nil {
 		return service.Result{}, false, c.classify(ctx, http.MethodGet, call, err)
 	}
-	if !it.Next() {
+	if len(page.Data) == 0 {
 		return service.Result{}, false, nil
 	}
-	sub := it.Subscription()
-	return service.Result{ObjectID: sub.ID, Status: string(sub.Status)}, true, nil
+	return c.subscriptionResult(&page.Data[0], call), true, nil
 }
 
 func (c *Client) getPaymentIntent(ctx context.Context, id string) (service.Result, error) {
+	if id == "" {
+		return service.Result{}, ErrNoObjectID
+	}
 	reqCtx, call, done, err := c.begin(ctx)
 	if err != nil {
 		return service.Result{}, err
 	}
 	defer done()
-	pi, err := c.api.PaymentIntents.Get(id, &stripe.PaymentIntentParams{Params: stripe.Params{Context: reqCtx}})
-	if err != nil {
+	var pi createdIntent
+	pis := c.api.PaymentIntents
+	path := stripe.FormatURLPath("/v1/payment_intents/%s", id)
+	if err := pis.B.CallRaw(http.MethodGet, path, pis.Key, nil, &stripe.Params{Context: reqCtx}, &pi); err != nil {
 		return service.Result{}, c.classify(ctx, http.MethodGet, call, err)
 	}
-	res := service.Result{ObjectID: pi.ID, Status: string(pi.Status), Amount: pi.Amount, Currency: string(pi.Currency),
-		StripeRequestID: call.requestID}
-	res.Failure = c.paymentFailure(pi, call)
+	if pi.ID == "" {
+		return service.Result{}, emptyAnswer(call)
+	}
+	res := c.intentResult(&pi.intent, call, true)
+	res.StripeRequestID = call.requestID
 	return res, nil
 }
 
 func (c *Client) getSubscription(ctx context.Context, id string) (service.Result, error) {
+	if id == "" {
+		return service.Result{}, ErrNoObjectID
+	}
 	reqCtx, call, done, err := c.begin(ctx)
 	if err != nil {
 		return service.Result{}, err
 	}
 	defer done()
-	sub, err := c.api.Subscriptions.Get(id, &stripe.SubscriptionParams{Params: stripe.Params{Context: reqCtx}})
-	if err != nil {
+	var sub createdSubscription
+	subs := c.api.Subscriptions
+	path := stripe.FormatURLPath("/v1/subscriptions/%s", id)
+	query := &form.Values{}
+	query.Add("expand[0]", subscriptionPaymentIntent)
+	if err := subs.B.CallRaw(http.MethodGet, path, subs.Key, query, &stripe.Params{Context: reqCtx}, &sub); err != nil {
 		return service.Result{}, c.classify(ctx, http.MethodGet, call, err)
 	}
-	return service.Result{ObjectID: sub.ID, Status: string(sub.Status), StripeRequestID: call.requestID}, nil
+	if sub.ID == "" {
+		return service.Result{}, emptyAnswer(call)
+	}
+	res := c.subscriptionResult(&sub.subscription, call)
+	res.StripeRequestID = call.requestID
+	return res, nil
 }
 
-func searchParams(ctx context.Context, requestKey string) stripe.SearchParams {
-	return stripe.SearchParams{
-		Context: ctx,
-		Query:   SearchQuery(requestKey),
-		Limit:   stripe.Int64(1),
-		Single:  true, // one page: the first hit is the answer
+// searchForm is the query of a one-hit search for requestKey, with expand
+// when it is not "". (stripe-go's search params have no Metadata field, which
+// its Backend.Call requires, so the searches send their form themselves.)
+func searchForm(requestKey, expand string) *form.Values {
+	v := &form.Values{}
+	v.Add("query", SearchQuery(requestKey))
+	v.Add("limit", "1") // the first hit is the answer
+	if expand != "" {
+		v.Add("expand[0]", expand)
 	}
+	return v
 }
 
 // SearchQuery returns the Stripe search query matching objects whose
