@@ -103,7 +103,10 @@ func TestSubscribeThenReplay(t *testing.T) {
 	if err != nil {
 		t.Fatalf("replay: %v", err)
 	}
-	if first.GetReplayed() || !second.GetReplayed() || first.GetSubscriptionId() != second.GetSubscriptionId() || first.GetStatus() != "active" {
+	// default_incomplete: the subscription waits for its first payment, which
+	// the customer confirms with the first invoice's client_secret.
+	if first.GetReplayed() || !second.GetReplayed() || first.GetSubscriptionId() != second.GetSubscriptionId() ||
+		first.GetStatus() != "incomplete" || first.GetClientSecret() == "" || second.GetClientSecret() != first.GetClientSecret() {
 		t.Errorf("first = %v, second = %v", first, second)
 	}
 	subs := h.subscriptionsFor(caller, "sub-1")

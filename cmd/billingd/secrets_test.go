@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/proto"
 
 	billingv1 "github.com/billingd/billingd/gen/billing/v1"
 	"github.com/billingd/billingd/internal/stripesim"
@@ -80,6 +81,7 @@ func bearer(ctx context.Context, token string) context.Context {
 
 // TestSecretsNeverLeak runs full billingd instances against a simulator that
 // accepts exactly one distinctive Stripe key, through a success, a decline,
+// payments waiting for 3-D Secure (their client_secrets included),
 // unauthenticated calls, a Stripe 401 (a second instance with a key the
 // simulator rejects), --help and refused configurations; then it greps every
 // log line, error and status (details included) for every secret.
@@ -127,6 +129,35 @@ func TestSecretsNeverLeak(t *testing.T) {
 		t.Errorf("GetOperation: %v", err)
 	}
 	seen = append(seen, prototext.Format(op))
+	// Payments that wait for the customer: their client_secret goes to the
+	// owning caller's answers and nowhere else.
+	var clientSecrets []string
+	threeDS, err := b.client.Charge(bearer(ctx, leakTokenA), &billingv1.ChargeRequest{
+		RequestId: "leak-3ds", Amount: 1500, Currency: "usd", PaymentMethodId: "pm_card_threeDSecure2Required"})
+	if err != nil || threeDS.GetStatus() != "requires_action" || threeDS.GetClientSecret() == "" {
+		t.Fatalf("3-D Secure charge: %v, %v", threeDS, err)
+	}
+	clientSecrets = append(clientSecrets, threeDS.GetClientSecret())
+	_, err = b.client.Charge(bearer(ctx, leakTokenA), &billingv1.ChargeRequest{
+		RequestId: "leak-off", Amount: 1500, Currency: "usd", PaymentMethodId: "pm_card_authenticationRequired",
+		CustomerId: "cus_demo", OffSession: proto.Bool(true)})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("off session: %v", err)
+	}
+	note(err)
+	offOp, err := b.client.GetOperation(bearer(ctx, leakTokenA), &billingv1.GetOperationRequest{RequestId: "leak-off"})
+	if err != nil || offOp.GetCharge().GetClientSecret() == "" {
+		t.Fatalf("GetOperation of the off-session charge: %v, %v", offOp, err)
+	}
+	clientSecrets = append(clientSecrets, offOp.GetCharge().GetClientSecret())
+	// Another caller learns nothing of them.
+	for _, id := range []string{"leak-3ds", "leak-off"} {
+		_, err := b.client.GetOperation(bearer(ctx, leakTokenB), &billingv1.GetOperationRequest{RequestId: id})
+		if status.Code(err) != codes.NotFound {
+			t.Errorf("caller B's GetOperation of %s: %v", id, err)
+		}
+		note(err)
+	}
 	for _, c := range []context.Context{ctx, bearer(ctx, leakTokenA+"x"), bearer(ctx, leakTokenA[:8])} {
 		_, err = b.client.Charge(c, &billingv1.ChargeRequest{RequestId: "leak-3", Amount: 1, Currency: "usd", PaymentMethodId: "pm_card_visa"})
 		if status.Code(err) != codes.Unauthenticated {
@@ -183,7 +214,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	if !strings.Contains(all, "billingd serving") || !strings.Contains(all, "STRIPE_AUTH") || !strings.Contains(all, "Unauthenticated") {
 		t.Errorf("the run did not log what it should have; output:\n%s", all)
 	}
-	for _, secret := range []string{leakStripeKey, leakRejectedKey, leakWebhook, leakTokenA, leakTokenB} {
+	for _, secret := range append([]string{leakStripeKey, leakRejectedKey, leakWebhook, leakTokenA, leakTokenB}, clientSecrets...) {
 		if strings.Contains(all, secret) {
 			t.Errorf("secret %q appears in the output:\n%s", secret, all)
 		}

@@ -414,7 +414,8 @@ type ChargeResponse struct {
 	// next_action_type is Stripe's next_action.type, e.g. "use_stripe_sdk" or
 	// "redirect_to_url", while the customer must act.
 	NextActionType string `protobuf:"bytes,8,opt,name=next_action_type,json=nextActionType,proto3" json:"next_action_type,omitempty"`
-	// redirect_url is where to send the customer, when Stripe gives one.
+	// redirect_url is where to send the customer, when Stripe gives one. It
+	// carries the client_secret in its query: treat it as the secret it holds.
 	RedirectUrl   string `protobuf:"bytes,9,opt,name=redirect_url,json=redirectUrl,proto3" json:"redirect_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
