@@ -53,7 +53,7 @@ test: ## Run every test with the race detector, in shuffled order (billingd, the
 
 .PHONY: run
 run: build ## Serve on 127.0.0.1:50051 with ./data/billingd.db and the built-in Stripe simulator.
-	./bin/billingd serve --stripe-sim --log-format text --metrics-listen 127.0.0.1:9090
+	./bin/billingd serve --stripe-sim --stripe-sim-listen 127.0.0.1:12111 --log-format text --metrics-listen 127.0.0.1:9090
 
 .PHONY: faults
 faults: ## Run the seeded random-fault test verbosely and print its figures.
