@@ -150,7 +150,7 @@ func (c *Client) fromStripe(method string, rec *call, se *stripe.Error) *service
 	return ue
 }
 
-// kindOf is the table of DESIGN.md §4, Stripe side. stripeError says the body
+// kindOf is the table of docs/design.md, "Errors", Stripe side. stripeError says the body
 // was a Stripe error object, with typ and code from it.
 func kindOf(method string, status int, stripeError bool, typ, code string) service.UpstreamKind {
 	switch {
