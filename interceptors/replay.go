@@ -8,7 +8,7 @@ import (
 )
 
 // ReplayedHeader is the response header that marks an answer served from a
-// stored record instead of a new Stripe call (DESIGN.md §2).
+// stored record instead of a new Stripe call (docs/design.md, "Record states").
 const ReplayedHeader = "idempotent-replayed"
 
 // ReplayHeader sends the response header "idempotent-replayed: true" when the

@@ -71,7 +71,7 @@ func WithJitter(jitter func(limit time.Duration) time.Duration) RetryOption {
 	return func(c *retryConfig) { c.jitter = jitter }
 }
 
-// Retry returns a RoundTripper that retries what DESIGN.md §3 rule 5 says is
+// Retry returns a RoundTripper that retries what docs/design.md, rule 5, says is
 // safe to retry, and nothing else.
 //
 // Retried: connection errors (even after the request was sent: every Stripe

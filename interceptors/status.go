@@ -59,7 +59,7 @@ type ResourceError interface {
 	Resource() (typ, name string)
 }
 
-// codeOf maps an ErrorInfo reason to its code (DESIGN.md §4). A reason not
+// codeOf maps an ErrorInfo reason to its code (docs/design.md, "Errors"). A reason not
 // listed here is INTERNAL.
 func codeOf(reason string) codes.Code {
 	switch reason {
@@ -137,7 +137,7 @@ func ErrorStatusStream(opts ...StatusOption) grpc.StreamServerInterceptor {
 	}
 }
 
-// StatusOf translates err per DESIGN.md §4: a ReasonError (found with
+// StatusOf translates err per docs/design.md, "Errors": a ReasonError (found with
 // errors.As) becomes its reason's code with ErrorInfo first, then BadRequest,
 // ResourceInfo, QuotaFailure and RetryInfo when present; an error that
 // already is a gRPC status is returned unchanged; context.Canceled and

@@ -6,7 +6,7 @@ import (
 )
 
 // Reason is the UPPER_SNAKE reason in google.rpc.ErrorInfo; it decides the gRPC
-// code (DESIGN.md §4). The strings are part of the API: never change one.
+// code (docs/design.md, "Errors"). The strings are part of the API: never change one.
 type Reason string
 
 // The reasons billingd answers with.

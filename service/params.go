@@ -43,7 +43,7 @@ type SubscribeRequest struct {
 	Metadata   map[string]string
 }
 
-// Metadata keys billingd puts on every Stripe object it creates (DESIGN.md §3.4).
+// Metadata keys billingd puts on every Stripe object it creates (docs/design.md, rule 4).
 const (
 	MetadataRequestKey = "billingd_request_key"
 	MetadataCaller     = "billingd_caller"
@@ -244,7 +244,7 @@ func Fingerprint(params []byte) []byte {
 }
 
 // StripeKey derives the Idempotency-Key of one Stripe call of an operation
-// (DESIGN.md §3.3). It is deterministic, so a lost or restored database still
+// (docs/design.md, rule 3). It is deterministic, so a lost or restored database still
 // cannot produce a second charge within Stripe's 24 h window, and it hides the
 // raw request_id. Stripe allows 255 characters; this is 47.
 func StripeKey(caller, requestID, step string) string {

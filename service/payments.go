@@ -56,7 +56,7 @@ type Payments interface {
 // UpstreamKind classifies a failed Stripe call by what billingd must do next.
 type UpstreamKind int
 
-// The kinds, per DESIGN.md §4.
+// The kinds, per docs/design.md, "Errors".
 const (
 	// UpstreamUnavailable: network error, timeout, 503 or Stripe-Should-Retry
 	// after our retries: nothing definitive, the record stays PENDING.

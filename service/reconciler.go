@@ -68,7 +68,7 @@ type counters struct {
 	passes, scanned, redriven, succeeded, failed, notCreated, searches, follows, errors atomic.Uint64
 }
 
-// Reconciler resolves records nobody is driving (DESIGN.md §3.8): PENDING
+// Reconciler resolves records nobody is driving (docs/design.md, rule 8): PENDING
 // records left by a crash or by callers who never retried, and INDETERMINATE
 // ones. Its drives go through the same in-flight map as callers' requests: a
 // caller retry joins a reconciler drive and the reverse, never two drives of

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// State is where a record stands in the state machine of DESIGN.md §2.
+// State is where a record stands in the state machine of docs/design.md, "Record states".
 type State int32
 
 // The record states. The numbers are stored on disk and match Operation.State

@@ -90,7 +90,7 @@ type Service struct {
 }
 
 // call is one drive of a record, shared by every identical request that
-// arrives while it runs (DESIGN.md §3.7).
+// arrives while it runs (docs/design.md, rule 7).
 type call struct {
 	fingerprint []byte
 	done        chan struct{}
@@ -349,7 +349,7 @@ func (s *Service) own(key string, fp []byte) (c *call, owner bool) {
 // run does an owned drive's work on a server-owned context and publishes
 // the outcome to everyone waiting on c.
 //
-// The drive outlives its caller (DESIGN.md rule 6): its context keeps
+// The drive outlives its caller (docs/design.md, rule 6): its context keeps
 // parent's values, such as the trace span, so Stripe calls show up under the
 // RPC that caused them, but not parent's cancellation. Close cancels it.
 func (s *Service) run(parent context.Context, key string, c *call, work func(context.Context) (Result, bool, error)) {

@@ -28,7 +28,7 @@ type SweeperConfig struct {
 	Batch int
 }
 
-// DefaultSweeperConfig returns the production defaults (DESIGN.md §3.9).
+// DefaultSweeperConfig returns the production defaults (docs/design.md, rule 9).
 func DefaultSweeperConfig() SweeperConfig {
 	return SweeperConfig{Retention: 7 * 24 * time.Hour, Interval: 10 * time.Minute, Batch: 500}
 }

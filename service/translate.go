@@ -7,7 +7,7 @@ import (
 )
 
 // translate maps a failed Stripe call to the record's next state and the
-// caller's answer (DESIGN.md §4). StateUnspecified means "leave the record as
+// caller's answer (docs/design.md, "Errors"). StateUnspecified means "leave the record as
 // it is". p is the request sent (for naming a missing resource), or nil.
 func (s *Service) translate(err error, p any) (State, *Error) {
 	var up *UpstreamError

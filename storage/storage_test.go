@@ -71,7 +71,7 @@ func TestClaimCreatesThenReturnsExisting(t *testing.T) {
 func TestGetMissing(t *testing.T) {
 	t.Parallel()
 	db, _ := openDB(t)
-	// The same request_id under another caller is another record (DESIGN §3.1),
+	// The same request_id under another caller is another record (docs/design.md, rule 1),
 	// and a caller with 0x00 must not reach into a neighbour's keys.
 	mustClaim(t, db, pending("a", "b\x00c", t0))
 	tests := []struct {

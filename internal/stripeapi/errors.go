@@ -154,8 +154,8 @@ func (c *Client) fromStripe(method string, rec *call, se *stripe.Error) *service
 	return ue
 }
 
-// kindOf is the table of DESIGN.md §4, Stripe side, for the answer left after
-// retries. shouldRetry is Stripe-Should-Retry: true; stripeError says the body
+// kindOf is the table of docs/design.md, "Errors", Stripe side, for the answer
+// left after retries. shouldRetry is Stripe-Should-Retry: true; stripeError says the body
 // was a Stripe error object, with typ and code from it.
 func kindOf(method string, status int, shouldRetry, stripeError bool, typ, code string) service.UpstreamKind {
 	switch {

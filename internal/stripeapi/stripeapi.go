@@ -24,7 +24,7 @@ import (
 )
 
 // RequestKeyMetadata is the metadata key every billingd object carries and
-// the Find methods search on (DESIGN.md §3 rule 4).
+// the Find methods search on (docs/design.md, rule 4).
 const RequestKeyMetadata = "billingd_request_key"
 
 // Errors of New and of the Create, Find and Get methods. They report misuse
@@ -132,7 +132,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	bc := &stripe.BackendConfig{
 		HTTPClient:        httpClient,
-		MaxNetworkRetries: stripe.Int64(0), // one retry layer, ours (DESIGN.md §3 rule 5)
+		MaxNetworkRetries: stripe.Int64(0), // one retry layer, ours (docs/design.md, rule 5)
 		LeveledLogger:     silent{},
 		// stripe-go's telemetry marshals the previous request's id and
 		// duration into a header of the next one: JSON on every call, for

@@ -1043,7 +1043,7 @@ func TestLookupsWithoutIDSendNothing(t *testing.T) {
 	}
 }
 
-// TestStripeAnswerKinds is the table of DESIGN.md §4 over real HTTP: Stripe's
+// TestStripeAnswerKinds is the table of docs/design.md, "Errors", over real HTTP: Stripe's
 // answers (status × error type × code × Stripe-Should-Retry), as Stripe and
 // its client libraries are known to produce them, through the retry layer to
 // the UpstreamKind the service acts on. attempts says whether the retry layer

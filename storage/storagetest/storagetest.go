@@ -285,7 +285,7 @@ func testFingerprintConflict(t *testing.T, b Backend) {
 	if err != nil || created || got.State != service.StateSucceeded || string(got.Fingerprint) != string(orig.Fingerprint) {
 		t.Errorf("Claim over the final record = %v %q created %v, %v", got.State, got.Fingerprint, created, err)
 	}
-	// The same request_id from another caller is another operation (DESIGN.md §3.1).
+	// The same request_id from another caller is another operation (docs/design.md, rule 1).
 	theirs := pending("globex", "order-1", t0)
 	theirs.Fingerprint = other.Fingerprint
 	if _, created, err := s.Claim(ctx, theirs); err != nil || !created {
