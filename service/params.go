@@ -25,6 +25,20 @@ type ChargeRequest struct {
 	CaptureMethod string
 }
 
+// canonical spells the request one way: what Stripe would do anyway is
+// said by leaving it unset (capture_method "automatic"; an off_session equal
+// to what the customer_id implies). Two spellings of one payment are then
+// one request, with one fingerprint, and a request without the newer fields
+// keeps the fingerprint it always had.
+func (r *ChargeRequest) canonical() {
+	if r.CaptureMethod == "automatic" {
+		r.CaptureMethod = ""
+	}
+	if r.OffSession != nil && *r.OffSession == (r.CustomerID != "") {
+		r.OffSession = nil
+	}
+}
+
 // offSession is what Stripe is told: the caller's choice, or, unsaid, off
 // session exactly when a customer is given.
 func (r *ChargeRequest) offSession() bool {

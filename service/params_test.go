@@ -113,3 +113,63 @@ func FuzzParamsDecode(f *testing.F) {
 		}
 	})
 }
+
+// off_session and capture_method join the fingerprint only when they change
+// the payment: a request without them encodes exactly as before they
+// existed (stored fingerprints keep their meaning), and a spelling of what
+// Stripe does anyway is the same request.
+func TestNewerChargeFieldsFingerprint(t *testing.T) {
+	t.Parallel()
+	yes, no := true, false
+	base := ChargeRequest{Amount: 100, Currency: "usd", PaymentMethodID: "pm_card_visa", CustomerID: "cus_1"}
+	// The encoding of base as it was before the fields existed.
+	legacy := []byte{paramsVersion, 6, 'C', 'h', 'a', 'r', 'g', 'e', 0xc8, 0x01, 3, 'u', 's', 'd',
+		5, 'c', 'u', 's', '_', '1', 12, 'p', 'm', '_', 'c', 'a', 'r', 'd', '_', 'v', 'i', 's', 'a', 0, 0}
+	if got := base.encode(); !bytes.Equal(got, legacy) {
+		t.Fatalf("encode() = %v, want the legacy bytes %v", got, legacy)
+	}
+	same := []func(r *ChargeRequest){
+		func(r *ChargeRequest) { r.CaptureMethod = "automatic" },
+		func(r *ChargeRequest) { r.OffSession = &yes }, // a customer_id already meant off session
+	}
+	for i, mut := range same {
+		c := base
+		mut(&c)
+		c.canonical()
+		if !bytes.Equal(c.encode(), legacy) {
+			t.Errorf("spelling %d: %v, want the legacy bytes", i, c.encode())
+		}
+	}
+	differ := []func(r *ChargeRequest){
+		func(r *ChargeRequest) { r.CaptureMethod = "manual" },
+		func(r *ChargeRequest) { r.OffSession = &no },
+	}
+	for i, mut := range differ {
+		c := base
+		mut(&c)
+		c.canonical()
+		if bytes.Equal(Fingerprint(c.encode()), Fingerprint(legacy)) {
+			t.Errorf("change %d shares the legacy fingerprint", i)
+		}
+		got, err := decodeParams(c.encode())
+		if err != nil {
+			t.Fatalf("change %d: decode: %v", i, err)
+		}
+		g := got.(*ChargeRequest)
+		if g.CaptureMethod != c.CaptureMethod || (g.OffSession == nil) != (c.OffSession == nil) ||
+			(g.OffSession != nil && *g.OffSession != *c.OffSession) {
+			t.Errorf("change %d: decoded %+v, want %+v", i, g, c)
+		}
+		if !bytes.Equal(g.encode(), c.encode()) {
+			t.Errorf("change %d: decode then encode differs", i)
+		}
+	}
+	// An explicit default written out is a second spelling: refused.
+	bad := append(append([]byte{}, legacy...), 0, 0) // tri unset, capture ""
+	if _, err := decodeParams(bad); err == nil {
+		t.Error("decoded a non-canonical encoding")
+	}
+	if base.offSession() != true || (&ChargeRequest{}).offSession() != false || (&ChargeRequest{CustomerID: "cus_1", OffSession: &no}).offSession() {
+		t.Error("offSession does not follow the caller, or the customer_id when unset")
+	}
+}

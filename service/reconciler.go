@@ -16,8 +16,8 @@ type OpenRecords interface {
 	ListOpen(ctx context.Context, limit int) ([]Record, error)
 	// CountByState counts every state; on PostgreSQL it counts the table.
 	CountByState(ctx context.Context) (map[State]int, error)
-	// CountOpen counts the open states (PENDING, INDETERMINATE) only, both
-	// present in the map: an index of open records, cheap at any size.
+	// CountOpen counts the open (not final) states only, every one present
+	// in the map: an index of open records, cheap at any size.
 	CountOpen(ctx context.Context) (map[State]int, error)
 }
 
@@ -141,7 +141,9 @@ func (r *Reconciler) Run(ctx context.Context) {
 		r.log.Error("reconciler: cannot count records", "err", err)
 	} else {
 		r.log.Info("open records at startup",
-			"pending", counts[StatePending], "indeterminate", counts[StateIndeterminate])
+			"pending", counts[StatePending], "indeterminate", counts[StateIndeterminate],
+			"requires_action", counts[StateRequiresAction], "processing", counts[StateProcessing],
+			"authorized", counts[StateAuthorized])
 	}
 	r.pass(ctx, true)
 	t := time.NewTicker(r.cfg.Interval)

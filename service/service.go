@@ -157,6 +157,7 @@ func (s *Service) Charge(ctx context.Context, caller string, req ChargeRequest) 
 	if err := checkRequest(req.RequestID, req.Metadata); err != nil {
 		return Outcome{}, err
 	}
+	req.canonical()
 	return s.do(ctx, caller, req.RequestID, MethodCharge, req.encode())
 }
 

@@ -18,8 +18,8 @@ const (
 	// A PaymentIntent's other moves: requires_action, processing,
 	// amount_capturable_updated (authorised for manual capture).
 	EventPaymentUpdated
-	// customer.subscription.updated and .deleted, invoice.paid and
-	// .payment_failed: the subscription is retrieved, since the event's
+	// customer.subscription.updated and .deleted, invoice.paid,
+	// .payment_succeeded and .payment_failed: the subscription is retrieved, since the event's
 	// object does not carry the first invoice's payment.
 	EventSubscriptionChanged
 )

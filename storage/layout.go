@@ -19,7 +19,7 @@ import (
 // transaction, so an index never points at a record that is not there.
 //
 //	records  pos = ts(created) ‖ caller 0x00 request_id   → formatProto ‖ storagev1.Record (compact.go)
-//	open     ts(created) ‖ pos                          → state (1 byte)   PENDING, INDETERMINATE
+//	open     ts(created) ‖ pos                          → state (1 byte)   every open (not final) state
 //	counts   state (1 byte)                             → uint64 big-endian number of records
 //	reqkeys  lookupKey(caller, request_id)              → ts(created)   (every record)
 //	         request_key, where it differs from that    → pos           (records with one)

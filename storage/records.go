@@ -112,7 +112,7 @@ func (db *DB) Get(ctx context.Context, caller, requestID string) (service.Record
 	return rec, found, nil
 }
 
-// ListOpen returns up to limit PENDING and INDETERMINATE records, oldest
+// ListOpen returns up to limit open (not final) records, oldest
 // Created first, for the reconciler after a restart. It reads the open index
 // only, so its cost follows the number of open records, not the store size.
 // limit <= 0 means all.
@@ -208,7 +208,7 @@ func (db *DB) CountByState(ctx context.Context) (map[service.State]int, error) {
 // what is still open, which the reconciler settles, and the few records
 // settled long after their claim; so it reads little more than it deletes,
 // and one call is one bounded transaction: call it again while it returns
-// limit. PENDING and INDETERMINATE records are never swept.
+// limit. Open records (every state but SUCCEEDED and FAILED) are never swept.
 func (db *DB) Sweep(ctx context.Context, updatedBefore time.Time, limit int) (int, error) {
 	if err := db.checkWritable(); err != nil {
 		return 0, fmt.Errorf("sweep: %w", err)

@@ -27,7 +27,7 @@ Reads records without changing them. When no server holds the database it is
 read directly (read-only); while a server runs, the server is asked over its
 admin socket (<db>.admin.sock). With --store (BILLINGD_STORE), the PostgreSQL
 database the replicas share is read directly.
-States: PENDING, SUCCEEDED, FAILED, INDETERMINATE.
+States: PENDING, SUCCEEDED, FAILED, INDETERMINATE, REQUIRES_ACTION, PROCESSING, AUTHORIZED.
 The Stripe idempotency key is never printed.
 `
 

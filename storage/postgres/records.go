@@ -269,7 +269,7 @@ func (s *Store) Release(ctx context.Context, caller, requestID string) error {
 	return nil
 }
 
-// ListOpen returns up to limit PENDING and INDETERMINATE records, oldest
+// ListOpen returns up to limit open (not final) records, oldest
 // Created first (limit <= 0: all), that this replica may drive: those under
 // another live replica's lease are left out, so reconcilers on several
 // replicas do not queue behind each other's drives. It reads without locks;
