@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -431,5 +432,64 @@ func TestSubscriptionFirstPayment(t *testing.T) {
 	}
 	if got := len(h.subscriptionsFor(caller, "declined")); got != 1 {
 		t.Errorf("subscriptions = %d, want 1", got)
+	}
+}
+
+// An authorisation that is canceled at Stripe (by hand, or because it
+// expired after 7 days) ends FAILED CANCELED with Stripe's reason; one that
+// is captured there ends SUCCEEDED.
+func TestAuthorizedChargeEnds(t *testing.T) {
+	t.Parallel()
+	h := newWebhookHarness(t)
+	ctx := h.ctx()
+	authorize := func(id string) string {
+		t.Helper()
+		req := visa(id)
+		req.CaptureMethod = "manual"
+		resp, err := h.client.Charge(ctx, req)
+		if err != nil || resp.GetStatus() != "requires_capture" {
+			t.Fatalf("Charge %s = %v, %v", id, resp, err)
+		}
+		waitState(t, h.harness, id, service.StateAuthorized)
+		return resp.GetPaymentIntentId()
+	}
+	stripeAPI := func(path, form string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, h.simURL+path, strings.NewReader(form))
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("POST %s: %d", path, resp.StatusCode)
+		}
+	}
+
+	canceled := authorize("canceled")
+	stripeAPI("/v1/payment_intents/"+canceled+"/cancel", "cancellation_reason=requested_by_customer")
+	rec := waitState(t, h.harness, "canceled", service.StateFailed)
+	if service.ReasonOf(rec.Err) != service.ReasonCanceled || rec.Err.Metadata["cancellation_reason"] != "requested_by_customer" {
+		t.Errorf("canceled: %+v", rec.Err)
+	}
+
+	captured := authorize("captured")
+	stripeAPI("/v1/payment_intents/"+captured+"/capture", "")
+	if rec := waitState(t, h.harness, "captured", service.StateSucceeded); rec.Result.Status != "succeeded" {
+		t.Errorf("captured: %+v", rec.Result)
+	}
+
+	authorize("expired")
+	h.clock.Advance(8 * 24 * time.Hour)
+	h.sim.ApplyDueTransitions()
+	rec = waitState(t, h.harness, "expired", service.StateFailed)
+	if service.ReasonOf(rec.Err) != service.ReasonCanceled || rec.Err.Metadata["cancellation_reason"] != "automatic" {
+		t.Errorf("expired: %+v", rec.Err)
+	}
+	_, err := h.client.Charge(ctx, func() *billingv1.ChargeRequest { r := visa("expired"); r.CaptureMethod = "manual"; return r }())
+	if _, ei := errInfo(t, err, codes.FailedPrecondition); ei.GetReason() != "CANCELED" {
+		t.Errorf("repeat of the expired charge: %v", ei)
 	}
 }
