@@ -412,7 +412,10 @@ func TestSubscriptionFirstPayment(t *testing.T) {
 	if err := h.sim.Authenticate(pi, true); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { op := opState(t, h.harness, "action"); return op.GetSubscription().GetNextActionType() != "" })
+	waitFor(t, func() bool {
+		op := opState(t, h.harness, "action")
+		return op.GetSubscription().GetNextActionType() != ""
+	})
 	if err := h.sim.Authenticate(pi, true); err != nil {
 		t.Fatal(err)
 	}
