@@ -32,6 +32,7 @@ const (
 	ReasonAuthenticationFailed   Reason = "AUTHENTICATION_FAILED"
 	ReasonCanceled               Reason = "CANCELED"
 	ReasonSubscriptionExpired    Reason = "SUBSCRIPTION_INCOMPLETE_EXPIRED"
+	ReasonRefundFailed           Reason = "REFUND_FAILED"
 )
 
 // Error is an outcome billingd reports to a caller. It holds only caller-safe
@@ -94,7 +95,7 @@ func (e *Error) Resource() (typ, name string) { return e.ResourceType, e.Resourc
 func (r Reason) final() bool {
 	switch r {
 	case ReasonCardDeclined, ReasonStripeInvalidRequest, ReasonStripeState, ReasonResourceMissing, ReasonNotCreated,
-		ReasonAuthenticationFailed, ReasonCanceled, ReasonSubscriptionExpired:
+		ReasonAuthenticationFailed, ReasonCanceled, ReasonSubscriptionExpired, ReasonRefundFailed:
 		return true
 	}
 	return false

@@ -224,7 +224,7 @@ func decodeParams(b []byte) (any, error) {
 	}
 	d := decoder{b: b[1:]}
 	var out any
-	switch Method(d.str()) {
+	switch m := Method(d.str()); m {
 	case MethodCharge:
 		c := &ChargeRequest{Amount: d.int(), Currency: d.str(), CustomerID: d.str(),
 			PaymentMethodID: d.str(), Description: d.str(), Metadata: d.meta()}
@@ -242,7 +242,10 @@ func decodeParams(b []byte) (any, error) {
 	case MethodSubscribe:
 		out = &SubscribeRequest{CustomerID: d.str(), PriceID: d.str(), Quantity: d.int(), Metadata: d.meta()}
 	default:
-		return nil, errBadParams
+		var ok bool
+		if out, ok = decodeLifecycle(m, &d); !ok {
+			return nil, errBadParams
+		}
 	}
 	if d.err != nil || len(d.b) != 0 {
 		return nil, errBadParams
@@ -329,6 +332,14 @@ func (r Record) Request() (any, error) {
 	case *ChargeRequest:
 		p.RequestID = r.RequestID
 	case *SubscribeRequest:
+		p.RequestID = r.RequestID
+	case *RefundRequest:
+		p.RequestID = r.RequestID
+	case *CaptureRequest:
+		p.RequestID = r.RequestID
+	case *CancelPaymentRequest:
+		p.RequestID = r.RequestID
+	case *CancelSubscriptionRequest:
 		p.RequestID = r.RequestID
 	}
 	return p, nil

@@ -51,6 +51,22 @@ type Payments interface {
 	// They fill Result as the Find methods do.
 	GetPaymentIntent(ctx context.Context, id string) (Result, error)
 	GetSubscription(ctx context.Context, id string) (Result, error)
+
+	// CreateRefund refunds a PaymentIntent (POST /v1/refunds).
+	CreateRefund(ctx context.Context, key string, p RefundParams) (Result, error)
+	// GetRefund retrieves a refund by id, to follow a pending one.
+	GetRefund(ctx context.Context, id string) (Result, error)
+	// FindRefund lists the PaymentIntent's refunds (consistent, unlike
+	// search) for the one whose metadata billingd_request_key is requestKey.
+	FindRefund(ctx context.Context, paymentIntentID, requestKey string) (r Result, found bool, err error)
+	// CapturePaymentIntent captures amount (0: all) of an authorised
+	// PaymentIntent; CancelPaymentIntent cancels one with Stripe's
+	// cancellation_reason ("" for none). Both answer the PaymentIntent.
+	CapturePaymentIntent(ctx context.Context, key, id string, amount int64) (Result, error)
+	CancelPaymentIntent(ctx context.Context, key, id, reason string) (Result, error)
+	// CancelSubscription cancels a subscription now (DELETE) or at the end
+	// of its period (cancel_at_period_end), and answers the subscription.
+	CancelSubscription(ctx context.Context, key, id string, atPeriodEnd bool) (Result, error)
 }
 
 // UpstreamKind classifies a failed Stripe call by what billingd must do next.

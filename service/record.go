@@ -105,7 +105,7 @@ type Record struct {
 
 // Result is the Stripe object an operation created, as billingd last saw it.
 type Result struct {
-	ObjectID string // pi_… or sub_…
+	ObjectID string // pi_…, sub_… or re_…
 	Status   string // Stripe's status of the object
 	Amount   int64  // charges only, minor units
 	Currency string // charges only
@@ -127,9 +127,16 @@ type Result struct {
 	// records a failed payment, e.g. a declined PaymentIntent: the operation
 	// then failed although the object exists. Never stored.
 	Failure *UpstreamError
-	// CancellationReason is a canceled PaymentIntent's cancellation_reason,
-	// from a lookup. Never stored.
+	// CancellationReason is a canceled PaymentIntent's cancellation_reason.
 	CancellationReason string
+	// CancelAtPeriodEnd is a subscription's cancel_at_period_end.
+	CancelAtPeriodEnd bool
+	// ParentID is the object a refund refunds (its PaymentIntent).
+	ParentID string
+	// Owner is the billingd_caller metadata of a retrieved object: the
+	// caller billingd created it for, "" for an object made outside
+	// billingd. Never stored.
+	Owner string
 	// StripeRequestID is Stripe's Request-Id of the call that returned this
 	// result, and Attempts the record's attempts so far: answer metadata for
 	// logs, never stored.

@@ -43,6 +43,10 @@ type Config struct {
 	ReplayCache int
 	// MaxWatches bounds one caller's open WatchOperation streams.
 	MaxWatches int
+	// AllowForeignObjects lets Refund, CapturePayment, CancelPayment and
+	// CancelSubscription act on objects made outside billingd (no billingd
+	// metadata). Another caller's objects stay NOT_FOUND.
+	AllowForeignObjects bool
 }
 
 // DefaultConfig returns the production defaults.
@@ -321,9 +325,19 @@ func (s *Service) newRecord(caller, requestID string, method Method, params, fp 
 	}
 }
 
+// stepOf names the one Stripe call of an operation, for its Stripe key.
 func stepOf(m Method) string {
-	if m == MethodSubscribe {
+	switch m {
+	case MethodSubscribe:
 		return "create_subscription"
+	case MethodRefund:
+		return "create_refund"
+	case MethodCapture:
+		return "capture_payment_intent"
+	case MethodCancelPayment:
+		return "cancel_payment_intent"
+	case MethodCancelSubscription:
+		return "cancel_subscription"
 	}
 	return "create_payment_intent"
 }
@@ -537,6 +551,17 @@ func (s *Service) send(ctx context.Context, rec Record) (Result, bool, error) {
 			CustomerID: p.CustomerID, PriceID: p.PriceID, Quantity: p.Quantity,
 			Metadata: stripeMetadata(rec.Caller, rec.RequestKey, p.Metadata),
 		})
+	default:
+		var denied *Error
+		if denied, err = s.checkOwner(ctx, rec, p); err == nil && denied != nil {
+			if serr := s.settle(ctx, &rec, StateFailed, Result{}, denied); serr != nil {
+				return Result{}, true, serr
+			}
+			return Result{}, true, denied
+		}
+		if err == nil {
+			res, err = s.act(ctx, rec, p)
+		}
 	}
 	if err == nil {
 		res, err := s.settleSeen(ctx, &rec, res)
@@ -591,7 +616,7 @@ func (s *Service) settle(ctx context.Context, rec *Record, state State, res Resu
 func (s *Service) settleSeen(ctx context.Context, rec *Record, res Result) (Result, error) {
 	o := s.outcomeOf(rec.Method, res)
 	stored := res
-	stored.Failure, stored.CancellationReason, stored.StripeRequestID, stored.Attempts, stored.State = nil, "", "", 0, 0
+	stored.Failure, stored.Owner, stored.StripeRequestID, stored.Attempts, stored.State = nil, "", "", 0, 0
 	if stored.ClientSecret == "" && stored.ObjectID == rec.Result.ObjectID {
 		// Events and some lookups omit it; the object's secret never changes.
 		stored.ClientSecret = rec.Result.ClientSecret
@@ -641,9 +666,12 @@ func (s *Service) follow(ctx context.Context, rec Record, bg *counters) (Result,
 		res Result
 		err error
 	)
-	if rec.Method == MethodSubscribe {
+	switch rec.Method {
+	case MethodSubscribe, MethodCancelSubscription:
 		res, err = s.payments.GetSubscription(ctx, rec.Result.ObjectID)
-	} else {
+	case MethodRefund:
+		res, err = s.payments.GetRefund(ctx, rec.Result.ObjectID)
+	default:
 		res, err = s.payments.GetPaymentIntent(ctx, rec.Result.ObjectID)
 	}
 	if err != nil {
@@ -687,7 +715,7 @@ func (s *Service) reconcile(ctx context.Context, rec Record, bg *counters) (Resu
 	// Search lags behind creation: only when the last send is older than the
 	// lag can "nothing found" mean "nothing created". Updated is at or after
 	// the last send of an open record.
-	if s.clock.Now().Sub(rec.Updated) < s.cfg.SearchLag {
+	if s.clock.Now().Sub(rec.Updated) < s.lookupLag(rec.Method) {
 		return Result{}, pending
 	}
 	notCreated := &Error{Reason: ReasonNotCreated,
@@ -707,10 +735,16 @@ func (s *Service) find(ctx context.Context, rec Record, bg *counters) (Result, b
 	if bg != nil {
 		bg.searches.Add(1)
 	}
-	if rec.Method == MethodSubscribe {
-		res, found, err = s.payments.FindSubscription(ctx, rec.RequestKey)
-	} else {
+	switch rec.Method {
+	case MethodCharge:
 		res, found, err = s.payments.FindPaymentIntent(ctx, rec.RequestKey)
+	case MethodSubscribe:
+		res, found, err = s.payments.FindSubscription(ctx, rec.RequestKey)
+	default:
+		var p any
+		if p, err = decodeParams(rec.Params); err == nil {
+			res, found, err = s.findActed(ctx, rec, p)
+		}
 	}
 	if err != nil {
 		if bg != nil {

@@ -45,10 +45,82 @@ type outcome struct {
 // outcomeOf maps the object a request created, as last seen (res), to the
 // record's state. method says which table applies.
 func (s *Service) outcomeOf(method Method, res Result) outcome {
-	if method == MethodSubscribe {
+	switch method {
+	case MethodSubscribe:
 		return s.subscriptionOutcome(res)
+	case MethodRefund:
+		return refundOutcome(res)
+	case MethodCapture:
+		return captureOutcome(res)
+	case MethodCancelPayment:
+		if res.Status == PaymentCanceled {
+			return outcome{state: StateSucceeded}
+		}
+		return outcome{state: StateFailed, err: stateError(res.ObjectID, "the PaymentIntent was not canceled: it is "+res.Status)}
+	case MethodCancelSubscription:
+		if res.Status == SubscriptionCanceled || res.CancelAtPeriodEnd {
+			return outcome{state: StateSucceeded}
+		}
+		return outcome{state: StateFailed, err: stateError(res.ObjectID, "the subscription was not canceled: it is "+res.Status)}
 	}
 	return s.paymentOutcome(res.Status, res)
+}
+
+// Stripe's Refund statuses.
+const (
+	RefundSucceeded      = "succeeded"
+	RefundPending        = "pending"
+	RefundRequiresAction = "requires_action"
+	RefundFailed         = "failed"
+	RefundCanceled       = "canceled"
+)
+
+// refundOutcome is the Refund table.
+//
+//	succeeded        SUCCEEDED
+//	pending          PROCESSING (followed: refund.updated, or the reconciler's retrieve)
+//	requires_action  REQUIRES_ACTION (followed)
+//	failed           FAILED: REFUND_FAILED, Stripe's failure_reason in the metadata
+//	canceled         FAILED: CANCELED
+//	anything else    PROCESSING (followed)
+func refundOutcome(res Result) outcome {
+	switch res.Status {
+	case RefundSucceeded:
+		return outcome{state: StateSucceeded}
+	case RefundPending:
+		return outcome{state: StateProcessing}
+	case RefundRequiresAction:
+		return outcome{state: StateRequiresAction}
+	case RefundFailed:
+		md := map[string]string{"stripe_object_id": res.ObjectID}
+		if res.Failure != nil && res.Failure.Code != "" {
+			md["failure_reason"] = res.Failure.Code
+		}
+		return outcome{state: StateFailed, err: &Error{Reason: ReasonRefundFailed, Metadata: md,
+			Message: "the refund failed at the bank; the money stays with the merchant"}}
+	case RefundCanceled:
+		return outcome{state: StateFailed, err: canceledError(res.ObjectID, "", "the refund was canceled")}
+	}
+	return outcome{state: StateProcessing}
+}
+
+// captureOutcome is the table for a capture's PaymentIntent.
+//
+//	succeeded          SUCCEEDED (captured)
+//	canceled           FAILED: CANCELED (the authorisation was canceled or expired)
+//	anything else      PROCESSING (followed until Stripe settles it)
+func captureOutcome(res Result) outcome {
+	switch res.Status {
+	case PaymentSucceeded:
+		return outcome{state: StateSucceeded}
+	case PaymentCanceled:
+		return outcome{state: StateFailed, err: canceledError(res.ObjectID, res.CancellationReason, "the authorisation was canceled before it was captured")}
+	}
+	return outcome{state: StateProcessing}
+}
+
+func stateError(objectID, msg string) *Error {
+	return &Error{Reason: ReasonStripeState, Message: msg, Metadata: map[string]string{"stripe_object_id": objectID}}
 }
 
 // paymentOutcome is the PaymentIntent table. status is the PaymentIntent's

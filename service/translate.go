@@ -31,6 +31,11 @@ func (s *Service) translate(err error, p any) (State, *Error) {
 		}
 		return StateFailed, e
 	case UpstreamInvalidRequest:
+		if _, refund := p.(*RefundRequest); refund && up.Code == codeAmountTooLarge {
+			// More than is left to refund: the state of the charge, not a
+			// malformed request.
+			return StateFailed, &Error{Reason: ReasonStripeState, Message: safeMessage(up, "the amount is more than is left to refund"), Metadata: md}
+		}
 		e := &Error{Reason: ReasonStripeInvalidRequest, Message: safeMessage(up, "Stripe rejected the request"), Metadata: md}
 		if up.Param != "" {
 			e.Violations = []FieldViolation{{Field: fieldOf(up.Param), Description: safeMessage(up, "invalid value")}}
@@ -111,8 +116,14 @@ func fieldOf(param string) string {
 	return param
 }
 
+const codeAmountTooLarge = "amount_too_large"
+
 // missingResource names the Stripe object that resource_missing refers to.
 func missingResource(param string, p any) (typ, name string) {
+	if typ, id := target(p); typ != "" {
+		// An operation on an existing object: that object is the missing one.
+		return "stripe.com/" + typ, id
+	}
 	switch fieldOf(param) {
 	case "payment_method_id":
 		typ = "stripe.com/PaymentMethod"

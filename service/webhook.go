@@ -22,6 +22,9 @@ const (
 	// .payment_succeeded and .payment_failed: the subscription is retrieved, since the event's
 	// object does not carry the first invoice's payment.
 	EventSubscriptionChanged
+	// refund.created, refund.updated, refund.failed, charge.refund.updated:
+	// the event's Refund.
+	EventRefundChanged
 )
 
 // subscriptionEvent reports whether k is about a subscription.
@@ -121,8 +124,11 @@ func (w *Webhooks) apply(ctx context.Context, ev Event) (EventOutcome, error) {
 		return 0, fmt.Errorf("look up record: %w", err)
 	}
 	want := MethodCharge
-	if ev.Kind.subscriptionEvent() {
+	switch {
+	case ev.Kind.subscriptionEvent():
 		want = MethodSubscribe
+	case ev.Kind == EventRefundChanged:
+		want = MethodRefund
 	}
 	if !found || rec.Caller != ev.Caller || rec.Method != want {
 		return EventUnmatched, nil

@@ -96,7 +96,8 @@ func toProto(rec *service.Record) *storagev1.Record {
 		Params:               rec.Params,
 	}
 	if r := &rec.Result; r.ObjectID != "" || r.Status != "" || r.Amount != 0 || r.Currency != "" ||
-		r.PaymentStatus != "" || r.ClientSecret != "" || r.NextActionType != "" || r.RedirectURL != "" {
+		r.PaymentStatus != "" || r.ClientSecret != "" || r.NextActionType != "" || r.RedirectURL != "" ||
+		r.CancellationReason != "" || r.CancelAtPeriodEnd || r.ParentID != "" {
 		m.Result = &storagev1.Result{
 			ObjectId:       r.ObjectID,
 			Status:         r.Status,
@@ -106,6 +107,10 @@ func toProto(rec *service.Record) *storagev1.Record {
 			ClientSecret:   r.ClientSecret,
 			NextActionType: r.NextActionType,
 			RedirectUrl:    r.RedirectURL,
+
+			CancellationReason: r.CancellationReason,
+			CancelAtPeriodEnd:  r.CancelAtPeriodEnd,
+			ParentId:           r.ParentID,
 		}
 	}
 	if e := rec.Err; e != nil {
@@ -155,6 +160,10 @@ func fromProto(m *storagev1.Record) service.Record {
 			ClientSecret:   r.ClientSecret,
 			NextActionType: r.NextActionType,
 			RedirectURL:    r.RedirectUrl,
+
+			CancellationReason: r.CancellationReason,
+			CancelAtPeriodEnd:  r.CancelAtPeriodEnd,
+			ParentID:           r.ParentId,
 		}
 	}
 	if pe := m.Error; pe != nil {

@@ -20,6 +20,7 @@ type intent struct {
 	ID                 string       `json:"id"`
 	Status             string       `json:"status"`
 	Amount             int64        `json:"amount"`
+	AmountReceived     int64        `json:"amount_received"`
 	Currency           string       `json:"currency"`
 	ClientSecret       string       `json:"client_secret"`
 	CancellationReason string       `json:"cancellation_reason"`
@@ -58,17 +59,26 @@ func (e *expandableIntent) UnmarshalJSON(data []byte) error {
 	return json.Unmarshal(data, &e.intent)
 }
 
-// createdIntent is a PaymentIntent as a create or a retrieve answers it.
+// createdIntent is a PaymentIntent as a create answers it.
 type createdIntent struct {
 	stripe.APIResource
 	intent
 }
 
+// retrievedIntent is a PaymentIntent as a retrieve answers it, with the
+// billingd metadata that says whom billingd made it for.
+type retrievedIntent struct {
+	createdIntent
+	Metadata billingdTags `json:"metadata"`
+}
+
 // subscription is the part of a Subscription billingd reads.
 type subscription struct {
-	ID            string   `json:"id"`
-	Status        string   `json:"status"`
-	LatestInvoice *invoice `json:"latest_invoice"`
+	ID                string       `json:"id"`
+	Status            string       `json:"status"`
+	CancelAtPeriodEnd bool         `json:"cancel_at_period_end"`
+	LatestInvoice     *invoice     `json:"latest_invoice"`
+	Metadata          billingdTags `json:"metadata"`
 }
 
 // invoice is a subscription's latest_invoice: an Invoice or, unexpanded,
@@ -120,7 +130,7 @@ func (c *Client) intentResult(pi *intent, rec *call, lookup bool) service.Result
 // latest invoice say. Without an expanded PaymentIntent (none: a trial, a
 // zero amount; or only its id) the payment fields stay empty.
 func (c *Client) subscriptionResult(sub *subscription, rec *call) service.Result {
-	res := service.Result{ObjectID: sub.ID, Status: sub.Status}
+	res := service.Result{ObjectID: sub.ID, Status: sub.Status, CancelAtPeriodEnd: sub.CancelAtPeriodEnd, Owner: sub.Metadata.Caller}
 	if sub.LatestInvoice == nil || sub.LatestInvoice.PaymentIntent == nil {
 		return res
 	}

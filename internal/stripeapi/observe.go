@@ -10,12 +10,18 @@ import (
 
 // The endpoints an Observation names.
 const (
-	EndpointCreatePaymentIntent = "payment_intents.create"
-	EndpointCreateSubscription  = "subscriptions.create"
-	EndpointSearchPaymentIntent = "payment_intents.search"
-	EndpointSearchSubscription  = "subscriptions.search"
-	EndpointGetPaymentIntent    = "payment_intents.retrieve"
-	EndpointGetSubscription     = "subscriptions.retrieve"
+	EndpointCreatePaymentIntent  = "payment_intents.create"
+	EndpointCreateSubscription   = "subscriptions.create"
+	EndpointSearchPaymentIntent  = "payment_intents.search"
+	EndpointSearchSubscription   = "subscriptions.search"
+	EndpointGetPaymentIntent     = "payment_intents.retrieve"
+	EndpointGetSubscription      = "subscriptions.retrieve"
+	EndpointCreateRefund         = "refunds.create"
+	EndpointGetRefund            = "refunds.retrieve"
+	EndpointListRefunds          = "refunds.list"
+	EndpointCapturePaymentIntent = "payment_intents.capture"
+	EndpointCancelPaymentIntent  = "payment_intents.cancel"
+	EndpointCancelSubscription   = "subscriptions.cancel"
 )
 
 // Observation is one finished Stripe call, after retries: what metrics count.
@@ -67,6 +73,9 @@ func (c *Client) observed(endpoint string, start time.Time, err error) {
 	}
 	c.observe(o)
 }
+
+// timeNow is time.Now, named for the calls that time themselves.
+var timeNow = time.Now
 
 // CreatePaymentIntent creates and confirms a card PaymentIntent with key as
 // its Idempotency-Key.

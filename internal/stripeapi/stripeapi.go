@@ -328,7 +328,7 @@ func (c *Client) getPaymentIntent(ctx context.Context, id string) (service.Resul
 		return service.Result{}, err
 	}
 	defer done()
-	var pi createdIntent
+	var pi retrievedIntent
 	pis := c.api.PaymentIntents
 	path := stripe.FormatURLPath("/v1/payment_intents/%s", id)
 	if err := pis.B.CallRaw(http.MethodGet, path, pis.Key, nil, &stripe.Params{Context: reqCtx}, &pi); err != nil {
@@ -339,6 +339,7 @@ func (c *Client) getPaymentIntent(ctx context.Context, id string) (service.Resul
 	}
 	res := c.intentResult(&pi.intent, call, true)
 	res.StripeRequestID = call.requestID
+	res.Owner = pi.Metadata.Caller
 	return res, nil
 }
 

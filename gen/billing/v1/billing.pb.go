@@ -252,7 +252,7 @@ func (x Operation_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Operation_State.Descriptor instead.
 func (Operation_State) EnumDescriptor() ([]byte, []int) {
-	return file_billing_v1_billing_proto_rawDescGZIP(), []int{5, 0}
+	return file_billing_v1_billing_proto_rawDescGZIP(), []int{13, 0}
 }
 
 // ChargeRequest asks for one card payment.
@@ -700,10 +700,642 @@ func (x *SubscribeResponse) GetRedirectUrl() string {
 	return ""
 }
 
+// RefundRequest asks for one refund of a PaymentIntent billingd created.
+type RefundRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// request_id: see ChargeRequest.request_id. One refund per request_id.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// payment_intent_id is the PaymentIntent ("pi_…") to refund: one that
+	// billingd created for this caller (NOT_FOUND otherwise).
+	PaymentIntentId string `protobuf:"bytes,2,opt,name=payment_intent_id,json=paymentIntentId,proto3" json:"payment_intent_id,omitempty"`
+	// amount to refund in the currency's minor unit: 0 refunds whatever is
+	// left, at most 99,999,999.
+	Amount int64 `protobuf:"varint,3,opt,name=amount,proto3" json:"amount,omitempty"`
+	// reason is Stripe's refund reason: "", "duplicate", "fraudulent" or
+	// "requested_by_customer".
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// metadata is copied onto the Refund: same rules as ChargeRequest.metadata.
+	Metadata      map[string]string `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefundRequest) Reset() {
+	*x = RefundRequest{}
+	mi := &file_billing_v1_billing_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefundRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefundRequest) ProtoMessage() {}
+
+func (x *RefundRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_billing_v1_billing_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefundRequest.ProtoReflect.Descriptor instead.
+func (*RefundRequest) Descriptor() ([]byte, []int) {
+	return file_billing_v1_billing_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RefundRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *RefundRequest) GetPaymentIntentId() string {
+	if x != nil {
+		return x.PaymentIntentId
+	}
+	return ""
+}
+
+func (x *RefundRequest) GetAmount() int64 {
+	if x != nil {
+		return x.Amount
+	}
+	return 0
+}
+
+func (x *RefundRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RefundRequest) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+// RefundResponse describes the Refund the request created.
+type RefundResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// refund_id is the Stripe Refund ("re_…").
+	RefundId string `protobuf:"bytes,1,opt,name=refund_id,json=refundId,proto3" json:"refund_id,omitempty"`
+	// status is the Refund's Stripe status: "succeeded", "pending" (followed
+	// by billingd: operation state PROCESSING), "failed" or "canceled".
+	Status string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	// amount refunded, in the currency's minor unit.
+	Amount int64 `protobuf:"varint,3,opt,name=amount,proto3" json:"amount,omitempty"`
+	// currency, lowercase ISO 4217.
+	Currency string `protobuf:"bytes,4,opt,name=currency,proto3" json:"currency,omitempty"`
+	// replayed: see ChargeResponse.replayed.
+	Replayed bool `protobuf:"varint,5,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	// payment_intent_id is the refunded PaymentIntent.
+	PaymentIntentId string `protobuf:"bytes,6,opt,name=payment_intent_id,json=paymentIntentId,proto3" json:"payment_intent_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RefundResponse) Reset() {
+	*x = RefundResponse{}
+	mi := &file_billing_v1_billing_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefundResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefundResponse) ProtoMessage() {}
+
+func (x *RefundResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_billing_v1_billing_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefundResponse.ProtoReflect.Descriptor instead.
+func (*RefundResponse) Descriptor() ([]byte, []int) {
+	return file_billing_v1_billing_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RefundResponse) GetRefundId() string {
+	if x != nil {
+		return x.RefundId
+	}
+	return ""
+}
+
+func (x *RefundResponse) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *RefundResponse) GetAmount() int64 {
+	if x != nil {
+		return x.Amount
+	}
+	return 0
+}
+
+func (x *RefundResponse) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *RefundResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
+func (x *RefundResponse) GetPaymentIntentId() string {
+	if x != nil {
+		return x.PaymentIntentId
+	}
+	return ""
+}
+
+// CapturePaymentRequest asks to capture an authorised PaymentIntent.
+type CapturePaymentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// request_id: see ChargeRequest.request_id.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// payment_intent_id is the authorised PaymentIntent ("pi_…"), created by
+	// billingd for this caller with capture_method manual.
+	PaymentIntentId string `protobuf:"bytes,2,opt,name=payment_intent_id,json=paymentIntentId,proto3" json:"payment_intent_id,omitempty"`
+	// amount to capture in the currency's minor unit: 0 captures all that was
+	// authorised, at most 99,999,999.
+	Amount        int64 `protobuf:"varint,3,opt,name=amount,proto3" json:"amount,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CapturePaymentRequest) Reset() {
+	*x = CapturePaymentRequest{}
+	mi := &file_billing_v1_billing_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CapturePaymentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CapturePaymentRequest) ProtoMessage() {}
+
+func (x *CapturePaymentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_billing_v1_billing_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CapturePaymentRequest.ProtoReflect.Descriptor instead.
+func (*CapturePaymentRequest) Descriptor() ([]byte, []int) {
+	return file_billing_v1_billing_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CapturePaymentRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *CapturePaymentRequest) GetPaymentIntentId() string {
+	if x != nil {
+		return x.PaymentIntentId
+	}
+	return ""
+}
+
+func (x *CapturePaymentRequest) GetAmount() int64 {
+	if x != nil {
+		return x.Amount
+	}
+	return 0
+}
+
+// CapturePaymentResponse describes the captured PaymentIntent.
+type CapturePaymentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// payment_intent_id is the PaymentIntent ("pi_…").
+	PaymentIntentId string `protobuf:"bytes,1,opt,name=payment_intent_id,json=paymentIntentId,proto3" json:"payment_intent_id,omitempty"`
+	// status is the PaymentIntent's Stripe status, "succeeded" once captured.
+	Status string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	// payment_status is `status`, typed.
+	PaymentStatus PaymentStatus `protobuf:"varint,3,opt,name=payment_status,json=paymentStatus,proto3,enum=billing.v1.PaymentStatus" json:"payment_status,omitempty"`
+	// amount_captured, in the currency's minor unit.
+	AmountCaptured int64 `protobuf:"varint,4,opt,name=amount_captured,json=amountCaptured,proto3" json:"amount_captured,omitempty"`
+	// currency, lowercase ISO 4217.
+	Currency string `protobuf:"bytes,5,opt,name=currency,proto3" json:"currency,omitempty"`
+	// replayed: see ChargeResponse.replayed.
+	Replayed      bool `protobuf:"varint,6,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CapturePaymentResponse) Reset() {
+	*x = CapturePaymentResponse{}
+	mi := &file_billing_v1_billing_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CapturePaymentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CapturePaymentResponse) ProtoMessage() {}
+
+func (x *CapturePaymentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_billing_v1_billing_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CapturePaymentResponse.ProtoReflect.Descriptor instead.
+func (*CapturePaymentResponse) Descriptor() ([]byte, []int) {
+	return file_billing_v1_billing_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CapturePaymentResponse) GetPaymentIntentId() string {
+	if x != nil {
+		return x.PaymentIntentId
+	}
+	return ""
+}
+
+func (x *CapturePaymentResponse) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *CapturePaymentResponse) GetPaymentStatus() PaymentStatus {
+	if x != nil {
+		return x.PaymentStatus
+	}
+	return PaymentStatus_PAYMENT_STATUS_UNSPECIFIED
+}
+
+func (x *CapturePaymentResponse) GetAmountCaptured() int64 {
+	if x != nil {
+		return x.AmountCaptured
+	}
+	return 0
+}
+
+func (x *CapturePaymentResponse) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *CapturePaymentResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
+// CancelPaymentRequest asks to cancel a PaymentIntent that is not paid.
+type CancelPaymentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// request_id: see ChargeRequest.request_id.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// payment_intent_id is the PaymentIntent ("pi_…") to cancel, created by
+	// billingd for this caller.
+	PaymentIntentId string `protobuf:"bytes,2,opt,name=payment_intent_id,json=paymentIntentId,proto3" json:"payment_intent_id,omitempty"`
+	// reason is Stripe's cancellation_reason: "", "duplicate", "fraudulent",
+	// "requested_by_customer" or "abandoned".
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelPaymentRequest) Reset() {
+	*x = CancelPaymentRequest{}
+	mi := &file_billing_v1_billing_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelPaymentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelPaymentRequest) ProtoMessage() {}
+
+func (x *CancelPaymentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_billing_v1_billing_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelPaymentRequest.ProtoReflect.Descriptor instead.
+func (*CancelPaymentRequest) Descriptor() ([]byte, []int) {
+	return file_billing_v1_billing_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CancelPaymentRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *CancelPaymentRequest) GetPaymentIntentId() string {
+	if x != nil {
+		return x.PaymentIntentId
+	}
+	return ""
+}
+
+func (x *CancelPaymentRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// CancelPaymentResponse describes the canceled PaymentIntent.
+type CancelPaymentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// payment_intent_id is the PaymentIntent ("pi_…").
+	PaymentIntentId string `protobuf:"bytes,1,opt,name=payment_intent_id,json=paymentIntentId,proto3" json:"payment_intent_id,omitempty"`
+	// status is the PaymentIntent's Stripe status, "canceled".
+	Status string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	// payment_status is `status`, typed.
+	PaymentStatus PaymentStatus `protobuf:"varint,3,opt,name=payment_status,json=paymentStatus,proto3,enum=billing.v1.PaymentStatus" json:"payment_status,omitempty"`
+	// cancellation_reason as Stripe recorded it.
+	CancellationReason string `protobuf:"bytes,4,opt,name=cancellation_reason,json=cancellationReason,proto3" json:"cancellation_reason,omitempty"`
+	// replayed: see ChargeResponse.replayed.
+	Replayed      bool `protobuf:"varint,5,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelPaymentResponse) Reset() {
+	*x = CancelPaymentResponse{}
+	mi := &file_billing_v1_billing_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelPaymentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelPaymentResponse) ProtoMessage() {}
+
+func (x *CancelPaymentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_billing_v1_billing_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelPaymentResponse.ProtoReflect.Descriptor instead.
+func (*CancelPaymentResponse) Descriptor() ([]byte, []int) {
+	return file_billing_v1_billing_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CancelPaymentResponse) GetPaymentIntentId() string {
+	if x != nil {
+		return x.PaymentIntentId
+	}
+	return ""
+}
+
+func (x *CancelPaymentResponse) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *CancelPaymentResponse) GetPaymentStatus() PaymentStatus {
+	if x != nil {
+		return x.PaymentStatus
+	}
+	return PaymentStatus_PAYMENT_STATUS_UNSPECIFIED
+}
+
+func (x *CancelPaymentResponse) GetCancellationReason() string {
+	if x != nil {
+		return x.CancellationReason
+	}
+	return ""
+}
+
+func (x *CancelPaymentResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
+// CancelSubscriptionRequest asks to cancel a subscription.
+type CancelSubscriptionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// request_id: see ChargeRequest.request_id.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// subscription_id is the Subscription ("sub_…"), created by billingd for
+	// this caller.
+	SubscriptionId string `protobuf:"bytes,2,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	// at_period_end: true keeps the subscription until the end of the period
+	// already paid for; false cancels it now.
+	AtPeriodEnd   bool `protobuf:"varint,3,opt,name=at_period_end,json=atPeriodEnd,proto3" json:"at_period_end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelSubscriptionRequest) Reset() {
+	*x = CancelSubscriptionRequest{}
+	mi := &file_billing_v1_billing_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelSubscriptionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelSubscriptionRequest) ProtoMessage() {}
+
+func (x *CancelSubscriptionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_billing_v1_billing_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelSubscriptionRequest.ProtoReflect.Descriptor instead.
+func (*CancelSubscriptionRequest) Descriptor() ([]byte, []int) {
+	return file_billing_v1_billing_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CancelSubscriptionRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *CancelSubscriptionRequest) GetSubscriptionId() string {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return ""
+}
+
+func (x *CancelSubscriptionRequest) GetAtPeriodEnd() bool {
+	if x != nil {
+		return x.AtPeriodEnd
+	}
+	return false
+}
+
+// CancelSubscriptionResponse describes the subscription after the request.
+type CancelSubscriptionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// subscription_id is the Subscription ("sub_…").
+	SubscriptionId string `protobuf:"bytes,1,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	// status is the Subscription's Stripe status: "canceled", or still
+	// "active" when it ends at the period's end.
+	Status string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	// subscription_status is `status`, typed.
+	SubscriptionStatus SubscriptionStatus `protobuf:"varint,3,opt,name=subscription_status,json=subscriptionStatus,proto3,enum=billing.v1.SubscriptionStatus" json:"subscription_status,omitempty"`
+	// cancel_at_period_end is true when the subscription ends at the end of
+	// its current period.
+	CancelAtPeriodEnd bool `protobuf:"varint,4,opt,name=cancel_at_period_end,json=cancelAtPeriodEnd,proto3" json:"cancel_at_period_end,omitempty"`
+	// replayed: see ChargeResponse.replayed.
+	Replayed      bool `protobuf:"varint,5,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelSubscriptionResponse) Reset() {
+	*x = CancelSubscriptionResponse{}
+	mi := &file_billing_v1_billing_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelSubscriptionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelSubscriptionResponse) ProtoMessage() {}
+
+func (x *CancelSubscriptionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_billing_v1_billing_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelSubscriptionResponse.ProtoReflect.Descriptor instead.
+func (*CancelSubscriptionResponse) Descriptor() ([]byte, []int) {
+	return file_billing_v1_billing_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CancelSubscriptionResponse) GetSubscriptionId() string {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return ""
+}
+
+func (x *CancelSubscriptionResponse) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *CancelSubscriptionResponse) GetSubscriptionStatus() SubscriptionStatus {
+	if x != nil {
+		return x.SubscriptionStatus
+	}
+	return SubscriptionStatus_SUBSCRIPTION_STATUS_UNSPECIFIED
+}
+
+func (x *CancelSubscriptionResponse) GetCancelAtPeriodEnd() bool {
+	if x != nil {
+		return x.CancelAtPeriodEnd
+	}
+	return false
+}
+
+func (x *CancelSubscriptionResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
 // GetOperationRequest names one of the calling caller's requests.
 type GetOperationRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// request_id as sent in Charge or Subscribe.
+	// request_id as sent in the request that made the record.
 	RequestId     string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -711,7 +1343,7 @@ type GetOperationRequest struct {
 
 func (x *GetOperationRequest) Reset() {
 	*x = GetOperationRequest{}
-	mi := &file_billing_v1_billing_proto_msgTypes[4]
+	mi := &file_billing_v1_billing_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -723,7 +1355,7 @@ func (x *GetOperationRequest) String() string {
 func (*GetOperationRequest) ProtoMessage() {}
 
 func (x *GetOperationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_billing_v1_billing_proto_msgTypes[4]
+	mi := &file_billing_v1_billing_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +1368,7 @@ func (x *GetOperationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOperationRequest.ProtoReflect.Descriptor instead.
 func (*GetOperationRequest) Descriptor() ([]byte, []int) {
-	return file_billing_v1_billing_proto_rawDescGZIP(), []int{4}
+	return file_billing_v1_billing_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetOperationRequest) GetRequestId() string {
@@ -751,7 +1383,8 @@ type Operation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// request_id as sent by the caller.
 	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	// method is the RPC that created the record, e.g. "Charge".
+	// method is the RPC that created the record: "Charge", "Subscribe",
+	// "Refund", "CapturePayment", "CancelPayment" or "CancelSubscription".
 	Method string `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
 	// state of the record.
 	State Operation_State `protobuf:"varint,3,opt,name=state,proto3,enum=billing.v1.Operation_State" json:"state,omitempty"`
@@ -763,7 +1396,8 @@ type Operation struct {
 	FirstAttemptTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=first_attempt_time,json=firstAttemptTime,proto3" json:"first_attempt_time,omitempty"`
 	// attempts is how many times billingd sent the request to Stripe.
 	Attempts int32 `protobuf:"varint,7,opt,name=attempts,proto3" json:"attempts,omitempty"`
-	// stripe_object_id is the PaymentIntent or Subscription id, where known.
+	// stripe_object_id is the object the request created or acted on (a
+	// PaymentIntent, Subscription or Refund id), where known.
 	StripeObjectId string `protobuf:"bytes,8,opt,name=stripe_object_id,json=stripeObjectId,proto3" json:"stripe_object_id,omitempty"`
 	// error is the final (FAILED) or latest (PENDING, INDETERMINATE) error status,
 	// exactly as a Charge or Subscribe call receives it.
@@ -775,6 +1409,10 @@ type Operation struct {
 	//
 	//	*Operation_Charge
 	//	*Operation_Subscription
+	//	*Operation_Refund
+	//	*Operation_Capture
+	//	*Operation_CancelPayment
+	//	*Operation_CancelSubscription
 	Result        isOperation_Result `protobuf_oneof:"result"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -782,7 +1420,7 @@ type Operation struct {
 
 func (x *Operation) Reset() {
 	*x = Operation{}
-	mi := &file_billing_v1_billing_proto_msgTypes[5]
+	mi := &file_billing_v1_billing_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +1432,7 @@ func (x *Operation) String() string {
 func (*Operation) ProtoMessage() {}
 
 func (x *Operation) ProtoReflect() protoreflect.Message {
-	mi := &file_billing_v1_billing_proto_msgTypes[5]
+	mi := &file_billing_v1_billing_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +1445,7 @@ func (x *Operation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Operation.ProtoReflect.Descriptor instead.
 func (*Operation) Descriptor() ([]byte, []int) {
-	return file_billing_v1_billing_proto_rawDescGZIP(), []int{5}
+	return file_billing_v1_billing_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Operation) GetRequestId() string {
@@ -898,6 +1536,42 @@ func (x *Operation) GetSubscription() *SubscribeResponse {
 	return nil
 }
 
+func (x *Operation) GetRefund() *RefundResponse {
+	if x != nil {
+		if x, ok := x.Result.(*Operation_Refund); ok {
+			return x.Refund
+		}
+	}
+	return nil
+}
+
+func (x *Operation) GetCapture() *CapturePaymentResponse {
+	if x != nil {
+		if x, ok := x.Result.(*Operation_Capture); ok {
+			return x.Capture
+		}
+	}
+	return nil
+}
+
+func (x *Operation) GetCancelPayment() *CancelPaymentResponse {
+	if x != nil {
+		if x, ok := x.Result.(*Operation_CancelPayment); ok {
+			return x.CancelPayment
+		}
+	}
+	return nil
+}
+
+func (x *Operation) GetCancelSubscription() *CancelSubscriptionResponse {
+	if x != nil {
+		if x, ok := x.Result.(*Operation_CancelSubscription); ok {
+			return x.CancelSubscription
+		}
+	}
+	return nil
+}
+
 type isOperation_Result interface {
 	isOperation_Result()
 }
@@ -912,9 +1586,37 @@ type Operation_Subscription struct {
 	Subscription *SubscribeResponse `protobuf:"bytes,11,opt,name=subscription,proto3,oneof"`
 }
 
+type Operation_Refund struct {
+	// The Refund answer.
+	Refund *RefundResponse `protobuf:"bytes,12,opt,name=refund,proto3,oneof"`
+}
+
+type Operation_Capture struct {
+	// The CapturePayment answer.
+	Capture *CapturePaymentResponse `protobuf:"bytes,13,opt,name=capture,proto3,oneof"`
+}
+
+type Operation_CancelPayment struct {
+	// The CancelPayment answer.
+	CancelPayment *CancelPaymentResponse `protobuf:"bytes,14,opt,name=cancel_payment,json=cancelPayment,proto3,oneof"`
+}
+
+type Operation_CancelSubscription struct {
+	// The CancelSubscription answer.
+	CancelSubscription *CancelSubscriptionResponse `protobuf:"bytes,15,opt,name=cancel_subscription,json=cancelSubscription,proto3,oneof"`
+}
+
 func (*Operation_Charge) isOperation_Result() {}
 
 func (*Operation_Subscription) isOperation_Result() {}
+
+func (*Operation_Refund) isOperation_Result() {}
+
+func (*Operation_Capture) isOperation_Result() {}
+
+func (*Operation_CancelPayment) isOperation_Result() {}
+
+func (*Operation_CancelSubscription) isOperation_Result() {}
 
 var File_billing_v1_billing_proto protoreflect.FileDescriptor
 
@@ -970,10 +1672,64 @@ const file_billing_v1_billing_proto_rawDesc = "" +
 	"\x13subscription_status\x18\x04 \x01(\x0e2\x1e.billing.v1.SubscriptionStatusR\x12subscriptionStatus\x12#\n" +
 	"\rclient_secret\x18\x05 \x01(\tR\fclientSecret\x12(\n" +
 	"\x10next_action_type\x18\x06 \x01(\tR\x0enextActionType\x12!\n" +
-	"\fredirect_url\x18\a \x01(\tR\vredirectUrl\"S\n" +
+	"\fredirect_url\x18\a \x01(\tR\vredirectUrl\"\x91\x04\n" +
+	"\rRefundRequest\x12<\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tB\x1d\xbaH\x1a\xc8\x01\x01r\x15\x10\x01\x18\xff\x012\x0e^[\\x21-\\x7e]+$R\trequestId\x12M\n" +
+	"\x11payment_intent_id\x18\x02 \x01(\tB!\xbaH\x1e\xc8\x01\x01r\x19\x18\xff\x012\x0f^[A-Za-z0-9_]+$:\x03pi_R\x0fpaymentIntentId\x12$\n" +
+	"\x06amount\x18\x03 \x01(\x03B\f\xbaH\t\"\a\x18\xff\xc1\xd7/(\x00R\x06amount\x12M\n" +
+	"\x06reason\x18\x04 \x01(\tB5\xbaH2r0R\x00R\tduplicateR\n" +
+	"fraudulentR\x15requested_by_customerR\x06reason\x12\xc0\x01\n" +
+	"\bmetadata\x18\x05 \x03(\v2'.billing.v1.RefundRequest.MetadataEntryB{\xbaHx\x9a\x01u\x102\"j\xba\x01a\n" +
+	"\x15metadata.reserved_key\x12)keys starting with billingd_ are reserved\x1a\x1d!this.startsWith('billingd_')r\x04\x10\x01\x18(*\x05r\x03\x18\xf4\x03R\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc1\x01\n" +
+	"\x0eRefundResponse\x12\x1b\n" +
+	"\trefund_id\x18\x01 \x01(\tR\brefundId\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12\x16\n" +
+	"\x06amount\x18\x03 \x01(\x03R\x06amount\x12\x1a\n" +
+	"\bcurrency\x18\x04 \x01(\tR\bcurrency\x12\x1a\n" +
+	"\breplayed\x18\x05 \x01(\bR\breplayed\x12*\n" +
+	"\x11payment_intent_id\x18\x06 \x01(\tR\x0fpaymentIntentId\"\xca\x01\n" +
+	"\x15CapturePaymentRequest\x12<\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tB\x1d\xbaH\x1a\xc8\x01\x01r\x15\x10\x01\x18\xff\x012\x0e^[\\x21-\\x7e]+$R\trequestId\x12M\n" +
+	"\x11payment_intent_id\x18\x02 \x01(\tB!\xbaH\x1e\xc8\x01\x01r\x19\x18\xff\x012\x0f^[A-Za-z0-9_]+$:\x03pi_R\x0fpaymentIntentId\x12$\n" +
+	"\x06amount\x18\x03 \x01(\x03B\f\xbaH\t\"\a\x18\xff\xc1\xd7/(\x00R\x06amount\"\xff\x01\n" +
+	"\x16CapturePaymentResponse\x12*\n" +
+	"\x11payment_intent_id\x18\x01 \x01(\tR\x0fpaymentIntentId\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12@\n" +
+	"\x0epayment_status\x18\x03 \x01(\x0e2\x19.billing.v1.PaymentStatusR\rpaymentStatus\x12'\n" +
+	"\x0famount_captured\x18\x04 \x01(\x03R\x0eamountCaptured\x12\x1a\n" +
+	"\bcurrency\x18\x05 \x01(\tR\bcurrency\x12\x1a\n" +
+	"\breplayed\x18\x06 \x01(\bR\breplayed\"\xfd\x01\n" +
+	"\x14CancelPaymentRequest\x12<\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tB\x1d\xbaH\x1a\xc8\x01\x01r\x15\x10\x01\x18\xff\x012\x0e^[\\x21-\\x7e]+$R\trequestId\x12M\n" +
+	"\x11payment_intent_id\x18\x02 \x01(\tB!\xbaH\x1e\xc8\x01\x01r\x19\x18\xff\x012\x0f^[A-Za-z0-9_]+$:\x03pi_R\x0fpaymentIntentId\x12X\n" +
+	"\x06reason\x18\x03 \x01(\tB@\xbaH=r;R\x00R\tduplicateR\n" +
+	"fraudulentR\x15requested_by_customerR\tabandonedR\x06reason\"\xea\x01\n" +
+	"\x15CancelPaymentResponse\x12*\n" +
+	"\x11payment_intent_id\x18\x01 \x01(\tR\x0fpaymentIntentId\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12@\n" +
+	"\x0epayment_status\x18\x03 \x01(\x0e2\x19.billing.v1.PaymentStatusR\rpaymentStatus\x12/\n" +
+	"\x13cancellation_reason\x18\x04 \x01(\tR\x12cancellationReason\x12\x1a\n" +
+	"\breplayed\x18\x05 \x01(\bR\breplayed\"\xca\x01\n" +
+	"\x19CancelSubscriptionRequest\x12<\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tB\x1d\xbaH\x1a\xc8\x01\x01r\x15\x10\x01\x18\xff\x012\x0e^[\\x21-\\x7e]+$R\trequestId\x12K\n" +
+	"\x0fsubscription_id\x18\x02 \x01(\tB\"\xbaH\x1f\xc8\x01\x01r\x1a\x18\xff\x012\x0f^[A-Za-z0-9_]+$:\x04sub_R\x0esubscriptionId\x12\"\n" +
+	"\rat_period_end\x18\x03 \x01(\bR\vatPeriodEnd\"\xfb\x01\n" +
+	"\x1aCancelSubscriptionResponse\x12'\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12O\n" +
+	"\x13subscription_status\x18\x03 \x01(\x0e2\x1e.billing.v1.SubscriptionStatusR\x12subscriptionStatus\x12/\n" +
+	"\x14cancel_at_period_end\x18\x04 \x01(\bR\x11cancelAtPeriodEnd\x12\x1a\n" +
+	"\breplayed\x18\x05 \x01(\bR\breplayed\"S\n" +
 	"\x13GetOperationRequest\x12<\n" +
 	"\n" +
-	"request_id\x18\x01 \x01(\tB\x1d\xbaH\x1a\xc8\x01\x01r\x15\x10\x01\x18\xff\x012\x0e^[\\x21-\\x7e]+$R\trequestId\"\xe9\x05\n" +
+	"request_id\x18\x01 \x01(\tB\x1d\xbaH\x1a\xc8\x01\x01r\x15\x10\x01\x18\xff\x012\x0e^[\\x21-\\x7e]+$R\trequestId\"\x86\b\n" +
 	"\tOperation\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
@@ -989,7 +1745,11 @@ const file_billing_v1_billing_proto_rawDesc = "" +
 	"\x05error\x18\t \x01(\v2\x12.google.rpc.StatusR\x05error\x124\n" +
 	"\x06charge\x18\n" +
 	" \x01(\v2\x1a.billing.v1.ChargeResponseH\x00R\x06charge\x12C\n" +
-	"\fsubscription\x18\v \x01(\v2\x1d.billing.v1.SubscribeResponseH\x00R\fsubscription\"\xb8\x01\n" +
+	"\fsubscription\x18\v \x01(\v2\x1d.billing.v1.SubscribeResponseH\x00R\fsubscription\x124\n" +
+	"\x06refund\x18\f \x01(\v2\x1a.billing.v1.RefundResponseH\x00R\x06refund\x12>\n" +
+	"\acapture\x18\r \x01(\v2\".billing.v1.CapturePaymentResponseH\x00R\acapture\x12J\n" +
+	"\x0ecancel_payment\x18\x0e \x01(\v2!.billing.v1.CancelPaymentResponseH\x00R\rcancelPayment\x12Y\n" +
+	"\x13cancel_subscription\x18\x0f \x01(\v2&.billing.v1.CancelSubscriptionResponseH\x00R\x12cancelSubscription\"\xb8\x01\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTATE_PENDING\x10\x01\x12\x13\n" +
@@ -1018,11 +1778,15 @@ const file_billing_v1_billing_proto_rawDesc = "" +
 	"\x1cSUBSCRIPTION_STATUS_PAST_DUE\x10\x05\x12 \n" +
 	"\x1cSUBSCRIPTION_STATUS_CANCELED\x10\x06\x12\x1e\n" +
 	"\x1aSUBSCRIPTION_STATUS_UNPAID\x10\a\x12\x1e\n" +
-	"\x1aSUBSCRIPTION_STATUS_PAUSED\x10\b2\xaf\x02\n" +
+	"\x1aSUBSCRIPTION_STATUS_PAUSED\x10\b2\x84\x05\n" +
 	"\x0eBillingService\x12?\n" +
 	"\x06Charge\x12\x19.billing.v1.ChargeRequest\x1a\x1a.billing.v1.ChargeResponse\x12H\n" +
 	"\tSubscribe\x12\x1c.billing.v1.SubscribeRequest\x1a\x1d.billing.v1.SubscribeResponse\x12J\n" +
-	"\x0eWatchOperation\x12\x1f.billing.v1.GetOperationRequest\x1a\x15.billing.v1.Operation0\x01\x12F\n" +
+	"\x0eWatchOperation\x12\x1f.billing.v1.GetOperationRequest\x1a\x15.billing.v1.Operation0\x01\x12?\n" +
+	"\x06Refund\x12\x19.billing.v1.RefundRequest\x1a\x1a.billing.v1.RefundResponse\x12W\n" +
+	"\x0eCapturePayment\x12!.billing.v1.CapturePaymentRequest\x1a\".billing.v1.CapturePaymentResponse\x12T\n" +
+	"\rCancelPayment\x12 .billing.v1.CancelPaymentRequest\x1a!.billing.v1.CancelPaymentResponse\x12c\n" +
+	"\x12CancelSubscription\x12%.billing.v1.CancelSubscriptionRequest\x1a&.billing.v1.CancelSubscriptionResponse\x12F\n" +
 	"\fGetOperation\x12\x1f.billing.v1.GetOperationRequest\x1a\x15.billing.v1.OperationB\x9e\x01\n" +
 	"\x0ecom.billing.v1B\fBillingProtoP\x01Z5github.com/billingd/billingd/gen/billing/v1;billingv1\xa2\x02\x03BXX\xaa\x02\n" +
 	"Billing.V1\xca\x02\n" +
@@ -1041,47 +1805,72 @@ func file_billing_v1_billing_proto_rawDescGZIP() []byte {
 }
 
 var file_billing_v1_billing_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_billing_v1_billing_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_billing_v1_billing_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_billing_v1_billing_proto_goTypes = []any{
-	(PaymentStatus)(0),            // 0: billing.v1.PaymentStatus
-	(SubscriptionStatus)(0),       // 1: billing.v1.SubscriptionStatus
-	(Operation_State)(0),          // 2: billing.v1.Operation.State
-	(*ChargeRequest)(nil),         // 3: billing.v1.ChargeRequest
-	(*ChargeResponse)(nil),        // 4: billing.v1.ChargeResponse
-	(*SubscribeRequest)(nil),      // 5: billing.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),     // 6: billing.v1.SubscribeResponse
-	(*GetOperationRequest)(nil),   // 7: billing.v1.GetOperationRequest
-	(*Operation)(nil),             // 8: billing.v1.Operation
-	nil,                           // 9: billing.v1.ChargeRequest.MetadataEntry
-	nil,                           // 10: billing.v1.SubscribeRequest.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*status.Status)(nil),         // 12: google.rpc.Status
+	(PaymentStatus)(0),                 // 0: billing.v1.PaymentStatus
+	(SubscriptionStatus)(0),            // 1: billing.v1.SubscriptionStatus
+	(Operation_State)(0),               // 2: billing.v1.Operation.State
+	(*ChargeRequest)(nil),              // 3: billing.v1.ChargeRequest
+	(*ChargeResponse)(nil),             // 4: billing.v1.ChargeResponse
+	(*SubscribeRequest)(nil),           // 5: billing.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),          // 6: billing.v1.SubscribeResponse
+	(*RefundRequest)(nil),              // 7: billing.v1.RefundRequest
+	(*RefundResponse)(nil),             // 8: billing.v1.RefundResponse
+	(*CapturePaymentRequest)(nil),      // 9: billing.v1.CapturePaymentRequest
+	(*CapturePaymentResponse)(nil),     // 10: billing.v1.CapturePaymentResponse
+	(*CancelPaymentRequest)(nil),       // 11: billing.v1.CancelPaymentRequest
+	(*CancelPaymentResponse)(nil),      // 12: billing.v1.CancelPaymentResponse
+	(*CancelSubscriptionRequest)(nil),  // 13: billing.v1.CancelSubscriptionRequest
+	(*CancelSubscriptionResponse)(nil), // 14: billing.v1.CancelSubscriptionResponse
+	(*GetOperationRequest)(nil),        // 15: billing.v1.GetOperationRequest
+	(*Operation)(nil),                  // 16: billing.v1.Operation
+	nil,                                // 17: billing.v1.ChargeRequest.MetadataEntry
+	nil,                                // 18: billing.v1.SubscribeRequest.MetadataEntry
+	nil,                                // 19: billing.v1.RefundRequest.MetadataEntry
+	(*timestamppb.Timestamp)(nil),      // 20: google.protobuf.Timestamp
+	(*status.Status)(nil),              // 21: google.rpc.Status
 }
 var file_billing_v1_billing_proto_depIdxs = []int32{
-	9,  // 0: billing.v1.ChargeRequest.metadata:type_name -> billing.v1.ChargeRequest.MetadataEntry
+	17, // 0: billing.v1.ChargeRequest.metadata:type_name -> billing.v1.ChargeRequest.MetadataEntry
 	0,  // 1: billing.v1.ChargeResponse.payment_status:type_name -> billing.v1.PaymentStatus
-	10, // 2: billing.v1.SubscribeRequest.metadata:type_name -> billing.v1.SubscribeRequest.MetadataEntry
+	18, // 2: billing.v1.SubscribeRequest.metadata:type_name -> billing.v1.SubscribeRequest.MetadataEntry
 	1,  // 3: billing.v1.SubscribeResponse.subscription_status:type_name -> billing.v1.SubscriptionStatus
-	2,  // 4: billing.v1.Operation.state:type_name -> billing.v1.Operation.State
-	11, // 5: billing.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
-	11, // 6: billing.v1.Operation.update_time:type_name -> google.protobuf.Timestamp
-	11, // 7: billing.v1.Operation.first_attempt_time:type_name -> google.protobuf.Timestamp
-	12, // 8: billing.v1.Operation.error:type_name -> google.rpc.Status
-	4,  // 9: billing.v1.Operation.charge:type_name -> billing.v1.ChargeResponse
-	6,  // 10: billing.v1.Operation.subscription:type_name -> billing.v1.SubscribeResponse
-	3,  // 11: billing.v1.BillingService.Charge:input_type -> billing.v1.ChargeRequest
-	5,  // 12: billing.v1.BillingService.Subscribe:input_type -> billing.v1.SubscribeRequest
-	7,  // 13: billing.v1.BillingService.WatchOperation:input_type -> billing.v1.GetOperationRequest
-	7,  // 14: billing.v1.BillingService.GetOperation:input_type -> billing.v1.GetOperationRequest
-	4,  // 15: billing.v1.BillingService.Charge:output_type -> billing.v1.ChargeResponse
-	6,  // 16: billing.v1.BillingService.Subscribe:output_type -> billing.v1.SubscribeResponse
-	8,  // 17: billing.v1.BillingService.WatchOperation:output_type -> billing.v1.Operation
-	8,  // 18: billing.v1.BillingService.GetOperation:output_type -> billing.v1.Operation
-	15, // [15:19] is the sub-list for method output_type
-	11, // [11:15] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	19, // 4: billing.v1.RefundRequest.metadata:type_name -> billing.v1.RefundRequest.MetadataEntry
+	0,  // 5: billing.v1.CapturePaymentResponse.payment_status:type_name -> billing.v1.PaymentStatus
+	0,  // 6: billing.v1.CancelPaymentResponse.payment_status:type_name -> billing.v1.PaymentStatus
+	1,  // 7: billing.v1.CancelSubscriptionResponse.subscription_status:type_name -> billing.v1.SubscriptionStatus
+	2,  // 8: billing.v1.Operation.state:type_name -> billing.v1.Operation.State
+	20, // 9: billing.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
+	20, // 10: billing.v1.Operation.update_time:type_name -> google.protobuf.Timestamp
+	20, // 11: billing.v1.Operation.first_attempt_time:type_name -> google.protobuf.Timestamp
+	21, // 12: billing.v1.Operation.error:type_name -> google.rpc.Status
+	4,  // 13: billing.v1.Operation.charge:type_name -> billing.v1.ChargeResponse
+	6,  // 14: billing.v1.Operation.subscription:type_name -> billing.v1.SubscribeResponse
+	8,  // 15: billing.v1.Operation.refund:type_name -> billing.v1.RefundResponse
+	10, // 16: billing.v1.Operation.capture:type_name -> billing.v1.CapturePaymentResponse
+	12, // 17: billing.v1.Operation.cancel_payment:type_name -> billing.v1.CancelPaymentResponse
+	14, // 18: billing.v1.Operation.cancel_subscription:type_name -> billing.v1.CancelSubscriptionResponse
+	3,  // 19: billing.v1.BillingService.Charge:input_type -> billing.v1.ChargeRequest
+	5,  // 20: billing.v1.BillingService.Subscribe:input_type -> billing.v1.SubscribeRequest
+	15, // 21: billing.v1.BillingService.WatchOperation:input_type -> billing.v1.GetOperationRequest
+	7,  // 22: billing.v1.BillingService.Refund:input_type -> billing.v1.RefundRequest
+	9,  // 23: billing.v1.BillingService.CapturePayment:input_type -> billing.v1.CapturePaymentRequest
+	11, // 24: billing.v1.BillingService.CancelPayment:input_type -> billing.v1.CancelPaymentRequest
+	13, // 25: billing.v1.BillingService.CancelSubscription:input_type -> billing.v1.CancelSubscriptionRequest
+	15, // 26: billing.v1.BillingService.GetOperation:input_type -> billing.v1.GetOperationRequest
+	4,  // 27: billing.v1.BillingService.Charge:output_type -> billing.v1.ChargeResponse
+	6,  // 28: billing.v1.BillingService.Subscribe:output_type -> billing.v1.SubscribeResponse
+	16, // 29: billing.v1.BillingService.WatchOperation:output_type -> billing.v1.Operation
+	8,  // 30: billing.v1.BillingService.Refund:output_type -> billing.v1.RefundResponse
+	10, // 31: billing.v1.BillingService.CapturePayment:output_type -> billing.v1.CapturePaymentResponse
+	12, // 32: billing.v1.BillingService.CancelPayment:output_type -> billing.v1.CancelPaymentResponse
+	14, // 33: billing.v1.BillingService.CancelSubscription:output_type -> billing.v1.CancelSubscriptionResponse
+	16, // 34: billing.v1.BillingService.GetOperation:output_type -> billing.v1.Operation
+	27, // [27:35] is the sub-list for method output_type
+	19, // [19:27] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_billing_v1_billing_proto_init() }
@@ -1090,9 +1879,13 @@ func file_billing_v1_billing_proto_init() {
 		return
 	}
 	file_billing_v1_billing_proto_msgTypes[0].OneofWrappers = []any{}
-	file_billing_v1_billing_proto_msgTypes[5].OneofWrappers = []any{
+	file_billing_v1_billing_proto_msgTypes[13].OneofWrappers = []any{
 		(*Operation_Charge)(nil),
 		(*Operation_Subscription)(nil),
+		(*Operation_Refund)(nil),
+		(*Operation_Capture)(nil),
+		(*Operation_CancelPayment)(nil),
+		(*Operation_CancelSubscription)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1100,7 +1893,7 @@ func file_billing_v1_billing_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_billing_v1_billing_proto_rawDesc), len(file_billing_v1_billing_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   8,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

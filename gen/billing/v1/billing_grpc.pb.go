@@ -19,10 +19,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	BillingService_Charge_FullMethodName         = "/billing.v1.BillingService/Charge"
-	BillingService_Subscribe_FullMethodName      = "/billing.v1.BillingService/Subscribe"
-	BillingService_WatchOperation_FullMethodName = "/billing.v1.BillingService/WatchOperation"
-	BillingService_GetOperation_FullMethodName   = "/billing.v1.BillingService/GetOperation"
+	BillingService_Charge_FullMethodName             = "/billing.v1.BillingService/Charge"
+	BillingService_Subscribe_FullMethodName          = "/billing.v1.BillingService/Subscribe"
+	BillingService_WatchOperation_FullMethodName     = "/billing.v1.BillingService/WatchOperation"
+	BillingService_Refund_FullMethodName             = "/billing.v1.BillingService/Refund"
+	BillingService_CapturePayment_FullMethodName     = "/billing.v1.BillingService/CapturePayment"
+	BillingService_CancelPayment_FullMethodName      = "/billing.v1.BillingService/CancelPayment"
+	BillingService_CancelSubscription_FullMethodName = "/billing.v1.BillingService/CancelSubscription"
+	BillingService_GetOperation_FullMethodName       = "/billing.v1.BillingService/GetOperation"
 )
 
 // BillingServiceClient is the client API for BillingService service.
@@ -80,6 +84,25 @@ type BillingServiceClient interface {
 	// buf:lint:ignore RPC_REQUEST_STANDARD_NAME
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	WatchOperation(ctx context.Context, in *GetOperationRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Operation], error)
+	// Refund refunds `amount` (0: whatever is left) of a PaymentIntent that
+	// billingd created for the calling caller. Exactly one Stripe Refund exists
+	// per (caller, request_id); two request_ids are two refunds, as asked.
+	// Refunding more than is left, or an already refunded charge, is
+	// FAILED_PRECONDITION STRIPE_STATE with Stripe's code. A refund Stripe
+	// leaves `pending` is followed (state PROCESSING) to succeeded or failed.
+	Refund(ctx context.Context, in *RefundRequest, opts ...grpc.CallOption) (*RefundResponse, error)
+	// CapturePayment captures `amount` (0: all) of an authorised PaymentIntent
+	// (a Charge with capture_method manual) that billingd created for the
+	// calling caller, once per (caller, request_id).
+	CapturePayment(ctx context.Context, in *CapturePaymentRequest, opts ...grpc.CallOption) (*CapturePaymentResponse, error)
+	// CancelPayment cancels a PaymentIntent that billingd created for the
+	// calling caller and that has not been paid (authorised, or waiting for the
+	// customer), once per (caller, request_id).
+	CancelPayment(ctx context.Context, in *CancelPaymentRequest, opts ...grpc.CallOption) (*CancelPaymentResponse, error)
+	// CancelSubscription cancels a subscription that billingd created for the
+	// calling caller, now or at the end of its period, once per
+	// (caller, request_id).
+	CancelSubscription(ctx context.Context, in *CancelSubscriptionRequest, opts ...grpc.CallOption) (*CancelSubscriptionResponse, error)
 	// GetOperation returns billingd's record of one of the calling caller's
 	// requests: NOT_FOUND when the caller has no request with that request_id
 	// (including when another caller does). It never calls Stripe. It returns the
@@ -135,6 +158,46 @@ func (c *billingServiceClient) WatchOperation(ctx context.Context, in *GetOperat
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type BillingService_WatchOperationClient = grpc.ServerStreamingClient[Operation]
+
+func (c *billingServiceClient) Refund(ctx context.Context, in *RefundRequest, opts ...grpc.CallOption) (*RefundResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RefundResponse)
+	err := c.cc.Invoke(ctx, BillingService_Refund_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *billingServiceClient) CapturePayment(ctx context.Context, in *CapturePaymentRequest, opts ...grpc.CallOption) (*CapturePaymentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CapturePaymentResponse)
+	err := c.cc.Invoke(ctx, BillingService_CapturePayment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *billingServiceClient) CancelPayment(ctx context.Context, in *CancelPaymentRequest, opts ...grpc.CallOption) (*CancelPaymentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelPaymentResponse)
+	err := c.cc.Invoke(ctx, BillingService_CancelPayment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *billingServiceClient) CancelSubscription(ctx context.Context, in *CancelSubscriptionRequest, opts ...grpc.CallOption) (*CancelSubscriptionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelSubscriptionResponse)
+	err := c.cc.Invoke(ctx, BillingService_CancelSubscription_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
 
 func (c *billingServiceClient) GetOperation(ctx context.Context, in *GetOperationRequest, opts ...grpc.CallOption) (*Operation, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -201,6 +264,25 @@ type BillingServiceServer interface {
 	// buf:lint:ignore RPC_REQUEST_STANDARD_NAME
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	WatchOperation(*GetOperationRequest, grpc.ServerStreamingServer[Operation]) error
+	// Refund refunds `amount` (0: whatever is left) of a PaymentIntent that
+	// billingd created for the calling caller. Exactly one Stripe Refund exists
+	// per (caller, request_id); two request_ids are two refunds, as asked.
+	// Refunding more than is left, or an already refunded charge, is
+	// FAILED_PRECONDITION STRIPE_STATE with Stripe's code. A refund Stripe
+	// leaves `pending` is followed (state PROCESSING) to succeeded or failed.
+	Refund(context.Context, *RefundRequest) (*RefundResponse, error)
+	// CapturePayment captures `amount` (0: all) of an authorised PaymentIntent
+	// (a Charge with capture_method manual) that billingd created for the
+	// calling caller, once per (caller, request_id).
+	CapturePayment(context.Context, *CapturePaymentRequest) (*CapturePaymentResponse, error)
+	// CancelPayment cancels a PaymentIntent that billingd created for the
+	// calling caller and that has not been paid (authorised, or waiting for the
+	// customer), once per (caller, request_id).
+	CancelPayment(context.Context, *CancelPaymentRequest) (*CancelPaymentResponse, error)
+	// CancelSubscription cancels a subscription that billingd created for the
+	// calling caller, now or at the end of its period, once per
+	// (caller, request_id).
+	CancelSubscription(context.Context, *CancelSubscriptionRequest) (*CancelSubscriptionResponse, error)
 	// GetOperation returns billingd's record of one of the calling caller's
 	// requests: NOT_FOUND when the caller has no request with that request_id
 	// (including when another caller does). It never calls Stripe. It returns the
@@ -226,6 +308,18 @@ func (UnimplementedBillingServiceServer) Subscribe(context.Context, *SubscribeRe
 }
 func (UnimplementedBillingServiceServer) WatchOperation(*GetOperationRequest, grpc.ServerStreamingServer[Operation]) error {
 	return status.Error(codes.Unimplemented, "method WatchOperation not implemented")
+}
+func (UnimplementedBillingServiceServer) Refund(context.Context, *RefundRequest) (*RefundResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Refund not implemented")
+}
+func (UnimplementedBillingServiceServer) CapturePayment(context.Context, *CapturePaymentRequest) (*CapturePaymentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CapturePayment not implemented")
+}
+func (UnimplementedBillingServiceServer) CancelPayment(context.Context, *CancelPaymentRequest) (*CancelPaymentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelPayment not implemented")
+}
+func (UnimplementedBillingServiceServer) CancelSubscription(context.Context, *CancelSubscriptionRequest) (*CancelSubscriptionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelSubscription not implemented")
 }
 func (UnimplementedBillingServiceServer) GetOperation(context.Context, *GetOperationRequest) (*Operation, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetOperation not implemented")
@@ -298,6 +392,78 @@ func _BillingService_WatchOperation_Handler(srv interface{}, stream grpc.ServerS
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type BillingService_WatchOperationServer = grpc.ServerStreamingServer[Operation]
 
+func _BillingService_Refund_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RefundRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BillingServiceServer).Refund(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BillingService_Refund_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BillingServiceServer).Refund(ctx, req.(*RefundRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BillingService_CapturePayment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CapturePaymentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BillingServiceServer).CapturePayment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BillingService_CapturePayment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BillingServiceServer).CapturePayment(ctx, req.(*CapturePaymentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BillingService_CancelPayment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelPaymentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BillingServiceServer).CancelPayment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BillingService_CancelPayment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BillingServiceServer).CancelPayment(ctx, req.(*CancelPaymentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BillingService_CancelSubscription_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelSubscriptionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BillingServiceServer).CancelSubscription(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BillingService_CancelSubscription_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BillingServiceServer).CancelSubscription(ctx, req.(*CancelSubscriptionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _BillingService_GetOperation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetOperationRequest)
 	if err := dec(in); err != nil {
@@ -330,6 +496,22 @@ var BillingService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Subscribe",
 			Handler:    _BillingService_Subscribe_Handler,
+		},
+		{
+			MethodName: "Refund",
+			Handler:    _BillingService_Refund_Handler,
+		},
+		{
+			MethodName: "CapturePayment",
+			Handler:    _BillingService_CapturePayment_Handler,
+		},
+		{
+			MethodName: "CancelPayment",
+			Handler:    _BillingService_CancelPayment_Handler,
+		},
+		{
+			MethodName: "CancelSubscription",
+			Handler:    _BillingService_CancelSubscription_Handler,
 		},
 		{
 			MethodName: "GetOperation",

@@ -218,7 +218,13 @@ type Result struct {
 	// next_action_type is Stripe's next_action.type.
 	NextActionType string `protobuf:"bytes,7,opt,name=next_action_type,json=nextActionType,proto3" json:"next_action_type,omitempty"`
 	// redirect_url is next_action.redirect_to_url.url.
-	RedirectUrl   string `protobuf:"bytes,8,opt,name=redirect_url,json=redirectUrl,proto3" json:"redirect_url,omitempty"`
+	RedirectUrl string `protobuf:"bytes,8,opt,name=redirect_url,json=redirectUrl,proto3" json:"redirect_url,omitempty"`
+	// cancellation_reason of a canceled PaymentIntent.
+	CancellationReason string `protobuf:"bytes,9,opt,name=cancellation_reason,json=cancellationReason,proto3" json:"cancellation_reason,omitempty"`
+	// cancel_at_period_end of a subscription.
+	CancelAtPeriodEnd bool `protobuf:"varint,10,opt,name=cancel_at_period_end,json=cancelAtPeriodEnd,proto3" json:"cancel_at_period_end,omitempty"`
+	// parent_id is the object a refund refunds (its PaymentIntent).
+	ParentId      string `protobuf:"bytes,11,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -305,6 +311,27 @@ func (x *Result) GetNextActionType() string {
 func (x *Result) GetRedirectUrl() string {
 	if x != nil {
 		return x.RedirectUrl
+	}
+	return ""
+}
+
+func (x *Result) GetCancellationReason() string {
+	if x != nil {
+		return x.CancellationReason
+	}
+	return ""
+}
+
+func (x *Result) GetCancelAtPeriodEnd() bool {
+	if x != nil {
+		return x.CancelAtPeriodEnd
+	}
+	return false
+}
+
+func (x *Result) GetParentId() string {
+	if x != nil {
+		return x.ParentId
 	}
 	return ""
 }
@@ -488,7 +515,7 @@ const file_billingd_storage_v1_record_proto_rawDesc = "" +
 	"\vrequest_key\x18\r \x01(\tR\n" +
 	"requestKey\x12\x16\n" +
 	"\x06params\x18\x0e \x01(\fR\x06params\x12\x18\n" +
-	"\aimplied\x18\x0f \x01(\rR\aimplied\"\x8a\x02\n" +
+	"\aimplied\x18\x0f \x01(\rR\aimplied\"\x89\x03\n" +
 	"\x06Result\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\tR\bobjectId\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x16\n" +
@@ -497,7 +524,11 @@ const file_billingd_storage_v1_record_proto_rawDesc = "" +
 	"\x0epayment_status\x18\x05 \x01(\tR\rpaymentStatus\x12#\n" +
 	"\rclient_secret\x18\x06 \x01(\tR\fclientSecret\x12(\n" +
 	"\x10next_action_type\x18\a \x01(\tR\x0enextActionType\x12!\n" +
-	"\fredirect_url\x18\b \x01(\tR\vredirectUrl\"\xf4\x02\n" +
+	"\fredirect_url\x18\b \x01(\tR\vredirectUrl\x12/\n" +
+	"\x13cancellation_reason\x18\t \x01(\tR\x12cancellationReason\x12/\n" +
+	"\x14cancel_at_period_end\x18\n" +
+	" \x01(\bR\x11cancelAtPeriodEnd\x12\x1b\n" +
+	"\tparent_id\x18\v \x01(\tR\bparentId\"\xf4\x02\n" +
 	"\x05Error\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12D\n" +
