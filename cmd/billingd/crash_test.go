@@ -54,7 +54,7 @@ func (p crashPhases) String() string {
 		p.notRecorded, p.recordedNotProcessed, p.processedNotWritten, p.writtenNotAnswered)
 }
 
-// TestCrashSIGKILLExactlyOnce is issue 4's crash test: the real billingd
+// TestCrashSIGKILLExactlyOnce is the exactly-once crash test: the real billingd
 // (this test binary re-exec'd, see TestMain) on a bbolt file, charging
 // through a Stripe simulator whose latency keeps calls in flight, is
 // SIGKILLed at seeded random moments under load from concurrent callers and

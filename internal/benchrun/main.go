@@ -67,8 +67,8 @@ type config struct {
 	// skips building a template with ~200 functions (its own and sprig's)
 	// for every call, ~50 µs of its CPU per call on a 2-core machine, taken
 	// from the CPU billingd is measured on. Off (the default), ghz runs as
-	// shipped, which is how issue 7 calibrated its targets (a no-op unary
-	// RPC at ~25k RPS, c=64, on this kind of machine); the lean client
+	// shipped, the client the performance targets were calibrated with (a
+	// no-op unary RPC at ~25k RPS, c=64, on a 2-core machine); the lean client
 	// raises the health-check ceiling to ~35k and is the stricter measure of
 	// billingd's own cost.
 	LeanGHZ bool `json:"lean_ghz"`
@@ -124,7 +124,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.GHZ, "ghz", "", "ghz binary (default: the one pinned in tools/go.mod, via go tool -n)")
 	fs.StringVar(&c.Out, "out", "bench/results.json", "results file (\"\": none)")
 	fs.StringVar(&c.Keep, "keep", "", "keep the databases, raw ghz reports and server logs (last scenario's) in this directory")
-	fs.BoolVar(&c.CheckTargets, "check-targets", false, "also exit non-zero when a performance target of issue 7 is missed")
+	fs.BoolVar(&c.CheckTargets, "check-targets", false, "also exit non-zero when a performance target (replay and new-charge ratios to health, p99, peak RSS) is missed")
 	fs.BoolVar(&c.LeanGHZ, "lean-ghz", false, "run ghz with its template functions off (new charges use {{.UUID}}): a cheaper client, a higher health ceiling, a stricter ratio")
 	if err := flagenv.Parse(fs, args, envFor, getenv); err != nil {
 		return c, err

@@ -223,7 +223,7 @@ func median(v []float64) float64 {
 	return (s[n/2-1] + s[n/2]) / 2
 }
 
-// target is one of issue 7's performance targets, checked on the summary.
+// target is one of billingd's performance targets (bench/README.md), checked on the summary.
 type target struct {
 	Name  string  `json:"name"`
 	Value float64 `json:"value"`
@@ -233,7 +233,7 @@ type target struct {
 
 const mib = 1 << 20
 
-// checkTargets evaluates issue 7's targets on whatever the summary holds.
+// checkTargets evaluates the performance targets on whatever the summary holds.
 func checkTargets(sum []scenarioResult) []target {
 	var out []target
 	for _, s := range sum {
