@@ -52,8 +52,8 @@ test: ## Run every test with the race detector, in shuffled order (billingd, the
 	cd third_party/bbolt && $(GO) test -race -shuffle=on -timeout 5m ./...
 
 .PHONY: run
-run: build ## Serve on 127.0.0.1:50051 with ./data/billingd.db and the built-in Stripe simulator.
-	./bin/billingd serve --stripe-sim --stripe-sim-listen 127.0.0.1:12111 --log-format text --metrics-listen 127.0.0.1:9090
+run: build ## Serve on 127.0.0.1:50051 with ./data/billingd.db and the built-in Stripe simulator (its webhooks to 127.0.0.1:8081).
+	./bin/billingd serve --stripe-sim --stripe-sim-listen 127.0.0.1:12111 --webhook-listen 127.0.0.1:8081 --log-format text --metrics-listen 127.0.0.1:9090
 
 .PHONY: faults
 faults: ## Run the seeded random-fault test verbosely and print its figures.

@@ -70,6 +70,7 @@ var envFor = map[string]string{
 	"stripe-sim":          "BILLINGD_STRIPE_SIM",
 	"stripe-sim-faults":   "BILLINGD_STRIPE_SIM_FAULTS",
 	"stripe-sim-seed":     "BILLINGD_STRIPE_SIM_SEED",
+	"stripe-sim-listen":   "BILLINGD_STRIPE_SIM_LISTEN",
 	"stripe-key-file":     "BILLINGD_STRIPE_KEY_FILE",
 	"stripe-max-inflight": "BILLINGD_STRIPE_MAX_INFLIGHT",
 	"log-format":          "BILLINGD_LOG_FORMAT",

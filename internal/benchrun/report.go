@@ -321,7 +321,7 @@ func printTargets(w io.Writer, ts []target) {
 	if len(ts) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "\nIssue 7 targets:")
+	fmt.Fprintln(w, "\nTargets (ratios to the health-check ceiling, peak RSS):")
 	for _, t := range ts {
 		mark := "MISS"
 		if t.Pass {
