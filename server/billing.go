@@ -85,6 +85,55 @@ func (b *billing) Subscribe(ctx context.Context, req *billingv1.SubscribeRequest
 	return subscribeResponse(out.Result, out.Replayed), nil
 }
 
+func (b *billing) Refund(ctx context.Context, req *billingv1.RefundRequest) (*billingv1.RefundResponse, error) {
+	interceptors.SetCallField(ctx, "request_id", req.GetRequestId())
+	out, err := b.svc.Refund(ctx, callerOf(ctx), service.RefundRequest{
+		RequestID: req.GetRequestId(), PaymentIntentID: req.GetPaymentIntentId(), Amount: req.GetAmount(),
+		Reason: req.GetReason(), Metadata: req.GetMetadata(),
+	})
+	logOutcome(ctx, out, err)
+	if err != nil {
+		return nil, replayedError(ctx, out, err)
+	}
+	return refundResponse(out.Result, out.Replayed), nil
+}
+
+func (b *billing) CapturePayment(ctx context.Context, req *billingv1.CapturePaymentRequest) (*billingv1.CapturePaymentResponse, error) {
+	interceptors.SetCallField(ctx, "request_id", req.GetRequestId())
+	out, err := b.svc.CapturePayment(ctx, callerOf(ctx), service.CaptureRequest{
+		RequestID: req.GetRequestId(), PaymentIntentID: req.GetPaymentIntentId(), Amount: req.GetAmount(),
+	})
+	logOutcome(ctx, out, err)
+	if err != nil {
+		return nil, replayedError(ctx, out, err)
+	}
+	return captureResponse(out.Result, out.Replayed), nil
+}
+
+func (b *billing) CancelPayment(ctx context.Context, req *billingv1.CancelPaymentRequest) (*billingv1.CancelPaymentResponse, error) {
+	interceptors.SetCallField(ctx, "request_id", req.GetRequestId())
+	out, err := b.svc.CancelPayment(ctx, callerOf(ctx), service.CancelPaymentRequest{
+		RequestID: req.GetRequestId(), PaymentIntentID: req.GetPaymentIntentId(), Reason: req.GetReason(),
+	})
+	logOutcome(ctx, out, err)
+	if err != nil {
+		return nil, replayedError(ctx, out, err)
+	}
+	return cancelPaymentResponse(out.Result, out.Replayed), nil
+}
+
+func (b *billing) CancelSubscription(ctx context.Context, req *billingv1.CancelSubscriptionRequest) (*billingv1.CancelSubscriptionResponse, error) {
+	interceptors.SetCallField(ctx, "request_id", req.GetRequestId())
+	out, err := b.svc.CancelSubscription(ctx, callerOf(ctx), service.CancelSubscriptionRequest{
+		RequestID: req.GetRequestId(), SubscriptionID: req.GetSubscriptionId(), AtPeriodEnd: req.GetAtPeriodEnd(),
+	})
+	logOutcome(ctx, out, err)
+	if err != nil {
+		return nil, replayedError(ctx, out, err)
+	}
+	return cancelSubscriptionResponse(out.Result, out.Replayed), nil
+}
+
 func (b *billing) GetOperation(ctx context.Context, req *billingv1.GetOperationRequest) (*billingv1.Operation, error) {
 	rec, err := b.svc.GetOperation(ctx, callerOf(ctx), req.GetRequestId())
 	if err != nil {
@@ -120,6 +169,26 @@ func subscribeResponse(r service.Result, replayed bool) *billingv1.SubscribeResp
 	return &billingv1.SubscribeResponse{SubscriptionId: r.ObjectID, Status: r.Status, Replayed: replayed,
 		SubscriptionStatus: subscriptionStatuses[r.Status], ClientSecret: r.ClientSecret, NextActionType: r.NextActionType,
 		RedirectUrl: r.RedirectURL}
+}
+
+func refundResponse(r service.Result, replayed bool) *billingv1.RefundResponse {
+	return &billingv1.RefundResponse{RefundId: r.ObjectID, Status: r.Status, Amount: r.Amount, Currency: r.Currency,
+		PaymentIntentId: r.ParentID, Replayed: replayed}
+}
+
+func captureResponse(r service.Result, replayed bool) *billingv1.CapturePaymentResponse {
+	return &billingv1.CapturePaymentResponse{PaymentIntentId: r.ObjectID, Status: r.Status, PaymentStatus: paymentStatuses[r.Status],
+		AmountCaptured: r.Amount, Currency: r.Currency, Replayed: replayed}
+}
+
+func cancelPaymentResponse(r service.Result, replayed bool) *billingv1.CancelPaymentResponse {
+	return &billingv1.CancelPaymentResponse{PaymentIntentId: r.ObjectID, Status: r.Status, PaymentStatus: paymentStatuses[r.Status],
+		CancellationReason: r.CancellationReason, Replayed: replayed}
+}
+
+func cancelSubscriptionResponse(r service.Result, replayed bool) *billingv1.CancelSubscriptionResponse {
+	return &billingv1.CancelSubscriptionResponse{SubscriptionId: r.ObjectID, Status: r.Status,
+		SubscriptionStatus: subscriptionStatuses[r.Status], CancelAtPeriodEnd: r.CancelAtPeriodEnd, Replayed: replayed}
 }
 
 // paymentStatuses and subscriptionStatuses type Stripe's status strings; a
@@ -171,6 +240,14 @@ func operation(rec service.Record) *billingv1.Operation {
 			op.Result = &billingv1.Operation_Charge{Charge: chargeResponse(rec.Result, true)}
 		case service.MethodSubscribe:
 			op.Result = &billingv1.Operation_Subscription{Subscription: subscribeResponse(rec.Result, true)}
+		case service.MethodRefund:
+			op.Result = &billingv1.Operation_Refund{Refund: refundResponse(rec.Result, true)}
+		case service.MethodCapture:
+			op.Result = &billingv1.Operation_Capture{Capture: captureResponse(rec.Result, true)}
+		case service.MethodCancelPayment:
+			op.Result = &billingv1.Operation_CancelPayment{CancelPayment: cancelPaymentResponse(rec.Result, true)}
+		case service.MethodCancelSubscription:
+			op.Result = &billingv1.Operation_CancelSubscription{CancelSubscription: cancelSubscriptionResponse(rec.Result, true)}
 		}
 	}
 	return op

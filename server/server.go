@@ -292,15 +292,14 @@ func slogAdapter(l *slog.Logger) logging.Logger {
 // so the fingerprint need not be compared here. One record read, run only
 // for calls over the main budget.
 func (b *billing) answeredFromRecord(ctx context.Context, caller string, req any) bool {
-	var id string
-	switch r := req.(type) {
-	case *billingv1.GetOperationRequest:
+	if _, ok := req.(*billingv1.GetOperationRequest); ok {
 		return true
-	case *billingv1.ChargeRequest:
-		id = r.GetRequestId()
-	case *billingv1.SubscribeRequest:
-		id = r.GetRequestId()
 	}
+	r, ok := req.(interface{ GetRequestId() string })
+	if !ok {
+		return false
+	}
+	id := r.GetRequestId()
 	if id == "" {
 		return false
 	}

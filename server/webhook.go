@@ -147,6 +147,20 @@ func serviceEvent(ev stripe.Event) (service.Event, bool, error) {
 		md := in.SubscriptionDetails.Metadata
 		out.RequestKey, out.Caller = md[service.MetadataRequestKey], md[service.MetadataCaller]
 		out.Object = service.Result{ObjectID: in.Subscription.ID}
+	case "refund.created", "refund.updated", "refund.failed", "charge.refund.updated":
+		var re stripe.Refund
+		if err := json.Unmarshal(ev.Data.Raw, &re); err != nil {
+			return out, false, err
+		}
+		out.Kind = service.EventRefundChanged
+		out.RequestKey, out.Caller = re.Metadata[service.MetadataRequestKey], re.Metadata[service.MetadataCaller]
+		out.Object = service.Result{ObjectID: re.ID, Status: string(re.Status), Amount: re.Amount, Currency: string(re.Currency)}
+		if re.PaymentIntent != nil {
+			out.Object.ParentID = re.PaymentIntent.ID
+		}
+		if re.FailureReason != "" {
+			out.Object.Failure = &service.UpstreamError{Kind: service.UpstreamDeclined, Code: string(re.FailureReason), ObjectID: re.ID}
+		}
 	default:
 		return out, false, nil
 	}

@@ -30,6 +30,7 @@ type serveConfig struct {
 	SimFaults      string
 	SimSeed        int64
 	SimListen      string
+	AllowForeign   bool
 	StripeKeyFile  string
 	StripeInFlight int
 	LogFormat      string
@@ -62,26 +63,27 @@ var errHelp = flag.ErrHelp
 // envFor names the environment variable that sets each flag, so every flag is
 // settable both ways; a flag on the command line wins over the environment.
 var envFor = map[string]string{
-	"listen":              "BILLINGD_LISTEN",
-	"db":                  "BILLINGD_DB",
-	"store":               "BILLINGD_STORE",
-	"lease-ttl":           "BILLINGD_LEASE_TTL",
-	"stripe-url":          "BILLINGD_STRIPE_URL",
-	"stripe-sim":          "BILLINGD_STRIPE_SIM",
-	"stripe-sim-faults":   "BILLINGD_STRIPE_SIM_FAULTS",
-	"stripe-sim-seed":     "BILLINGD_STRIPE_SIM_SEED",
-	"stripe-sim-listen":   "BILLINGD_STRIPE_SIM_LISTEN",
-	"stripe-key-file":     "BILLINGD_STRIPE_KEY_FILE",
-	"stripe-max-inflight": "BILLINGD_STRIPE_MAX_INFLIGHT",
-	"log-format":          "BILLINGD_LOG_FORMAT",
-	"shutdown-grace":      "BILLINGD_SHUTDOWN_GRACE",
-	"auth-tokens-file":    "BILLINGD_AUTH_TOKENS_FILE",
-	"auth-reflection":     "BILLINGD_AUTH_REFLECTION",
-	"tls-cert":            "BILLINGD_TLS_CERT",
-	"tls-key":             "BILLINGD_TLS_KEY",
-	"tls-client-ca":       "BILLINGD_TLS_CLIENT_CA",
-	"rate-limit":          "BILLINGD_RATE_LIMIT",
-	"rate-burst":          "BILLINGD_RATE_BURST",
+	"listen":                "BILLINGD_LISTEN",
+	"db":                    "BILLINGD_DB",
+	"store":                 "BILLINGD_STORE",
+	"lease-ttl":             "BILLINGD_LEASE_TTL",
+	"stripe-url":            "BILLINGD_STRIPE_URL",
+	"stripe-sim":            "BILLINGD_STRIPE_SIM",
+	"stripe-sim-faults":     "BILLINGD_STRIPE_SIM_FAULTS",
+	"stripe-sim-seed":       "BILLINGD_STRIPE_SIM_SEED",
+	"stripe-sim-listen":     "BILLINGD_STRIPE_SIM_LISTEN",
+	"allow-foreign-objects": "BILLINGD_ALLOW_FOREIGN_OBJECTS",
+	"stripe-key-file":       "BILLINGD_STRIPE_KEY_FILE",
+	"stripe-max-inflight":   "BILLINGD_STRIPE_MAX_INFLIGHT",
+	"log-format":            "BILLINGD_LOG_FORMAT",
+	"shutdown-grace":        "BILLINGD_SHUTDOWN_GRACE",
+	"auth-tokens-file":      "BILLINGD_AUTH_TOKENS_FILE",
+	"auth-reflection":       "BILLINGD_AUTH_REFLECTION",
+	"tls-cert":              "BILLINGD_TLS_CERT",
+	"tls-key":               "BILLINGD_TLS_KEY",
+	"tls-client-ca":         "BILLINGD_TLS_CLIENT_CA",
+	"rate-limit":            "BILLINGD_RATE_LIMIT",
+	"rate-burst":            "BILLINGD_RATE_BURST",
 
 	// Reconciliation, retention and webhooks.
 	"webhook-listen":     "BILLINGD_WEBHOOK_LISTEN",
@@ -106,6 +108,7 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.StringVar(&c.SimFaults, "stripe-sim-faults", "", "simulator fault rates, e.g. unavailable=0.05,drop_after=0.02,server_error=0.01,rate_limit=0.02,drop_before=0.02,latency=20ms")
 	fs.Int64Var(&c.SimSeed, "stripe-sim-seed", 1, "simulator random seed (faults and latency are reproducible; object ids never repeat)")
 	fs.StringVar(&c.SimListen, "stripe-sim-listen", "127.0.0.1:0", "loopback address of the built-in simulator (its /_sim/ test pages complete 3-D Secure)")
+	fs.BoolVar(&c.AllowForeign, "allow-foreign-objects", false, "let Refund, CapturePayment, CancelPayment and CancelSubscription act on Stripe objects made outside billingd (another caller's stay NOT_FOUND)")
 	fs.StringVar(&c.StripeKeyFile, "stripe-key-file", "", "file holding the Stripe secret key (else STRIPE_SECRET_KEY)")
 	fs.IntVar(&c.StripeInFlight, "stripe-max-inflight", stripeapi.DefaultMaxInFlight, "most Stripe calls under way at once; more wait for a slot (Stripe's default live-mode rate limit is 100 operations a second)")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "log format: json or text")

@@ -95,6 +95,7 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 
 	svcCfg := service.DefaultConfig()
 	svcCfg.SearchLag = cfg.SearchLag
+	svcCfg.AllowForeignObjects = cfg.AllowForeign
 	svc := service.New(db, payments, append(obs.serviceOptions(), service.WithConfig(svcCfg))...)
 	srvCfg.Tracing = obs.tracing
 	if cfg.MetricsListen != "" {
