@@ -37,6 +37,31 @@ func TestEveryValidationRuleRejects(t *testing.T) {
 		mut(r)
 		return func() error { _, err := h.client.Subscribe(ctx, r); return err }
 	}
+	refund := func(mut func(r *billingv1.RefundRequest)) func() error {
+		n++
+		r := &billingv1.RefundRequest{RequestId: fmt.Sprintf("invalid-%d", n), PaymentIntentId: "pi_123", Amount: 100,
+			Reason: "requested_by_customer", Metadata: map[string]string{"order": "1"}}
+		mut(r)
+		return func() error { _, err := h.client.Refund(ctx, r); return err }
+	}
+	capture := func(mut func(r *billingv1.CapturePaymentRequest)) func() error {
+		n++
+		r := &billingv1.CapturePaymentRequest{RequestId: fmt.Sprintf("invalid-%d", n), PaymentIntentId: "pi_123", Amount: 100}
+		mut(r)
+		return func() error { _, err := h.client.CapturePayment(ctx, r); return err }
+	}
+	cancelPI := func(mut func(r *billingv1.CancelPaymentRequest)) func() error {
+		n++
+		r := &billingv1.CancelPaymentRequest{RequestId: fmt.Sprintf("invalid-%d", n), PaymentIntentId: "pi_123", Reason: "abandoned"}
+		mut(r)
+		return func() error { _, err := h.client.CancelPayment(ctx, r); return err }
+	}
+	cancelSub := func(mut func(r *billingv1.CancelSubscriptionRequest)) func() error {
+		n++
+		r := &billingv1.CancelSubscriptionRequest{RequestId: fmt.Sprintf("invalid-%d", n), SubscriptionId: "sub_123"}
+		mut(r)
+		return func() error { _, err := h.client.CancelSubscription(ctx, r); return err }
+	}
 	getOp := func(id string) func() error {
 		return func() error {
 			_, err := h.client.GetOperation(ctx, &billingv1.GetOperationRequest{RequestId: id})
@@ -104,6 +129,33 @@ func TestEveryValidationRuleRejects(t *testing.T) {
 		{"subscribe: metadata key 41 chars", subscribe(func(r *billingv1.SubscribeRequest) { r.Metadata = map[string]string{long("k", 41): "v"} }), "metadata"},
 		{"subscribe: metadata value 501 chars", subscribe(func(r *billingv1.SubscribeRequest) { r.Metadata = map[string]string{"k": long("", 501)} }), "metadata"},
 		{"subscribe: metadata billingd_ key", subscribe(func(r *billingv1.SubscribeRequest) { r.Metadata = map[string]string{"billingd_request_key": "x"} }), "metadata"},
+		// ChargeRequest's newer fields
+		{"charge: capture_method unknown", charge(func(r *billingv1.ChargeRequest) { r.CaptureMethod = "later" }), "capture_method"},
+		// RefundRequest
+		{"refund: request_id missing", refund(func(r *billingv1.RefundRequest) { r.RequestId = "" }), "request_id"},
+		{"refund: request_id with space", refund(func(r *billingv1.RefundRequest) { r.RequestId = "refund 1" }), "request_id"},
+		{"refund: payment_intent_id missing", refund(func(r *billingv1.RefundRequest) { r.PaymentIntentId = "" }), "payment_intent_id"},
+		{"refund: payment_intent_id prefix", refund(func(r *billingv1.RefundRequest) { r.PaymentIntentId = "ch_123" }), "payment_intent_id"},
+		{"refund: payment_intent_id charset", refund(func(r *billingv1.RefundRequest) { r.PaymentIntentId = "pi_1/2" }), "payment_intent_id"},
+		{"refund: amount negative", refund(func(r *billingv1.RefundRequest) { r.Amount = -1 }), "amount"},
+		{"refund: amount 100,000,000", refund(func(r *billingv1.RefundRequest) { r.Amount = 100_000_000 }), "amount"},
+		{"refund: reason unknown", refund(func(r *billingv1.RefundRequest) { r.Reason = "changed_mind" }), "reason"},
+		{"refund: metadata billingd_ key", refund(func(r *billingv1.RefundRequest) { r.Metadata = map[string]string{"billingd_caller": "x"} }), "metadata"},
+		{"refund: metadata 51 keys", refund(func(r *billingv1.RefundRequest) { r.Metadata = manyPairs() }), "metadata"},
+		// CapturePaymentRequest
+		{"capture: request_id missing", capture(func(r *billingv1.CapturePaymentRequest) { r.RequestId = "" }), "request_id"},
+		{"capture: payment_intent_id missing", capture(func(r *billingv1.CapturePaymentRequest) { r.PaymentIntentId = "" }), "payment_intent_id"},
+		{"capture: payment_intent_id prefix", capture(func(r *billingv1.CapturePaymentRequest) { r.PaymentIntentId = "seti_1" }), "payment_intent_id"},
+		{"capture: amount negative", capture(func(r *billingv1.CapturePaymentRequest) { r.Amount = -5 }), "amount"},
+		// CancelPaymentRequest
+		{"cancel payment: request_id missing", cancelPI(func(r *billingv1.CancelPaymentRequest) { r.RequestId = "" }), "request_id"},
+		{"cancel payment: payment_intent_id missing", cancelPI(func(r *billingv1.CancelPaymentRequest) { r.PaymentIntentId = "" }), "payment_intent_id"},
+		{"cancel payment: reason unknown", cancelPI(func(r *billingv1.CancelPaymentRequest) { r.Reason = "bored" }), "reason"},
+		// CancelSubscriptionRequest
+		{"cancel subscription: request_id missing", cancelSub(func(r *billingv1.CancelSubscriptionRequest) { r.RequestId = "" }), "request_id"},
+		{"cancel subscription: subscription_id missing", cancelSub(func(r *billingv1.CancelSubscriptionRequest) { r.SubscriptionId = "" }), "subscription_id"},
+		{"cancel subscription: subscription_id prefix", cancelSub(func(r *billingv1.CancelSubscriptionRequest) { r.SubscriptionId = "si_1" }), "subscription_id"},
+		{"cancel subscription: subscription_id 256 chars", cancelSub(func(r *billingv1.CancelSubscriptionRequest) { r.SubscriptionId = long("sub_", 256) }), "subscription_id"},
 		// GetOperationRequest
 		{"get: request_id missing", getOp(""), "request_id"},
 		{"get: request_id 256 chars", getOp(long("", 256)), "request_id"},
