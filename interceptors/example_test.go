@@ -50,6 +50,7 @@ type declined struct{}
 func (declined) Error() string         { return "service: CARD_DECLINED" }
 func (declined) ErrorReason() string   { return "CARD_DECLINED" }
 func (declined) PublicMessage() string { return "Your card was declined." }
+func (declined) ErrorCode() string     { return "FAILED_PRECONDITION" }
 func (declined) ErrorMetadata() map[string]string {
 	return map[string]string{"code": "card_declined", "decline_code": "insufficient_funds"}
 }

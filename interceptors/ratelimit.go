@@ -161,6 +161,9 @@ func (e *RateLimitedError) Error() string { return "interceptors: " + rateLimite
 // ErrorReason implements ReasonError.
 func (e *RateLimitedError) ErrorReason() string { return "RATE_LIMITED" }
 
+// ErrorCode answers RESOURCE_EXHAUSTED.
+func (e *RateLimitedError) ErrorCode() string { return "RESOURCE_EXHAUSTED" }
+
 // PublicMessage implements ReasonError.
 func (e *RateLimitedError) PublicMessage() string { return rateLimitedMessage }
 

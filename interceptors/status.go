@@ -59,26 +59,31 @@ type ResourceError interface {
 	Resource() (typ, name string)
 }
 
-// codeOf maps an ErrorInfo reason to its code (docs/design.md, "Errors"). A reason not
-// listed here is INTERNAL.
-func codeOf(reason string) codes.Code {
-	switch reason {
-	case "INVALID_ARGUMENT", "STRIPE_INVALID_REQUEST":
-		return codes.InvalidArgument
-	case "REQUEST_ID_REUSED", "CARD_DECLINED", "STRIPE_STATE",
-		"NOT_CREATED", // never created at Stripe, settled by reconciliation: final
-		"AUTHENTICATION_REQUIRED", "AUTHENTICATION_FAILED", "CANCELED", "SUBSCRIPTION_INCOMPLETE_EXPIRED":
-		return codes.FailedPrecondition
-	case "RESOURCE_MISSING", "NOT_FOUND":
-		return codes.NotFound
-	case "REQUEST_IN_PROGRESS", "UPSTREAM_RATE_LIMITED", "UPSTREAM_UNAVAILABLE",
-		"OUTCOME_PENDING_RECONCILIATION", "STORAGE_UNAVAILABLE", "SHUTTING_DOWN":
-		return codes.Unavailable
-	case "RATE_LIMITED", // billingd's own per-caller limit
-		"TOO_MANY_WATCHES":
-		return codes.ResourceExhausted
+// CodedError is optionally implemented by a ReasonError: ErrorCode names
+// the gRPC code of its answer ("UNAVAILABLE", "FAILED_PRECONDITION", …), so
+// the error's own package keeps the reason → code table next to the reasons
+// (service.Error does). Without it, or with an unknown name, the answer is
+// INTERNAL.
+type CodedError interface {
+	ErrorCode() string
+}
+
+// codes by their canonical names, the ones ErrorCode may return.
+var codeByName = map[string]codes.Code{
+	"INVALID_ARGUMENT":    codes.InvalidArgument,
+	"FAILED_PRECONDITION": codes.FailedPrecondition,
+	"NOT_FOUND":           codes.NotFound,
+	"UNAVAILABLE":         codes.Unavailable,
+	"RESOURCE_EXHAUSTED":  codes.ResourceExhausted,
+	"INTERNAL":            codes.Internal,
+}
+
+func codeOf(re ReasonError) codes.Code {
+	if ce, ok := re.(CodedError); ok {
+		if c, ok := codeByName[ce.ErrorCode()]; ok {
+			return c
+		}
 	}
-	// STRIPE_AUTH, STRIPE_IDEMPOTENCY_MISMATCH, and anything unknown.
 	return codes.Internal
 }
 
@@ -167,7 +172,7 @@ func StatusOf(err error) *status.Status {
 
 func reasonStatus(re ReasonError) *status.Status {
 	reason := re.ErrorReason()
-	code := codeOf(reason)
+	code := codeOf(re)
 	var md map[string]string
 	if m := re.ErrorMetadata(); len(m) > 0 {
 		md = make(map[string]string, len(m))

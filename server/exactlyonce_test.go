@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	billingv1 "github.com/billingd/billingd/gen/billing/v1"
+	"github.com/billingd/billingd/interceptors"
 	"github.com/billingd/billingd/internal/stripesim"
 	"github.com/billingd/billingd/service"
 )
@@ -825,4 +826,29 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// Every reason of the service reaches callers with its class's gRPC code:
+// the two tables (service's classes, interceptors' code names) agree.
+func TestEveryReasonReachesItsCode(t *testing.T) {
+	t.Parallel()
+	for _, r := range service.Reasons() {
+		st := interceptors.StatusOf(&service.Error{Reason: r, Message: "m"})
+		if got, want := st.Code().String(), r.Class(); strings.ToUpper(codeName(got)) != string(want) {
+			t.Errorf("%s: code %s, want %s", r, got, want)
+		}
+	}
+}
+
+// codeName turns codes.Code's String ("FailedPrecondition") into its
+// canonical name ("FAILED_PRECONDITION").
+func codeName(s string) string {
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && c >= 'A' && c <= 'Z' {
+			b.WriteByte('_')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
 }

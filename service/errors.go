@@ -2,6 +2,7 @@ package service
 
 import (
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -60,8 +61,8 @@ type FieldViolation struct {
 
 func (e *Error) Error() string { return "service: " + string(e.Reason) + ": " + e.Message }
 
-// ErrorReason, PublicMessage, ErrorMetadata, RetryDelay, FieldViolations and
-// Resource let interceptors translate an Error without importing this package.
+// ErrorReason, ErrorCode, PublicMessage, ErrorMetadata, RetryDelay,
+// FieldViolations and Resource let interceptors translate an Error without importing this package.
 
 // ErrorReason returns the ErrorInfo reason.
 func (e *Error) ErrorReason() string { return string(e.Reason) }
@@ -89,6 +90,68 @@ func (e *Error) FieldViolations() [][2]string {
 
 // Resource returns the ResourceInfo type and name ("" when none).
 func (e *Error) Resource() (typ, name string) { return e.ResourceType, e.ResourceName }
+
+// Class is the gRPC code a reason is answered with, by its canonical name
+// (the service imports no gRPC; interceptors.StatusOf reads the name).
+type Class string
+
+// The classes billingd answers with.
+const (
+	ClassInvalidArgument    Class = "INVALID_ARGUMENT"
+	ClassFailedPrecondition Class = "FAILED_PRECONDITION"
+	ClassNotFound           Class = "NOT_FOUND"
+	ClassUnavailable        Class = "UNAVAILABLE"
+	ClassResourceExhausted  Class = "RESOURCE_EXHAUSTED"
+	ClassInternal           Class = "INTERNAL"
+)
+
+// classes is the one table of reasons and their classes: a reason missing
+// here is INTERNAL, and TestEveryReasonHasItsClass keeps it complete.
+var classes = map[Reason]Class{
+	ReasonInvalidArgument:        ClassInvalidArgument,
+	ReasonStripeInvalidRequest:   ClassInvalidArgument,
+	ReasonRequestIDReused:        ClassFailedPrecondition,
+	ReasonCardDeclined:           ClassFailedPrecondition,
+	ReasonStripeState:            ClassFailedPrecondition,
+	ReasonNotCreated:             ClassFailedPrecondition,
+	ReasonAuthenticationRequired: ClassFailedPrecondition,
+	ReasonAuthenticationFailed:   ClassFailedPrecondition,
+	ReasonCanceled:               ClassFailedPrecondition,
+	ReasonSubscriptionExpired:    ClassFailedPrecondition,
+	ReasonRefundFailed:           ClassFailedPrecondition,
+	ReasonResourceMissing:        ClassNotFound,
+	ReasonNotFound:               ClassNotFound,
+	ReasonRequestInProgress:      ClassUnavailable,
+	ReasonUpstreamRateLimited:    ClassUnavailable,
+	ReasonUpstreamUnavailable:    ClassUnavailable,
+	ReasonOutcomePending:         ClassUnavailable,
+	ReasonStorageUnavailable:     ClassUnavailable,
+	ReasonShuttingDown:           ClassUnavailable,
+	ReasonTooManyWatches:         ClassResourceExhausted,
+	ReasonStripeAuth:             ClassInternal, // billingd's Stripe key is wrong: page its owners
+	ReasonIdempotencyMismatch:    ClassInternal, // a billingd bug
+}
+
+// Class returns the gRPC code the reason is answered with.
+func (r Reason) Class() Class {
+	if c, ok := classes[r]; ok {
+		return c
+	}
+	return ClassInternal
+}
+
+// Reasons lists every reason billingd answers with, sorted.
+func Reasons() []Reason {
+	out := make([]Reason, 0, len(classes))
+	for r := range classes {
+		out = append(out, r)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ErrorCode returns the name of the gRPC code e is answered with.
+func (e *Error) ErrorCode() string { return string(e.Reason.Class()) }
 
 // final reports whether an error with this reason settles its record FAILED:
 // every later identical request is answered with it, as a replay.

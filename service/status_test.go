@@ -91,3 +91,43 @@ func TestReasonsOfTheStatusTable(t *testing.T) {
 		t.Errorf("%s: final %v, answered %v; want answered only", r, r.final(), r.answered())
 	}
 }
+
+// Every reason the service answers with is in the class table, and its class
+// is the one the API documents: a new reason cannot silently become INTERNAL.
+func TestEveryReasonHasItsClass(t *testing.T) {
+	t.Parallel()
+	want := map[Reason]Class{
+		ReasonInvalidArgument: ClassInvalidArgument, ReasonStripeInvalidRequest: ClassInvalidArgument,
+		ReasonRequestIDReused: ClassFailedPrecondition, ReasonCardDeclined: ClassFailedPrecondition,
+		ReasonStripeState: ClassFailedPrecondition, ReasonNotCreated: ClassFailedPrecondition,
+		ReasonAuthenticationRequired: ClassFailedPrecondition, ReasonAuthenticationFailed: ClassFailedPrecondition,
+		ReasonCanceled: ClassFailedPrecondition, ReasonSubscriptionExpired: ClassFailedPrecondition,
+		ReasonRefundFailed:    ClassFailedPrecondition,
+		ReasonResourceMissing: ClassNotFound, ReasonNotFound: ClassNotFound,
+		ReasonRequestInProgress: ClassUnavailable, ReasonUpstreamRateLimited: ClassUnavailable,
+		ReasonUpstreamUnavailable: ClassUnavailable, ReasonOutcomePending: ClassUnavailable,
+		ReasonStorageUnavailable: ClassUnavailable, ReasonShuttingDown: ClassUnavailable,
+		ReasonTooManyWatches: ClassResourceExhausted,
+		ReasonStripeAuth:     ClassInternal, ReasonIdempotencyMismatch: ClassInternal,
+	}
+	if got := Reasons(); len(got) != len(want) {
+		t.Errorf("Reasons() = %v: %d, want the %d of this table", got, len(got), len(want))
+	}
+	for r, c := range want {
+		if got := r.Class(); got != c {
+			t.Errorf("%s: class %s, want %s", r, got, c)
+		}
+		if got := (&Error{Reason: r}).ErrorCode(); got != string(c) {
+			t.Errorf("%s: ErrorCode %s, want %s", r, got, c)
+		}
+	}
+	// Every final reason is a failure the caller must not retry blindly.
+	for _, r := range Reasons() {
+		if r.answered() && r.Class() != ClassFailedPrecondition && r.Class() != ClassInvalidArgument && r.Class() != ClassNotFound {
+			t.Errorf("%s is answered from the record but is %s", r, r.Class())
+		}
+	}
+	if got := Reason("SOMETHING_NEW").Class(); got != ClassInternal {
+		t.Errorf("an unknown reason is %s, want INTERNAL", got)
+	}
+}
