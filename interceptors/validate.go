@@ -10,7 +10,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Validate checks every request against the protovalidate rules of its .proto,
@@ -86,4 +88,79 @@ func (s *validatingStream) RecvMsg(m any) error {
 		}
 	}
 	return nil
+}
+
+// RejectUnknownFields refuses a request that carries fields this server does
+// not know, for the methods strict selects (those that create or change a
+// Stripe object): INVALID_ARGUMENT with one BadRequest violation per unknown
+// field number, before anything is recorded or sent. A newer client's field
+// that an older server silently dropped (a capture_method, an off_session)
+// would move money differently than the caller asked, which is why Stripe
+// itself refuses unknown parameters. Deploy servers before clients.
+func RejectUnknownFields(strict func(fullMethod string) bool) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if msg, ok := req.(proto.Message); ok && strict(info.FullMethod) {
+			if nums := unknownFields(msg.ProtoReflect()); len(nums) > 0 {
+				return nil, unknownFieldsStatus(nums)
+			}
+		}
+		return handler(ctx, req)
+	}
+}
+
+// unknownFields lists the numbers of the unknown fields of m and of the
+// messages it holds, in the order met.
+func unknownFields(m protoreflect.Message) []protowire.Number {
+	var out []protowire.Number
+	for b := m.GetUnknown(); len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return append(out, 0) // malformed: cannot be a known field either
+		}
+		b = b[n:]
+		out = append(out, num)
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return out
+		}
+		b = b[n:]
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsMap():
+			if fd.MapValue().Message() != nil {
+				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+					out = append(out, unknownFields(mv.Message())...)
+					return true
+				})
+			}
+		case fd.IsList():
+			if fd.Message() != nil {
+				for i := range v.List().Len() {
+					out = append(out, unknownFields(v.List().Get(i).Message())...)
+				}
+			}
+		case fd.Message() != nil:
+			out = append(out, unknownFields(v.Message())...)
+		}
+		return true
+	})
+	return out
+}
+
+func unknownFieldsStatus(nums []protowire.Number) error {
+	br := &errdetails.BadRequest{}
+	for _, n := range nums {
+		br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{
+			Field:       fmt.Sprintf("field %d", n),
+			Description: "unknown to this server: a newer client's field would be dropped, so the request is refused; upgrade billingd first",
+			Reason:      "UNKNOWN_FIELD",
+		})
+	}
+	msg := fmt.Sprintf("invalid request: unknown field %d", nums[0])
+	st, err := status.New(codes.InvalidArgument, msg).WithDetails(
+		&errdetails.ErrorInfo{Domain: Domain, Reason: "INVALID_ARGUMENT"}, br)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, msg)
+	}
+	return st.Err()
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"strings"
 	"time"
 
 	"buf.build/go/protovalidate"
@@ -200,6 +201,7 @@ func New(cfg Config, svc *service.Service, log *slog.Logger) (*Server, error) {
 	unary = append(unary,
 		interceptors.ErrorStatus(interceptors.WithStatusObserver(logInternalCause)),
 		interceptors.ReplayHeader(),
+		interceptors.RejectUnknownFields(movesMoney),
 		interceptors.Validate(validator),
 	)
 	unary = append(unary, cfg.ExtraInterceptors...)
@@ -267,6 +269,17 @@ func (s *Server) Shutdown(ctx context.Context) {
 		s.grpc.Stop()
 		<-done
 	}
+}
+
+// movesMoney reports whether fullMethod creates or changes a Stripe object:
+// such requests must carry no field this server does not know. Read-only
+// methods stay lenient.
+func movesMoney(fullMethod string) bool {
+	switch fullMethod {
+	case billingv1.BillingService_GetOperation_FullMethodName, billingv1.BillingService_WatchOperation_FullMethodName:
+		return false
+	}
+	return strings.HasPrefix(fullMethod, "/"+billingServiceName+"/")
 }
 
 // logInternalCause puts the cause of an INTERNAL answer, which the caller

@@ -7,6 +7,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	billingv1 "github.com/billingd/billingd/gen/billing/v1"
 )
@@ -207,4 +209,70 @@ func TestOversizedMessage(t *testing.T) {
 		t.Fatalf("oversized Charge: %v, want RESOURCE_EXHAUSTED", err)
 	}
 	h.checkNothingHappened()
+}
+
+// A field this server does not know (sent by a newer client, here as field
+// 999) is refused on every RPC that creates or changes a Stripe object:
+// INVALID_ARGUMENT naming the field number, nothing recorded, nothing sent.
+// Read-only RPCs stay lenient.
+func TestUnknownFieldsMoveNoMoney(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	ctx := h.ctx()
+	unknown := func(m proto.Message) {
+		r := m.ProtoReflect()
+		b := protowire.AppendTag(nil, 999, protowire.VarintType)
+		r.SetUnknown(protowire.AppendVarint(b, 1))
+	}
+	calls := map[string]func() error{
+		"Charge": func() error {
+			r := visa("u-1")
+			unknown(r)
+			_, err := h.client.Charge(ctx, r)
+			return err
+		},
+		"Subscribe": func() error {
+			r := &billingv1.SubscribeRequest{RequestId: "u-2", CustomerId: "cus_demo", PriceId: "price_basic_monthly", Quantity: 1}
+			unknown(r)
+			_, err := h.client.Subscribe(ctx, r)
+			return err
+		},
+		"Refund": func() error {
+			r := &billingv1.RefundRequest{RequestId: "u-3", PaymentIntentId: "pi_1"}
+			unknown(r)
+			_, err := h.client.Refund(ctx, r)
+			return err
+		},
+		"CapturePayment": func() error {
+			r := &billingv1.CapturePaymentRequest{RequestId: "u-4", PaymentIntentId: "pi_1"}
+			unknown(r)
+			_, err := h.client.CapturePayment(ctx, r)
+			return err
+		},
+		"CancelPayment": func() error {
+			r := &billingv1.CancelPaymentRequest{RequestId: "u-5", PaymentIntentId: "pi_1"}
+			unknown(r)
+			_, err := h.client.CancelPayment(ctx, r)
+			return err
+		},
+		"CancelSubscription": func() error {
+			r := &billingv1.CancelSubscriptionRequest{RequestId: "u-6", SubscriptionId: "sub_1"}
+			unknown(r)
+			_, err := h.client.CancelSubscription(ctx, r)
+			return err
+		},
+	}
+	for name, call := range calls {
+		st, ei := errInfo(t, call(), codes.InvalidArgument)
+		fv := badRequest(st)
+		if ei.GetReason() != "INVALID_ARGUMENT" || len(fv) != 1 || fv[0].GetField() != "field 999" {
+			t.Errorf("%s: %v", name, st.Proto())
+		}
+	}
+	h.checkNothingHappened()
+	get := &billingv1.GetOperationRequest{RequestId: "u-1"}
+	unknown(get)
+	if _, err := h.client.GetOperation(ctx, get); status.Code(err) != codes.NotFound {
+		t.Errorf("GetOperation with an unknown field: %v, want NOT_FOUND (lenient)", err)
+	}
 }

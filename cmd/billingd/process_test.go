@@ -217,6 +217,28 @@ func (c *retrier) charge(ctx context.Context, req *billingv1.ChargeRequest, rng 
 	return answer{}, fmt.Errorf("%s: no definitive answer in %d tries", req.GetRequestId(), c.maxTries)
 }
 
+// until sends call until it is answered with anything but UNAVAILABLE or
+// DEADLINE_EXCEEDED (gRPC also reports a connection billingd's death broke
+// as UNAVAILABLE), and returns that answer.
+func (c *retrier) until(ctx context.Context, name string, rng *rand.Rand, call func(ctx context.Context, opts ...grpc.CallOption) error) error {
+	for try := 0; ctx.Err() == nil && (c.maxTries == 0 || try < c.maxTries); try++ {
+		cctx, cancel := context.WithTimeout(ctx, c.perTry)
+		err := call(cctx, c.opts...)
+		cancel()
+		c.count(err)
+		switch status.Code(err) {
+		case codes.Unavailable, codes.DeadlineExceeded:
+			time.Sleep(time.Duration(5+rng.IntN(20)) * time.Millisecond)
+			continue
+		}
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: no definitive answer before the test's deadline", name)
+	}
+	return fmt.Errorf("%s: no definitive answer in %d tries", name, c.maxTries)
+}
+
 func (c *retrier) count(err error) {
 	c.rpcs.Add(1)
 	k := status.Code(err).String()
