@@ -164,7 +164,9 @@
 // with Idempotent-Replayed: true and Original-Request naming the request
 // that produced it. Parameters are compared canonically. Same key with
 // other parameters or another endpoint: 400 idempotency_error. Same key
-// while the first request still executes: 409 idempotency_key_in_use.
+// while the first request still executes: 409 idempotency_key_in_use, of
+// type invalid_request_error, or idempotency_error with
+// Config.InUseErrorType (Stripe has answered with both).
 //
 // # Faults
 //

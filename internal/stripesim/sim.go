@@ -68,7 +68,19 @@ type Config struct {
 	// oldest finished idempotency keys beyond twice that many, before their
 	// 24 h. Stripe forgets nothing that fast, so tests leave it 0 (unbounded).
 	MaxObjects int
+	// InUseErrorType is the error type of the 409 idempotency_key_in_use
+	// answer. Stripe has been seen answering it both as
+	// InUseInvalidRequest (the default, "") and as InUseIdempotency; a
+	// client should accept either, and this lets a test check that it does.
+	InUseErrorType string
 }
+
+// The error types Stripe has been seen giving the 409
+// idempotency_key_in_use answer, for Config.InUseErrorType.
+const (
+	InUseInvalidRequest = typeInvalidRequest
+	InUseIdempotency    = typeIdempotency
+)
 
 // Sim is a stateful Stripe API simulator. It is an http.Handler: serve it
 // with httptest.NewServer or any http.Server and point stripe-go at its URL.
@@ -82,6 +94,7 @@ type Sim struct {
 	forbidden  map[string]bool // read-only after New
 	maxSubs    int
 	maxObjects int
+	inUseType  string // read-only after New
 
 	mu        sync.Mutex
 	ids       *rand.Rand // object and request ids
@@ -119,6 +132,7 @@ func New(cfg Config) *Sim {
 		forbidden:  setOf(cfg.ForbiddenKeys),
 		maxSubs:    cfg.MaxSubscriptionsPerCustomer,
 		maxObjects: cfg.MaxObjects,
+		inUseType:  cfg.InUseErrorType,
 		ids:        rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15^nonce)),
 		faultRNG:   rand.New(rand.NewPCG(seed, 0xbf58476d1ce4e5b9)),
 		jitterRNG:  rand.New(rand.NewPCG(seed, 0x94d049bb133111eb)),
@@ -136,6 +150,9 @@ func New(cfg Config) *Sim {
 	}
 	if s.clock == nil {
 		s.clock = systemClock{}
+	}
+	if s.inUseType == "" {
+		s.inUseType = InUseInvalidRequest
 	}
 	if s.maxSubs <= 0 {
 		s.maxSubs = DefaultMaxSubscriptionsPerCustomer
