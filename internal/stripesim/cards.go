@@ -36,12 +36,22 @@ type decline struct {
 // nobody is there to authenticate.
 var authRequired = decline{"authentication_required", "authentication_required", "Your card was declined. This transaction requires authentication."}
 
+// refundBehavior is what refunding a charge of the card does.
+type refundBehavior int
+
+const (
+	refundSucceeds   refundBehavior = iota // succeeded at once, for good
+	refundPends                            // pending until settled (pm_card_pendingRefund)
+	refundFailsLater                       // succeeded, then failed when settled (pm_card_refundFail)
+)
+
 // testCard is one of Stripe's magic test payment methods and what charging it does.
 type testCard struct {
 	id, brand, last4, funding string
 	auth                      authRule
-	outcome                   cardOutcome // once any authentication is done
-	decline                   decline     // for cardDeclines
+	outcome                   cardOutcome    // once any authentication is done
+	decline                   decline        // for cardDeclines
+	refund                    refundBehavior // of its charges
 }
 
 // attempt is what one confirmation of a card does.
@@ -129,6 +139,10 @@ func lookupTestCard(id string) (testCard, bool) {
 	case "pm_card_authenticationRequiredChargeDeclinedInsufficientFunds":
 		declines("3178", "card_declined", "insufficient_funds", insufficient)
 		c.auth = authAlways
+	case "pm_card_pendingRefund":
+		c.last4, c.refund = "7726", refundPends
+	case "pm_card_refundFail":
+		c.last4, c.refund = "5126", refundFailsLater
 	case SimProcessingPaymentMethod:
 		c.last4, c.outcome = "0000", cardProcesses
 	default:

@@ -28,6 +28,7 @@
 //	GET  /v1/customers (list)
 //	POST /v1/subscriptions                  GET /v1/subscriptions/{id}     GET /v1/subscriptions/search
 //	DELETE /v1/subscriptions/{id}           (cancel now: status canceled)
+//	POST /v1/refunds                        GET /v1/refunds/{id}           GET /v1/refunds (list)
 //
 // Unknown parameters are rejected with parameter_unknown, as Stripe does.
 // On subscriptions (create, retrieve, cancel) expand[]=latest_invoice and
@@ -48,6 +49,32 @@
 // processing or canceled PaymentIntent, or one an invoice created, is 400
 // payment_intent_unexpected_state; amount_to_capture over amount_capturable
 // is 400 amount_too_large. Both are under the idempotency layer.
+//
+// # Refunds
+//
+// POST /v1/refunds takes payment_intent (refunds by charge are not
+// simulated: charge is parameter_unknown), amount (default: all that is
+// left), reason (duplicate, fraudulent, requested_by_customer) and
+// metadata, under the idempotency layer and faults like any create. It
+// refunds the PaymentIntent's latest charge; partial refunds accumulate up
+// to amount_received. The refund (re_...) carries amount, currency,
+// charge, payment_intent (an id), status, reason, metadata,
+// balance_transaction, and failure_reason once failed. Errors, all 400
+// invalid_request_error and cached under the key: no such PaymentIntent
+// (resource_missing, param payment_intent); a PaymentIntent that is not
+// succeeded ("This PaymentIntent (pi_...) does not have a successful
+// charge to refund.", no code); a fully refunded charge
+// (charge_already_refunded, "Charge ch_... has already been refunded.");
+// more than is left (amount_too_large, param amount, "Refund amount
+// ($20.01) is greater than unrefunded amount on charge ($20.00)"). A card
+// refund is succeeded at once, except for Stripe's asynchronous refund
+// test cards (see Test payment methods), which the simulator-only settle
+// endpoint decides. A failed refund has failure_reason
+// expired_or_canceled_card and gives its amount back to be refunded
+// again. GET /v1/refunds lists newest first, filtered by payment_intent
+// (an unknown one has none), with limit and starting_after. The charge
+// itself is not an object here: GET /v1/charges is not served, and
+// PaymentIntent.AmountRefunded stands for its amount_refunded.
 //
 // # Subscriptions and invoices
 //
@@ -76,6 +103,7 @@
 //	GET  /_sim/payment_intents/{id}/authenticate   a hosted 3-D Secure test page
 //	POST /_sim/payment_intents/{id}/authenticate   outcome=succeed|fail
 //	POST /_sim/payment_intents/{id}/settle         outcome=succeed|fail
+//	POST /_sim/refunds/{id}/settle                 outcome=succeed|fail
 //
 // authenticate on a requires_action PaymentIntent: succeed charges the card
 // (succeeded; requires_capture under manual capture; requires_payment_method
@@ -92,7 +120,11 @@
 // authenticate or settle) or 404. The hosted page's own form posts with
 // redirect=true and is sent on to return_url with payment_intent,
 // payment_intent_client_secret and redirect_status, as Stripe's page does.
-// Sim.Authenticate and Sim.Settle do the same from Go.
+// Sim.Authenticate and Sim.Settle do the same from Go. Settling a refund
+// decides one the card network has not finished with: a pending refund
+// becomes succeeded or failed; a pm_card_refundFail refund, succeeded at
+// first, becomes failed (or, with succeed, stays succeeded for good). Any
+// other refund is 400 (no code); Sim.SettleRefund does the same from Go.
 //
 // # Time-based transitions
 //
@@ -136,6 +168,11 @@
 //	pm_card_authenticationRequiredChargeDeclinedInsufficientFunds
 //	                                          (3178) as 3184, then after authentication
 //	                                          card_declined / insufficient_funds
+//	pm_card_pendingRefund (7726)              succeeds; its refunds are pending until
+//	                                          settled (Stripe: later succeeded)
+//	pm_card_refundFail (5126)                 succeeds; its refunds are succeeded, then
+//	                                          failed when settled (Stripe: later failed,
+//	                                          expired_or_canceled_card)
 //	pm_card_simProcessing                     NOT Stripe's (simulator only): processing
 //	                                          until settled
 //
@@ -164,7 +201,9 @@
 // with Idempotent-Replayed: true and Original-Request naming the request
 // that produced it. Parameters are compared canonically. Same key with
 // other parameters or another endpoint: 400 idempotency_error. Same key
-// while the first request still executes: 409 idempotency_key_in_use.
+// while the first request still executes: 409 idempotency_key_in_use, of
+// type invalid_request_error, or idempotency_error with
+// Config.InUseErrorType (Stripe has answered with both).
 //
 // # Faults
 //
@@ -192,6 +231,12 @@
 //	payment_intent.succeeded         paid, or captured
 //	payment_intent.payment_failed    declined, or authentication failed
 //	payment_intent.canceled          canceled, or expired
+//	charge.refunded                  a refund created: the charge, with amount_refunded
+//	charge.refund.updated            a refund settled (succeeded or failed): the refund
+//	refund.created, refund.updated, refund.failed
+//	                                 only with Config.RefundObjectEvents: Stripe sends
+//	                                 them for card refunds from API version
+//	                                 2024-10-28.acacia on, not under 2023-10-16
 //	customer.created
 //	customer.subscription.created
 //	customer.subscription.updated    status changes (active, incomplete_expired)

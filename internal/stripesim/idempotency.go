@@ -80,7 +80,7 @@ func (s *Sim) answerFromEntryLocked(x *exchange, e *idemEntry) {
 				x.idemKey + "' if you meant to execute a different request."}}
 	case !e.done:
 		s.stats.KeysInUse++
-		x.fail = &failure{status: 409, err: apiError{Type: typeInvalidRequest, Code: "idempotency_key_in_use", DocURL: docURL("idempotency_key_in_use"),
+		x.fail = &failure{status: 409, err: apiError{Type: s.inUseType, Code: "idempotency_key_in_use", DocURL: docURL("idempotency_key_in_use"),
 			Message: "There is currently another in-progress request using this Idempotent Key (that probably means you submitted twice, and the other request is still going through): " +
 				x.idemKey + ". Please try again later."}}
 	default:

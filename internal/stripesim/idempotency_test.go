@@ -137,6 +137,38 @@ func TestIdempotencyKeyInUse(t *testing.T) {
 	}
 }
 
+// Stripe has answered a key in use with either error type; the simulator
+// answers whichever the test asks for, and the same code either way.
+func TestIdempotencyKeyInUseErrorType(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, cfg, want string
+	}{
+		{"default", "", "invalid_request_error"},
+		{"invalid_request_error", stripesim.InUseInvalidRequest, "invalid_request_error"},
+		{"idempotency_error", stripesim.InUseIdempotency, "idempotency_error"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			sim, srv := newSim(t, stripesim.Config{InUseErrorType: tt.cfg, Faults: stripesim.Faults{Latency: 300 * time.Millisecond}})
+			done := make(chan result, 1)
+			go func() { done <- post(t, srv, "/v1/payment_intents", "busy", charge("pm_card_visa")) }()
+			waitFor(t, "the first request to hold its key", func() bool { return sim.Stats().InFlight == 1 })
+			dup := post(t, srv, "/v1/payment_intents", "busy", charge("pm_card_visa"))
+			if first := <-done; first.status != 200 {
+				t.Fatalf("first = %d %s", first.status, first.raw)
+			}
+			if dup.status != http.StatusConflict {
+				t.Fatalf("duplicate = %d %s, want 409", dup.status, dup.raw)
+			}
+			if e := dup.errBody(t); e.Type != tt.want || e.Code != "idempotency_key_in_use" {
+				t.Errorf("409 error = %+v, want type %s code idempotency_key_in_use", e, tt.want)
+			}
+		})
+	}
+}
+
 func TestIdempotencyCachesExecutedErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

@@ -32,6 +32,10 @@ type PaymentIntent struct {
 	LastPaymentError *PaymentError
 	AmountCapturable int64
 	AmountReceived   int64
+	// AmountRefunded is the latest charge's amount_refunded: what its
+	// refunds, pending or succeeded, give back. It is not a field of
+	// Stripe's PaymentIntent, which is why it is not on the wire.
+	AmountRefunded int64
 	// CancellationReason is set once Status is canceled: duplicate,
 	// fraudulent, requested_by_customer, abandoned, automatic (an
 	// authorisation left uncaptured for AuthorizationValidity) or
@@ -55,6 +59,25 @@ type PaymentError struct {
 	Message       string
 	PaymentMethod string
 	Charge        string
+}
+
+// Refund is a snapshot of a refund held by the simulator.
+type Refund struct {
+	ID            string
+	PaymentIntent string
+	Charge        string // the PaymentIntent's latest charge
+	Amount        int64
+	Currency      string
+	// Status is succeeded, pending (pm_card_pendingRefund, until settled)
+	// or failed (settled so).
+	Status string
+	// Reason is duplicate, fraudulent, requested_by_customer or "".
+	Reason string
+	// FailureReason is expired_or_canceled_card once Status is failed.
+	FailureReason  string
+	Metadata       map[string]string
+	Created        time.Time
+	IdempotencyKey string
 }
 
 // Subscription is a snapshot of a Subscription held by the simulator.
@@ -147,6 +170,11 @@ func (p PaymentIntent) clone() PaymentIntent {
 	return p
 }
 
+func (r Refund) clone() Refund {
+	r.Metadata = maps.Clone(r.Metadata)
+	return r
+}
+
 func (in Invoice) clone() Invoice {
 	in.SubscriptionMetadata = maps.Clone(in.SubscriptionMetadata)
 	return in
@@ -176,6 +204,16 @@ type piState struct {
 	card      testCard // the payment method confirmed last
 	returnURL string
 	hostedURL string // the hosted 3-D Secure test page
+}
+
+// refundState is a stored refund with what its wire form and settling
+// need beyond the snapshot.
+type refundState struct {
+	Refund
+	seq        int64  // creation order, for starting_after
+	failsLater bool   // pm_card_refundFail: fails when settled
+	txn        string // balance_transaction
+	failureTxn string // failure_balance_transaction, once failed
 }
 
 // subState is a stored subscription with its items' prices, encoded.

@@ -20,6 +20,9 @@ const (
 	routeCapturePaymentIntent
 	routeCancelPaymentIntent
 	routeCancelSubscription
+	routeCreateRefund
+	routeGetRefund
+	routeListRefunds
 )
 
 // pattern names the route in Stats, with {id} in place of object ids so
@@ -50,6 +53,10 @@ func (r route) pattern() string {
 		return "/v1/payment_intents/{id}/cancel"
 	case routeCancelSubscription:
 		return "/v1/subscriptions/{id}"
+	case routeCreateRefund, routeListRefunds:
+		return "/v1/refunds"
+	case routeGetRefund:
+		return "/v1/refunds/{id}"
 	}
 	return "unknown"
 }
@@ -60,11 +67,12 @@ func (r route) idempotent() bool {
 	return r == routeCreatePaymentIntent || r == routeCreateCustomer || r == routeCreateSubscription || r.mutates()
 }
 
-// mutates reports whether r changes an existing object. Such a change is
-// executed under the lock after latency, where it can see the object's
-// state at that moment.
+// mutates reports whether r changes an existing object (a refund changes
+// its PaymentIntent's refundable amount). Such a change is executed under
+// the lock after latency, where it can see the object's state at that
+// moment.
 func (r route) mutates() bool {
-	return r == routeCapturePaymentIntent || r == routeCancelPaymentIntent
+	return r == routeCapturePaymentIntent || r == routeCancelPaymentIntent || r == routeCreateRefund
 }
 
 // matchRoute maps a request to a route and the object id in its path.
@@ -83,6 +91,8 @@ func matchRoute(method, path string) (route, string) {
 		o = ops{routeCreateCustomer, routeListCustomers, routeGetCustomer, routeSearchCustomers}
 	case "subscriptions":
 		o = ops{routeCreateSubscription, routeUnknown, routeGetSubscription, routeSearchSubscriptions}
+	case "refunds":
+		o = ops{routeCreateRefund, routeListRefunds, routeGetRefund, routeUnknown}
 	default:
 		return routeUnknown, ""
 	}

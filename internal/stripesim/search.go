@@ -187,6 +187,7 @@ type listRequest struct {
 	offset        int    // search: from the page token
 	startingAfter string // list
 	email         string // customer list filter
+	paymentIntent string // refund list filter
 }
 
 const pagePrefix = "page_"

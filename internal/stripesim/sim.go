@@ -68,7 +68,25 @@ type Config struct {
 	// oldest finished idempotency keys beyond twice that many, before their
 	// 24 h. Stripe forgets nothing that fast, so tests leave it 0 (unbounded).
 	MaxObjects int
+	// InUseErrorType is the error type of the 409 idempotency_key_in_use
+	// answer. Stripe has been seen answering it both as
+	// InUseInvalidRequest (the default, "") and as InUseIdempotency; a
+	// client should accept either, and this lets a test check that it does.
+	InUseErrorType string
+	// RefundObjectEvents adds refund.created, refund.updated and
+	// refund.failed to the events of card refunds. Stripe sends those for
+	// refunds of charges only from API version 2024-10-28.acacia on; under
+	// APIVersion a card refund is announced by charge.refunded and
+	// charge.refund.updated alone, which is the default here.
+	RefundObjectEvents bool
 }
+
+// The error types Stripe has been seen giving the 409
+// idempotency_key_in_use answer, for Config.InUseErrorType.
+const (
+	InUseInvalidRequest = typeInvalidRequest
+	InUseIdempotency    = typeIdempotency
+)
 
 // Sim is a stateful Stripe API simulator. It is an http.Handler: serve it
 // with httptest.NewServer or any http.Server and point stripe-go at its URL.
@@ -82,6 +100,9 @@ type Sim struct {
 	forbidden  map[string]bool // read-only after New
 	maxSubs    int
 	maxObjects int
+	inUseType  string // read-only after New
+	// refundObjectEvents is Config.RefundObjectEvents; read-only after New.
+	refundObjectEvents bool
 
 	mu        sync.Mutex
 	ids       *rand.Rand // object and request ids
@@ -100,6 +121,9 @@ type Sim struct {
 	customers store[Customer]
 	prices    store[Price]
 	subsOf    map[string]int // customer id -> subscriptions
+	refunds   store[refundState]
+	refundsOf map[string][]*record[refundState] // payment intent id -> its refunds, oldest first
+	refundSeq int64
 	stats     Stats
 	hooks     *webhooks // nil without Config.WebhookURL
 }
@@ -113,29 +137,36 @@ func New(cfg Config) *Sim {
 		nonce = instanceNonce()
 	}
 	s := &Sim{
-		clock:      cfg.Clock,
-		searchLag:  cfg.SearchLag,
-		keys:       setOf(cfg.APIKeys),
-		forbidden:  setOf(cfg.ForbiddenKeys),
-		maxSubs:    cfg.MaxSubscriptionsPerCustomer,
-		maxObjects: cfg.MaxObjects,
-		ids:        rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15^nonce)),
-		faultRNG:   rand.New(rand.NewPCG(seed, 0xbf58476d1ce4e5b9)),
-		jitterRNG:  rand.New(rand.NewPCG(seed, 0x94d049bb133111eb)),
-		faults:     cfg.Faults,
-		scripted:   map[string][]scriptedFault{},
-		idem:       map[idemKey]*idemEntry{},
-		pis:        newStore[piState](),
-		subs:       newStore[subState](),
-		invoices:   newStore[Invoice](),
-		setUp:      map[string]bool{},
-		customers:  newStore[Customer](),
-		prices:     newStore[Price](),
-		subsOf:     map[string]int{},
-		stats:      Stats{Requests: map[RequestKey]int{}, Faults: map[Fault]int{}},
+		clock:              cfg.Clock,
+		searchLag:          cfg.SearchLag,
+		keys:               setOf(cfg.APIKeys),
+		forbidden:          setOf(cfg.ForbiddenKeys),
+		maxSubs:            cfg.MaxSubscriptionsPerCustomer,
+		maxObjects:         cfg.MaxObjects,
+		inUseType:          cfg.InUseErrorType,
+		refundObjectEvents: cfg.RefundObjectEvents,
+		ids:                rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15^nonce)),
+		faultRNG:           rand.New(rand.NewPCG(seed, 0xbf58476d1ce4e5b9)),
+		jitterRNG:          rand.New(rand.NewPCG(seed, 0x94d049bb133111eb)),
+		faults:             cfg.Faults,
+		scripted:           map[string][]scriptedFault{},
+		idem:               map[idemKey]*idemEntry{},
+		pis:                newStore[piState](),
+		subs:               newStore[subState](),
+		invoices:           newStore[Invoice](),
+		setUp:              map[string]bool{},
+		customers:          newStore[Customer](),
+		prices:             newStore[Price](),
+		subsOf:             map[string]int{},
+		refunds:            newStore[refundState](),
+		refundsOf:          map[string][]*record[refundState]{},
+		stats:              Stats{Requests: map[RequestKey]int{}, Faults: map[Fault]int{}},
 	}
 	if s.clock == nil {
 		s.clock = systemClock{}
+	}
+	if s.inUseType == "" {
+		s.inUseType = InUseInvalidRequest
 	}
 	if s.maxSubs <= 0 {
 		s.maxSubs = DefaultMaxSubscriptionsPerCustomer
@@ -175,6 +206,7 @@ type exchange struct {
 	cus     *cusParams
 	capture *captureParams
 	cancel  string // cancellation_reason
+	refund  *refundParams
 	list    listRequest
 	invalid *failure
 
@@ -368,6 +400,10 @@ func (s *Sim) prepare(w http.ResponseWriter, x *exchange, r *http.Request) *fail
 		x.capture, x.invalid = parseCapture(x.form)
 	case routeCancelPaymentIntent:
 		x.cancel, x.invalid = parseCancel(x.form)
+	case routeCreateRefund:
+		x.refund, x.invalid = parseRefund(x.form)
+	case routeListRefunds:
+		x.list, f = parseRefundList(x.form)
 	case routeGetSubscription, routeCancelSubscription:
 		x.expand = expandLevel(x.form, "")
 	case routeSearchPaymentIntents:
@@ -434,6 +470,8 @@ func (s *Sim) mutateLocked(x *exchange) response {
 		js, f = s.captureLocked(x.pathID, x.capture, x.now)
 	case routeCancelPaymentIntent:
 		js, f = s.cancelLocked(x.pathID, x.cancel, x.now)
+	case routeCreateRefund:
+		js, f = s.createRefundLocked(x)
 	}
 	if f != nil {
 		return f.response()
@@ -498,6 +536,17 @@ func (s *Sim) readLocked(x *exchange) (response, *failure, *listing) {
 			return response{}, f, nil
 		}
 		return ok(s.expansionLocked(&r.obj, x.expand).apply(r.json))
+	case routeGetRefund:
+		if r := s.refunds.byID[x.pathID]; r != nil {
+			return ok(r.json)
+		}
+		return missing("refund")
+	case routeListRefunds:
+		l, f := s.listRefundsLocked(x.list)
+		if f != nil {
+			return response{}, f, nil
+		}
+		return listed(l)
 	case routeGetCustomer:
 		if r := s.customers.byID[x.pathID]; r != nil {
 			return ok(r.json)

@@ -16,20 +16,23 @@ const simPrefix = "/_sim/"
 //	GET  /_sim/payment_intents/{id}/authenticate   the hosted 3-D Secure test page
 //	POST /_sim/payment_intents/{id}/authenticate   outcome=succeed|fail
 //	POST /_sim/payment_intents/{id}/settle         outcome=succeed|fail
+//	POST /_sim/refunds/{id}/settle                 outcome=succeed|fail
 //
-// A POST answers the PaymentIntent (200) or a Stripe-shaped error; one from
+// A POST answers the object (200) or a Stripe-shaped error; one from
 // the hosted page's form (redirect=true) is sent on to the return_url
 // instead, as Stripe's page does.
 func (s *Sim) serveSim(w http.ResponseWriter, r *http.Request) {
 	x := &exchange{method: r.Method, path: r.URL.Path, reqID: "req_sim"}
-	rest := strings.TrimPrefix(r.URL.Path, simPrefix+"payment_intents/")
+	kind, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, simPrefix), "/")
 	id, action, ok := strings.Cut(rest, "/")
-	if !ok || id == "" || rest == r.URL.Path || (action != "authenticate" && action != "settle") ||
-		(r.Method != http.MethodPost && !(r.Method == http.MethodGet && action == "authenticate")) {
+	known := kind == "payment_intents" && (action == "authenticate" || action == "settle") ||
+		kind == "refunds" && action == "settle"
+	page := kind == "payment_intents" && action == "authenticate" && r.Method == http.MethodGet
+	if !ok || id == "" || !known || (r.Method != http.MethodPost && !page) {
 		s.write(w, x, notFoundURL(r.Method, r.URL.Path).response())
 		return
 	}
-	if r.Method == http.MethodGet {
+	if page {
 		s.hostedPage(w, x, id)
 		return
 	}
@@ -56,9 +59,12 @@ func (s *Sim) serveSim(w http.ResponseWriter, r *http.Request) {
 		js []byte
 		f  *failure
 	)
-	if action == "authenticate" {
+	switch {
+	case kind == "refunds":
+		js, f = s.settleRefundLocked(id, succeed, now)
+	case action == "authenticate":
 		js, f = s.authenticateLocked(id, succeed, now)
-	} else {
+	default:
 		js, f = s.settleLocked(id, succeed, now)
 	}
 	var returnURL, secret string

@@ -22,6 +22,9 @@ type Stats struct {
 	SubscriptionsCreated  int
 	InvoicesCreated       int
 	CustomersCreated      int
+	// RefundsCreated counts refunds created (POST /v1/refunds that
+	// executed and succeeded).
+	RefundsCreated int
 	// Replays counts answers served from the idempotency cache.
 	Replays int
 	// IdempotencyMismatches counts idempotency_error answers.

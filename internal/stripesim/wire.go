@@ -392,3 +392,72 @@ func encodeSubscription(st *subState) []byte {
 		CanceledAt: unixOrNil(s.CanceledAt), EndedAt: unixOrNil(s.CanceledAt),
 	})
 }
+
+type refundWire struct {
+	ID                        string            `json:"id"`
+	Object                    string            `json:"object"`
+	Amount                    int64             `json:"amount"`
+	BalanceTransaction        *string           `json:"balance_transaction"`
+	Charge                    string            `json:"charge"`
+	Created                   int64             `json:"created"`
+	Currency                  string            `json:"currency"`
+	FailureBalanceTransaction *string           `json:"failure_balance_transaction,omitempty"`
+	FailureReason             string            `json:"failure_reason,omitempty"`
+	Metadata                  map[string]string `json:"metadata"`
+	PaymentIntent             string            `json:"payment_intent"`
+	Reason                    *string           `json:"reason"`
+	ReceiptNumber             *string           `json:"receipt_number"`
+	SourceTransferReversal    *string           `json:"source_transfer_reversal"`
+	Status                    string            `json:"status"`
+	TransferReversal          *string           `json:"transfer_reversal"`
+}
+
+func encodeRefund(r *refundState) []byte {
+	return mustJSON(refundWire{
+		ID: r.ID, Object: "refund", Amount: r.Amount, BalanceTransaction: nullable(r.txn),
+		Charge: r.Charge, Created: r.Created.Unix(), Currency: r.Currency,
+		FailureBalanceTransaction: nullable(r.failureTxn), FailureReason: r.FailureReason,
+		Metadata: nonNil(r.Metadata), PaymentIntent: r.PaymentIntent, Reason: nullable(r.Reason),
+		Status: r.Status,
+	})
+}
+
+// chargeWire is a PaymentIntent's latest charge, as charge.refunded
+// carries it. The simulator keeps no charge objects: this is derived from
+// the PaymentIntent when an event needs it.
+type chargeWire struct {
+	ID                 string            `json:"id"`
+	Object             string            `json:"object"`
+	Amount             int64             `json:"amount"`
+	AmountCaptured     int64             `json:"amount_captured"`
+	AmountRefunded     int64             `json:"amount_refunded"`
+	BalanceTransaction *string           `json:"balance_transaction"`
+	Captured           bool              `json:"captured"`
+	Created            int64             `json:"created"`
+	Currency           string            `json:"currency"`
+	Customer           *string           `json:"customer"`
+	Description        *string           `json:"description"`
+	Disputed           bool              `json:"disputed"`
+	FailureCode        *string           `json:"failure_code"`
+	FailureMessage     *string           `json:"failure_message"`
+	Invoice            *string           `json:"invoice"`
+	Livemode           bool              `json:"livemode"`
+	Metadata           map[string]string `json:"metadata"`
+	Paid               bool              `json:"paid"`
+	PaymentIntent      string            `json:"payment_intent"`
+	PaymentMethod      *string           `json:"payment_method"`
+	Refunded           bool              `json:"refunded"`
+	Status             string            `json:"status"`
+}
+
+// encodeCharge is the succeeded charge of a PaymentIntent with what its
+// refunds have given back.
+func encodeCharge(p *PaymentIntent) []byte {
+	return mustJSON(chargeWire{
+		ID: p.LatestCharge, Object: "charge", Amount: p.Amount, AmountCaptured: p.AmountReceived,
+		AmountRefunded: p.AmountRefunded, Captured: true, Created: p.Created.Unix(), Currency: p.Currency,
+		Customer: nullable(p.Customer), Description: nullable(p.Description), Invoice: nullable(p.Invoice),
+		Metadata: nonNil(p.Metadata), Paid: true, PaymentIntent: p.ID, PaymentMethod: nullable(p.PaymentMethod),
+		Refunded: p.AmountRefunded >= p.AmountReceived, Status: "succeeded",
+	})
+}
