@@ -31,10 +31,11 @@ func (s *Service) translate(err error, p any) (State, *Error) {
 		}
 		return StateFailed, e
 	case UpstreamInvalidRequest:
-		if _, refund := p.(*RefundRequest); refund && up.Code == codeAmountTooLarge {
-			// More than is left to refund: the state of the charge, not a
-			// malformed request.
-			return StateFailed, &Error{Reason: ReasonStripeState, Message: safeMessage(up, "the amount is more than is left to refund"), Metadata: md}
+		if _, refund := p.(*RefundRequest); refund && (up.Code == codeAmountTooLarge || up.Param == "") {
+			// More than is left to refund, or nothing refundable (a
+			// payment not completed): the state of the charge, not a
+			// malformed request, whose fields billingd checked already.
+			return StateFailed, &Error{Reason: ReasonStripeState, Message: safeMessage(up, "the PaymentIntent cannot be refunded this way"), Metadata: md}
 		}
 		e := &Error{Reason: ReasonStripeInvalidRequest, Message: safeMessage(up, "Stripe rejected the request"), Metadata: md}
 		if up.Param != "" {
