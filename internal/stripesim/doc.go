@@ -27,11 +27,12 @@
 //	POST /v1/customers                      GET /v1/customers/{id}         GET /v1/customers/search
 //	GET  /v1/customers (list)
 //	POST /v1/subscriptions                  GET /v1/subscriptions/{id}     GET /v1/subscriptions/search
+//	POST /v1/subscriptions/{id}             (cancel_at_period_end)
 //	DELETE /v1/subscriptions/{id}           (cancel now: status canceled)
 //	POST /v1/refunds                        GET /v1/refunds/{id}           GET /v1/refunds (list)
 //
 // Unknown parameters are rejected with parameter_unknown, as Stripe does.
-// On subscriptions (create, retrieve, cancel) expand[]=latest_invoice and
+// On subscriptions (create, retrieve, update, cancel) expand[]=latest_invoice and
 // expand[]=latest_invoice.payment_intent replace the references with the
 // objects, and so do data.latest_invoice and data.latest_invoice.payment_intent
 // on search; other expansions are accepted and ignored (references stay ids).
@@ -94,6 +95,17 @@
 // incomplete, until the PaymentIntent is paid (see Simulator-only
 // endpoints). A subscription with nothing to pay starts active.
 //
+// POST /v1/subscriptions/{id} takes cancel_at_period_end (and expand[]);
+// every other update parameter, metadata included, is parameter_unknown.
+// true keeps the subscription's status, sets cancel_at to
+// current_period_end and canceled_at to now, and sends
+// customer.subscription.updated; false takes that back (both null again).
+// Updating a canceled or incomplete_expired subscription is 400 (no
+// code); an unknown one is 404 resource_missing. The update is under the
+// idempotency layer. DELETE ends a subscription at once: status canceled,
+// canceled_at and ended_at now. Subscriptions do not renew: nothing
+// happens at current_period_end unless cancel_at_period_end is set.
+//
 // # Simulator-only endpoints
 //
 // These are not Stripe's API; they stand in for what a customer does on
@@ -132,7 +144,10 @@
 // AuthorizationValidity (7 days) becomes canceled with cancellation_reason
 // automatic; a subscription still incomplete IncompleteWindow (23 hours)
 // after creation becomes incomplete_expired, its invoice void and the
-// invoice's PaymentIntent canceled (cancellation_reason void_invoice). Due
+// invoice's PaymentIntent canceled (cancellation_reason void_invoice); a
+// subscription set to cancel_at_period_end becomes canceled at its
+// current_period_end, ended_at that moment
+// (customer.subscription.deleted). Due
 // transitions are applied at the start of every request and by the
 // snapshot methods; ApplyDueTransitions applies them on demand, for tests
 // that advance a ManualClock.
@@ -239,8 +254,10 @@
 //	                                 2024-10-28.acacia on, not under 2023-10-16
 //	customer.created
 //	customer.subscription.created
-//	customer.subscription.updated    status changes (active, incomplete_expired)
-//	customer.subscription.deleted    DELETE /v1/subscriptions/{id}
+//	customer.subscription.updated    status changes (active, incomplete_expired), and
+//	                                 cancel_at_period_end set or taken back
+//	customer.subscription.deleted    DELETE /v1/subscriptions/{id}, or the period end
+//	                                 of one set to cancel_at_period_end
 //	invoice.created (draft), invoice.finalized (open), invoice.paid,
 //	invoice.payment_succeeded, invoice.payment_failed,
 //	invoice.payment_action_required, invoice.voided

@@ -278,6 +278,14 @@ func TestWebhooksForTransitions(t *testing.T) {
 		}, []string{"customer.subscription.created active", "invoice.created draft", "invoice.finalized open",
 			"payment_intent.created succeeded", "payment_intent.succeeded succeeded", "invoice.paid paid", "invoice.payment_succeeded paid",
 			"customer.subscription.deleted canceled"}},
+		{"subscription canceled at period end", func(t *testing.T, sim *stripesim.Sim, srv *httptest.Server, clock *stripesim.ManualClock) {
+			id := post(t, srv, "/v1/subscriptions", "", url.Values{"customer": {"cus_demo"}, "items[0][price]": {"price_basic_monthly"}}).id(t)
+			post(t, srv, "/v1/subscriptions/"+id, "", url.Values{"cancel_at_period_end": {"true"}})
+			clock.Set(sim.Subscriptions()[0].CurrentPeriodEnd)
+			sim.ApplyDueTransitions()
+		}, []string{"customer.subscription.created active", "invoice.created draft", "invoice.finalized open",
+			"payment_intent.created succeeded", "payment_intent.succeeded succeeded", "invoice.paid paid", "invoice.payment_succeeded paid",
+			"customer.subscription.updated active", "customer.subscription.deleted canceled"}},
 		{"subscription declined, then expired", func(t *testing.T, sim *stripesim.Sim, srv *httptest.Server, clock *stripesim.ManualClock) {
 			post(t, srv, "/v1/subscriptions", "", url.Values{"customer": {"cus_declined"}, "items[0][price]": {"price_basic_monthly"}})
 			clock.Advance(stripesim.IncompleteWindow)

@@ -99,8 +99,17 @@ type Subscription struct {
 	LatestInvoice    string
 	Created          time.Time
 	CurrentPeriodEnd time.Time
-	CanceledAt       time.Time
-	IdempotencyKey   string
+	// CancelAtPeriodEnd is set by an update with cancel_at_period_end=true:
+	// the subscription stays active until CancelAt (its CurrentPeriodEnd),
+	// then is canceled.
+	CancelAtPeriodEnd bool
+	CancelAt          time.Time
+	// CanceledAt is when the cancellation was asked for: the DELETE, or the
+	// update that set CancelAtPeriodEnd, as Stripe reports canceled_at.
+	CanceledAt time.Time
+	// EndedAt is when the subscription ended: the DELETE, or CancelAt.
+	EndedAt        time.Time
+	IdempotencyKey string
 }
 
 // Invoice is a snapshot of a subscription's first invoice.

@@ -23,6 +23,7 @@ const (
 	routeCreateRefund
 	routeGetRefund
 	routeListRefunds
+	routeUpdateSubscription
 )
 
 // pattern names the route in Stats, with {id} in place of object ids so
@@ -51,7 +52,7 @@ func (r route) pattern() string {
 		return "/v1/payment_intents/{id}/capture"
 	case routeCancelPaymentIntent:
 		return "/v1/payment_intents/{id}/cancel"
-	case routeCancelSubscription:
+	case routeCancelSubscription, routeUpdateSubscription:
 		return "/v1/subscriptions/{id}"
 	case routeCreateRefund, routeListRefunds:
 		return "/v1/refunds"
@@ -72,7 +73,8 @@ func (r route) idempotent() bool {
 // the lock after latency, where it can see the object's state at that
 // moment.
 func (r route) mutates() bool {
-	return r == routeCapturePaymentIntent || r == routeCancelPaymentIntent || r == routeCreateRefund
+	return r == routeCapturePaymentIntent || r == routeCancelPaymentIntent || r == routeCreateRefund ||
+		r == routeUpdateSubscription
 }
 
 // matchRoute maps a request to a route and the object id in its path.
@@ -109,6 +111,8 @@ func matchRoute(method, path string) (route, string) {
 	switch {
 	case hasID && method == "DELETE" && resource == "subscriptions" && id != "" && !strings.Contains(id, "/"):
 		return routeCancelSubscription, id
+	case hasID && method == "POST" && resource == "subscriptions" && id != "" && !strings.Contains(id, "/"):
+		return routeUpdateSubscription, id
 	case !hasID && method == "POST":
 		return o.create, ""
 	case !hasID && method == "GET":

@@ -207,6 +207,7 @@ type exchange struct {
 	capture *captureParams
 	cancel  string // cancellation_reason
 	refund  *refundParams
+	subEnd  *bool // cancel_at_period_end of a subscription update, nil if absent
 	list    listRequest
 	invalid *failure
 
@@ -402,6 +403,9 @@ func (s *Sim) prepare(w http.ResponseWriter, x *exchange, r *http.Request) *fail
 		x.cancel, x.invalid = parseCancel(x.form)
 	case routeCreateRefund:
 		x.refund, x.invalid = parseRefund(x.form)
+	case routeUpdateSubscription:
+		x.subEnd, x.invalid = parseSubscriptionUpdate(x.form)
+		x.expand = expandLevel(x.form, "")
 	case routeListRefunds:
 		x.list, f = parseRefundList(x.form)
 	case routeGetSubscription, routeCancelSubscription:
@@ -472,6 +476,11 @@ func (s *Sim) mutateLocked(x *exchange) response {
 		js, f = s.cancelLocked(x.pathID, x.cancel, x.now)
 	case routeCreateRefund:
 		js, f = s.createRefundLocked(x)
+	case routeUpdateSubscription:
+		var r *record[subState]
+		if r, f = s.updateSubscriptionLocked(x.pathID, x.subEnd, x.now); f == nil {
+			js = s.expansionLocked(&r.obj, x.expand).apply(r.json)
+		}
 	}
 	if f != nil {
 		return f.response()

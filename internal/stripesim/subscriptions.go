@@ -373,10 +373,70 @@ func (s *Sim) cancelSubscriptionLocked(id string, now time.Time) (*record[subSta
 	case "canceled", "incomplete_expired":
 		return nil, invalidRequest("", "", "This subscription has a status of "+sub.Status+" and can no longer be canceled.")
 	}
-	sub.Status, sub.CanceledAt = "canceled", now
+	sub.Status, sub.CanceledAt, sub.EndedAt = "canceled", now, now
 	s.subsOf[sub.Customer]--
 	s.changeSubLocked(r, sub, now, "customer.subscription.deleted")
 	return r, nil
+}
+
+// subscriptionEnded reports whether a subscription in status can change no more.
+func subscriptionEnded(status string) bool {
+	return status == "canceled" || status == "incomplete_expired"
+}
+
+// parseSubscriptionUpdate reads POST /v1/subscriptions/{id}, which the
+// simulator supports for cancel_at_period_end (and expand) only; other
+// update parameters are parameter_unknown. Metadata is among them: a
+// subscription's metadata is indexed for search from creation on.
+func parseSubscriptionUpdate(form url.Values) (*bool, *failure) {
+	known := func(name string) bool { return name == "cancel_at_period_end" || name == "expand" }
+	if f := checkParams(form, known, nil); f != nil {
+		return nil, f
+	}
+	if !has(form, "cancel_at_period_end") {
+		return nil, nil
+	}
+	v, f := parseBool(form, "cancel_at_period_end")
+	if f != nil {
+		return nil, f
+	}
+	return &v, nil
+}
+
+// updateSubscriptionLocked answers POST /v1/subscriptions/{id}.
+// cancel_at_period_end=true keeps the subscription as it is until its
+// period ends, with cancel_at set to that moment and canceled_at to now;
+// false takes that back. A change is announced with
+// customer.subscription.updated.
+func (s *Sim) updateSubscriptionLocked(id string, cancelAtPeriodEnd *bool, now time.Time) (*record[subState], *failure) {
+	r := s.subs.byID[id]
+	if r == nil {
+		return nil, resourceMissing(404, "id", "subscription", id)
+	}
+	sub := r.obj
+	if cancelAtPeriodEnd == nil || *cancelAtPeriodEnd == sub.CancelAtPeriodEnd {
+		return r, nil
+	}
+	if subscriptionEnded(sub.Status) {
+		return nil, invalidRequest("", "", "A "+sub.Status+" subscription can only update its cancellation_details and metadata.")
+	}
+	if *cancelAtPeriodEnd {
+		sub.CancelAtPeriodEnd, sub.CancelAt, sub.CanceledAt = true, sub.CurrentPeriodEnd, now
+		s.scheduleLocked(sub.CancelAt, deadlinePeriodEnd, sub.ID)
+	} else {
+		sub.CancelAtPeriodEnd, sub.CancelAt, sub.CanceledAt = false, time.Time{}, time.Time{}
+	}
+	s.changeSubLocked(r, sub, now, "customer.subscription.updated")
+	return r, nil
+}
+
+// endAtPeriodEndLocked ends a subscription set to cancel at period end
+// once the period is over: canceled, ended_at its cancel_at.
+func (s *Sim) endAtPeriodEndLocked(r *record[subState], now time.Time) {
+	sub := r.obj
+	sub.Status, sub.EndedAt = "canceled", sub.CancelAt
+	s.subsOf[sub.Customer]--
+	s.changeSubLocked(r, sub, now, "customer.subscription.deleted")
 }
 
 // expansion is what expanding a subscription's latest_invoice (and its

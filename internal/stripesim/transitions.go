@@ -23,6 +23,7 @@ type deadlineKind uint8
 const (
 	deadlineCapture    deadlineKind = iota // a PaymentIntent's authorisation
 	deadlineIncomplete                     // a subscription's first payment
+	deadlinePeriodEnd                      // a subscription set to cancel at period end
 )
 
 // deadline is a time-based transition waiting for the Clock.
@@ -51,7 +52,8 @@ func (s *Sim) scheduleLocked(at time.Time, kind deadlineKind, id string) {
 }
 
 // ApplyDueTransitions applies every time-based transition the Clock has
-// passed (authorisations expiring, incomplete subscriptions expiring) and
+// passed (authorisations expiring, incomplete subscriptions expiring,
+// subscriptions set to cancel at period end ending) and
 // returns how many it applied. Every request applies them too; tests on a
 // ManualClock call this after Advance to see them without a request.
 func (s *Sim) ApplyDueTransitions() int {
@@ -81,6 +83,12 @@ func (s *Sim) applyDueLocked(now time.Time) int {
 				continue
 			}
 			s.expireSubscriptionLocked(r, now)
+		case deadlinePeriodEnd:
+			r := s.subs.byID[d.id]
+			if r == nil || !r.obj.CancelAtPeriodEnd || now.Before(r.obj.CancelAt) || subscriptionEnded(r.obj.Status) {
+				continue
+			}
+			s.endAtPeriodEndLocked(r, now)
 		}
 		n++
 	}

@@ -389,7 +389,8 @@ func encodeSubscription(st *subState) []byte {
 			URL: "/v1/subscription_items?subscription=" + s.ID},
 		LatestInvoice: nullable(s.LatestInvoice),
 		Metadata:      nonNil(s.Metadata), StartDate: s.Created.Unix(), Status: s.Status,
-		CanceledAt: unixOrNil(s.CanceledAt), EndedAt: unixOrNil(s.CanceledAt),
+		CancelAt: unixOrNil(s.CancelAt), CancelAtPeriodEnd: s.CancelAtPeriodEnd,
+		CanceledAt: unixOrNil(s.CanceledAt), EndedAt: unixOrNil(s.EndedAt),
 	})
 }
 
