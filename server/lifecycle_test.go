@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 
@@ -260,4 +261,51 @@ func createOutside(t *testing.T, h *harness) string {
 	}
 	t.Fatal("the PaymentIntent made outside billingd is not at the simulator")
 	return ""
+}
+
+// CancelSubscription at the period's end keeps the subscription active and
+// marked; it ends when the period does, and its Subscribe record, final,
+// stays SUCCEEDED.
+func TestCancelSubscriptionAtPeriodEnd(t *testing.T) {
+	t.Parallel()
+	h := newWebhookHarness(t)
+	ctx := h.ctx()
+	sub, err := h.client.Subscribe(ctx, &billingv1.SubscribeRequest{RequestId: "s-2", CustomerId: "cus_demo", PriceId: "price_basic_monthly", Quantity: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var invoicePI string
+	for _, in := range h.sim.Invoices() {
+		if in.Subscription == sub.GetSubscriptionId() {
+			invoicePI = in.PaymentIntent
+		}
+	}
+	if err := h.sim.Authenticate(invoicePI, true); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, h.harness, "s-2", service.StateSucceeded)
+	req := &billingv1.CancelSubscriptionRequest{RequestId: "end-2", SubscriptionId: sub.GetSubscriptionId(), AtPeriodEnd: true}
+	got, err := h.client.CancelSubscription(ctx, req)
+	if err != nil || got.GetStatus() != "active" || !got.GetCancelAtPeriodEnd() || got.GetReplayed() {
+		t.Fatalf("CancelSubscription = %v, %v", got, err)
+	}
+	if got, err := h.client.CancelSubscription(ctx, req); err != nil || !got.GetReplayed() || !got.GetCancelAtPeriodEnd() {
+		t.Fatalf("repeat = %v, %v", got, err)
+	}
+	if n := requests(h.sim, http.MethodPost, "/v1/subscriptions/{id}"); n != 1 {
+		t.Errorf("update POSTs = %d, want 1", n)
+	}
+	h.clock.Advance(32 * 24 * time.Hour)
+	h.sim.ApplyDueTransitions()
+	waitFor(t, func() bool {
+		for _, s := range h.sim.Subscriptions() {
+			if s.ID == sub.GetSubscriptionId() {
+				return s.Status == "canceled"
+			}
+		}
+		return false
+	})
+	if rec, _ := h.record(caller, "s-2"); rec.State != service.StateSucceeded {
+		t.Errorf("the Subscribe record = %v, want SUCCEEDED (final)", rec.State)
+	}
 }

@@ -133,7 +133,7 @@ func serviceEvent(ev stripe.Event) (service.Event, bool, error) {
 		}
 		out.RequestKey, out.Caller = sub.Metadata[service.MetadataRequestKey], sub.Metadata[service.MetadataCaller]
 		out.Object = service.Result{ObjectID: sub.ID, Status: string(sub.Status)}
-	case "invoice.paid", "invoice.payment_failed", "invoice.payment_succeeded":
+	case "invoice.paid", "invoice.payment_failed", "invoice.payment_succeeded", "invoice.payment_action_required":
 		// The subscription's first invoice: it carries a snapshot of the
 		// subscription's metadata, which names the record.
 		var in stripe.Invoice

@@ -19,7 +19,8 @@ const (
 	// amount_capturable_updated (authorised for manual capture).
 	EventPaymentUpdated
 	// customer.subscription.updated and .deleted, invoice.paid,
-	// .payment_succeeded and .payment_failed: the subscription is retrieved, since the event's
+	// .payment_succeeded, .payment_failed and .payment_action_required: the
+	// subscription is retrieved, since the event's
 	// object does not carry the first invoice's payment.
 	EventSubscriptionChanged
 	// refund.created, refund.updated, refund.failed, charge.refund.updated:

@@ -122,6 +122,67 @@ func TestStripeMockConformance(t *testing.T) {
 			t.Errorf("got %+v, found=%v; want a hit (stripe-mock answers every search)", r, found)
 		}
 	})
+	t.Run("CreateRefund", func(t *testing.T) {
+		for _, p := range []service.RefundParams{
+			{PaymentIntentID: "pi_123", Metadata: md},
+			{PaymentIntentID: "pi_123", Amount: 500, Reason: "requested_by_customer", Metadata: md},
+		} {
+			r, err := c.CreateRefund(ctx, "bd1_refund_"+p.Reason, p)
+			if err != nil {
+				t.Fatalf("CreateRefund(%+v): %v", p, err)
+			}
+			if r.ObjectID == "" || r.Status == "" {
+				t.Errorf("result %+v lacks id or status", r)
+			}
+		}
+	})
+	t.Run("GetRefund", func(t *testing.T) {
+		r, err := c.GetRefund(ctx, "re_123")
+		if err != nil {
+			t.Fatalf("GetRefund: %v", err)
+		}
+		if r.ObjectID == "" || r.Status == "" {
+			t.Errorf("result %+v lacks id or status", r)
+		}
+	})
+	t.Run("FindRefund", func(t *testing.T) {
+		if _, _, err := c.FindRefund(ctx, "pi_123", "rk_conformance"); err != nil {
+			t.Fatalf("FindRefund: %v", err)
+		}
+	})
+	t.Run("CapturePaymentIntent", func(t *testing.T) {
+		for _, amount := range []int64{0, 1500} {
+			r, err := c.CapturePaymentIntent(ctx, "bd1_capture", "pi_123", amount)
+			if err != nil {
+				t.Fatalf("CapturePaymentIntent(%d): %v", amount, err)
+			}
+			if r.ObjectID == "" || r.Status == "" {
+				t.Errorf("result %+v lacks id or status", r)
+			}
+		}
+	})
+	t.Run("CancelPaymentIntent", func(t *testing.T) {
+		for _, reason := range []string{"", "requested_by_customer", "abandoned"} {
+			r, err := c.CancelPaymentIntent(ctx, "bd1_cancel", "pi_123", reason)
+			if err != nil {
+				t.Fatalf("CancelPaymentIntent(%q): %v", reason, err)
+			}
+			if r.ObjectID == "" {
+				t.Errorf("result %+v lacks id", r)
+			}
+		}
+	})
+	t.Run("CancelSubscription", func(t *testing.T) {
+		for _, atPeriodEnd := range []bool{false, true} {
+			r, err := c.CancelSubscription(ctx, "bd1_cancel_sub", "sub_123", atPeriodEnd)
+			if err != nil {
+				t.Fatalf("CancelSubscription(%v): %v", atPeriodEnd, err)
+			}
+			if r.ObjectID == "" || r.Status == "" {
+				t.Errorf("result %+v lacks id or status", r)
+			}
+		}
+	})
 	t.Run("stripe-mock rejects what the spec does", func(t *testing.T) {
 		// Without this, the passes above could mean stripe-mock accepts
 		// anything.
