@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -851,4 +852,45 @@ func codeName(s string) string {
 		b.WriteRune(c)
 	}
 	return b.String()
+}
+
+// A 409 from Stripe is a request still executing under the same key,
+// whatever the type of its body (Stripe has answered invalid_request_error
+// and idempotency_error): billingd retries the key and then answers
+// UNAVAILABLE REQUEST_IN_PROGRESS, never INTERNAL, and the retry gets the
+// one PaymentIntent. Two billingd processes on separate databases (a
+// restored backup, say) send the same deterministic key at once.
+func TestStripe409IsInProgressWhateverItsType(t *testing.T) {
+	t.Parallel()
+	for _, typ := range []string{stripesim.InUseInvalidRequest, stripesim.InUseIdempotency} {
+		t.Run(typ, func(t *testing.T) {
+			t.Parallel()
+			clock := stripesim.NewManualClock(epoch)
+			sim := stripesim.New(stripesim.Config{Seed: 1, Clock: clock, InUseErrorType: typ,
+				Faults: stripesim.Faults{Latency: 400 * time.Millisecond}})
+			srv := httptest.NewServer(sim)
+			t.Cleanup(srv.Close)
+			a := newHarness(t, harnessOpts{sim: sim, simURL: srv.URL, clock: clock})
+			// One attempt: the 409 is what the service gets to classify.
+			b := newHarness(t, harnessOpts{sim: sim, simURL: srv.URL, clock: clock, stripeAttempts: 1})
+			first := make(chan error, 1)
+			go func() { _, err := a.client.Charge(a.ctx(), visa("twin")); first <- err }()
+			waitFor(t, func() bool { return sim.Stats().InFlight > 0 })
+			_, err := b.client.Charge(b.ctx(), visa("twin"))
+			if _, ei := errInfo(t, err, codes.Unavailable); ei.GetReason() != "REQUEST_IN_PROGRESS" {
+				t.Fatalf("the second process: %v", ei)
+			}
+			if rec, _ := b.record(caller, "twin"); rec.State != service.StatePending {
+				t.Errorf("its record = %v, want PENDING", rec.State)
+			}
+			if err := <-first; err != nil {
+				t.Fatalf("the first process: %v", err)
+			}
+			resp, err := b.client.Charge(b.ctx(), visa("twin"))
+			pis := a.intentsFor(caller, "twin")
+			if err != nil || len(pis) != 1 || resp.GetPaymentIntentId() != pis[0].ID {
+				t.Fatalf("retry = %v, %v; PaymentIntents %d", resp, err, len(pis))
+			}
+		})
+	}
 }

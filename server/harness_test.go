@@ -57,7 +57,9 @@ type harnessOpts struct {
 	records   func(service.Store) service.Store
 	srvCfg    *server.Config
 	stripeKey string
-	log       io.Writer
+	// stripeAttempts bounds the Stripe retry layer's attempts (0: 4).
+	stripeAttempts int
+	log            io.Writer
 	// postgres, when set, is the DSN of the database to keep records in
 	// instead of a bbolt file: harnesses sharing one are replicas.
 	postgres string
@@ -121,10 +123,14 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	if key == "" {
 		key = testKey
 	}
+	attempts := o.stripeAttempts
+	if attempts == 0 {
+		attempts = 4
+	}
 	payments, err := stripeapi.New(stripeapi.Config{
 		Key: key, URL: h.simURL, Timeout: 5 * time.Second,
 		RetryOptions: []interceptors.RetryOption{
-			interceptors.WithMaxAttempts(4),
+			interceptors.WithMaxAttempts(attempts),
 			interceptors.WithBackoff(time.Millisecond, 5*time.Millisecond),
 		},
 	})
