@@ -33,8 +33,8 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// BillingService charges cards and starts subscriptions on Stripe exactly once
-// per caller request.
+// BillingService charges cards, starts subscriptions, and refunds, captures
+// and cancels them on Stripe exactly once per caller request.
 //
 // Every RPC that moves money takes a caller-chosen `request_id`. billingd keeps a
 // durable record per (caller, request_id): repeating a request with the same
@@ -55,13 +55,18 @@ const (
 //     stripe_object_id names the PaymentIntent), AUTHENTICATION_FAILED (the
 //     customer failed 3-D Secure), CANCELED (the PaymentIntent or subscription
 //     was canceled before it was paid), SUBSCRIPTION_INCOMPLETE_EXPIRED (the
-//     first invoice was not paid within 23 hours), STRIPE_STATE.
+//     first invoice was not paid within 23 hours), REFUND_FAILED (the bank
+//     refused a refund; failure_reason), STRIPE_STATE (the object's state forbids
+//     it, e.g. refunding more than is left), NOT_CREATED.
 //   - NOT_FOUND: RESOURCE_MISSING (a customer, payment method or price Stripe does
-//     not know; ResourceInfo names it).
+//     not know, or an object this caller may not act on; ResourceInfo names it),
+//     NOT_FOUND (GetOperation, WatchOperation: no such request_id).
 //   - UNAVAILABLE: retry with the same request_id. REQUEST_IN_PROGRESS,
 //     UPSTREAM_RATE_LIMITED, UPSTREAM_UNAVAILABLE, OUTCOME_PENDING_RECONCILIATION,
-//     STORAGE_UNAVAILABLE; RetryInfo says how long to wait.
-//   - RESOURCE_EXHAUSTED: the caller's own rate limit (QuotaFailure, RetryInfo).
+//     STORAGE_UNAVAILABLE, SHUTTING_DOWN (a watch on a draining server);
+//     RetryInfo says how long to wait.
+//   - RESOURCE_EXHAUSTED: the caller's own rate limit, RATE_LIMITED, or
+//     TOO_MANY_WATCHES (QuotaFailure, RetryInfo).
 //   - DEADLINE_EXCEEDED / CANCELLED: the caller gave up; the operation may still
 //     complete. Retry with the same request_id to learn its outcome.
 //   - UNAUTHENTICATED: missing or wrong bearer token.
@@ -213,8 +218,8 @@ func (c *billingServiceClient) GetOperation(ctx context.Context, in *GetOperatio
 // All implementations must embed UnimplementedBillingServiceServer
 // for forward compatibility.
 //
-// BillingService charges cards and starts subscriptions on Stripe exactly once
-// per caller request.
+// BillingService charges cards, starts subscriptions, and refunds, captures
+// and cancels them on Stripe exactly once per caller request.
 //
 // Every RPC that moves money takes a caller-chosen `request_id`. billingd keeps a
 // durable record per (caller, request_id): repeating a request with the same
@@ -235,13 +240,18 @@ func (c *billingServiceClient) GetOperation(ctx context.Context, in *GetOperatio
 //     stripe_object_id names the PaymentIntent), AUTHENTICATION_FAILED (the
 //     customer failed 3-D Secure), CANCELED (the PaymentIntent or subscription
 //     was canceled before it was paid), SUBSCRIPTION_INCOMPLETE_EXPIRED (the
-//     first invoice was not paid within 23 hours), STRIPE_STATE.
+//     first invoice was not paid within 23 hours), REFUND_FAILED (the bank
+//     refused a refund; failure_reason), STRIPE_STATE (the object's state forbids
+//     it, e.g. refunding more than is left), NOT_CREATED.
 //   - NOT_FOUND: RESOURCE_MISSING (a customer, payment method or price Stripe does
-//     not know; ResourceInfo names it).
+//     not know, or an object this caller may not act on; ResourceInfo names it),
+//     NOT_FOUND (GetOperation, WatchOperation: no such request_id).
 //   - UNAVAILABLE: retry with the same request_id. REQUEST_IN_PROGRESS,
 //     UPSTREAM_RATE_LIMITED, UPSTREAM_UNAVAILABLE, OUTCOME_PENDING_RECONCILIATION,
-//     STORAGE_UNAVAILABLE; RetryInfo says how long to wait.
-//   - RESOURCE_EXHAUSTED: the caller's own rate limit (QuotaFailure, RetryInfo).
+//     STORAGE_UNAVAILABLE, SHUTTING_DOWN (a watch on a draining server);
+//     RetryInfo says how long to wait.
+//   - RESOURCE_EXHAUSTED: the caller's own rate limit, RATE_LIMITED, or
+//     TOO_MANY_WATCHES (QuotaFailure, RetryInfo).
 //   - DEADLINE_EXCEEDED / CANCELLED: the caller gave up; the operation may still
 //     complete. Retry with the same request_id to learn its outcome.
 //   - UNAUTHENTICATED: missing or wrong bearer token.
