@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"sync"
 	"time"
@@ -133,6 +134,7 @@ func New(records Store, payments Payments, opts ...Option) *Service {
 // Close waits for in-flight drives to finish, at most until ctx is done, and
 // then cancels them. Records of cancelled drives stay PENDING and are re-driven
 // later with the same Stripe key.
+// The error is a *CutError when drives were cut.
 func (s *Service) Close(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { s.drives.Wait(); close(done) }()
@@ -141,11 +143,28 @@ func (s *Service) Close(ctx context.Context) error {
 		s.cancel()
 		return nil
 	case <-ctx.Done():
+		s.mu.Lock()
+		n := len(s.inflight)
+		s.mu.Unlock()
 		s.cancel()
 		<-done
-		return ctx.Err()
+		return &CutError{Drives: n, err: ctx.Err()}
 	}
 }
+
+// CutError is Close's answer when its context ended before every drive did:
+// Drives were cancelled, and their records stay open (PENDING) to be driven
+// again with the same Stripe keys.
+type CutError struct {
+	Drives int
+	err    error
+}
+
+func (e *CutError) Error() string {
+	return fmt.Sprintf("service: %d drives cut off at close: %v", e.Drives, e.err)
+}
+
+func (e *CutError) Unwrap() error { return e.err }
 
 // Outcome is a call's answer. Replayed is true when this call did not itself
 // cause the Stripe request: the answer came from the record or from a

@@ -189,6 +189,30 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 // stripeKey reads the secret key from the file or STRIPE_SECRET_KEY. Errors
 // name where the key was looked for, never its content.
 func stripeKey(file string, getenv func(string) string) (string, error) {
+	key, err := readStripeKey(file, getenv)
+	if err != nil {
+		return "", err
+	}
+	if strings.HasPrefix(key, "pk_") {
+		// Never echo it, even a publishable key: the message names the kind.
+		return "", errors.New("the Stripe key is a publishable key (pk_…), which cannot call Stripe's API: give billingd a secret key (sk_…) or a restricted key (rk_…)")
+	}
+	return key, nil
+}
+
+// stripeMode says whether a Stripe secret key is a test or a live one, for
+// the startup log: never the key itself.
+func stripeMode(key string) string {
+	switch {
+	case strings.HasPrefix(key, "sk_test_"), strings.HasPrefix(key, "rk_test_"):
+		return "test"
+	case strings.HasPrefix(key, "sk_live_"), strings.HasPrefix(key, "rk_live_"):
+		return "live"
+	}
+	return "unknown"
+}
+
+func readStripeKey(file string, getenv func(string) string) (string, error) {
 	if file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {

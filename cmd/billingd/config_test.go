@@ -72,6 +72,16 @@ func TestParseServe(t *testing.T) {
 			},
 		},
 		{
+			name:    "a publishable key is refused, without echoing it",
+			env:     map[string]string{"STRIPE_SECRET_KEY": "pk_test_publishable123"},
+			wantErr: "publishable key (pk_…)",
+		},
+		{
+			name:    "--stripe-sim-listen must be loopback",
+			args:    []string{"--stripe-sim", "--stripe-sim-listen", "0.0.0.0:12111"},
+			wantErr: "--stripe-sim-listen must be a loopback",
+		},
+		{
 			name: "flag beats environment",
 			args: []string{"--listen", "127.0.0.1:7000", "--stripe-sim"},
 			env:  map[string]string{"BILLINGD_LISTEN": "127.0.0.1:6000", "BILLINGD_STRIPE_SIM": "false"},
@@ -206,6 +216,17 @@ func TestParseFaults(t *testing.T) {
 	for _, bad := range []string{"unavailable", "unavailable=2", "bogus=0.1", "latency=fast"} {
 		if _, err := parseFaults(bad); err == nil {
 			t.Errorf("parseFaults(%q) accepted", bad)
+		}
+	}
+}
+
+func TestStripeMode(t *testing.T) {
+	t.Parallel()
+	for key, want := range map[string]string{
+		"sk_test_1": "test", "rk_test_1": "test", "sk_live_1": "live", "rk_live_1": "live", "whatever": "unknown",
+	} {
+		if got := stripeMode(key); got != want {
+			t.Errorf("stripeMode(%q) = %q, want %q", key, got, want)
 		}
 	}
 }

@@ -23,9 +23,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, errHelp) {
-			fmt.Fprintln(os.Stderr, "billingd:", err)
+		if errors.Is(err, errHelp) {
+			return // --help asked for the usage, which is printed: success
 		}
+		fmt.Fprintln(os.Stderr, "billingd:", err)
 		// healthcheck exits 1 when unhealthy: Docker reserves 2 for health checks.
 		var ec interface{ ExitCode() int }
 		if errors.As(err, &ec) {
@@ -35,7 +36,8 @@ func main() {
 	}
 }
 
-const usage = `billingd charges cards and starts subscriptions on Stripe exactly once per request.
+const usage = `billingd charges cards, starts subscriptions, and refunds, captures and cancels them on
+Stripe exactly once per request.
 
 Usage:
   billingd serve [flags]   serve the gRPC API (billingd serve --help for flags)

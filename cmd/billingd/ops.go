@@ -21,7 +21,7 @@ import (
 
 const opsUsage = `Usage:
   billingd ops list [--state S] [--limit N] [--json] [--db PATH | --store URL]
-  billingd ops show REQUEST_ID --caller C [--json] [--db PATH | --store URL]
+  billingd ops show REQUEST_ID [--caller C] [--json] [--db PATH | --store URL]
 
 Reads records without changing them. When no server holds the database it is
 read directly (read-only); while a server runs, the server is asked over its
@@ -66,7 +66,7 @@ func ops(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fs.StringVar(&f.state, "state", "", "only records in this state")
 		fs.IntVar(&f.limit, "limit", server.DefaultAdminLimit, "print at most this many records")
 	} else {
-		fs.StringVar(&f.caller, "caller", "", "the caller the request belongs to (required)")
+		fs.StringVar(&f.caller, "caller", "anonymous", "the caller the request belongs to (anonymous: the one caller when authentication is off)")
 	}
 	// Flags may come before or after REQUEST_ID.
 	var pos []string
@@ -86,7 +86,7 @@ func ops(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("ops list: unexpected arguments %v", pos)
 	case cmd == "show" && (len(pos) != 1 || f.caller == ""):
 		fmt.Fprint(stderr, opsUsage)
-		return errors.New("ops show: needs one REQUEST_ID and --caller")
+		return errors.New("ops show: needs one REQUEST_ID (and --caller unless it is anonymous)")
 	}
 	var filter service.State
 	if f.state != "" {

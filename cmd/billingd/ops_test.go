@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -284,5 +285,46 @@ func TestOpsPostgres(t *testing.T) {
 	}
 	if _, err := runOps(t, "show", "order-9", "--caller", "shop", "--store", dsn); err == nil {
 		t.Error("show of an unknown record succeeded")
+	}
+}
+
+// Without authentication every record belongs to "anonymous": ops show
+// finds it without --caller.
+func TestOpsShowDefaultsToAnonymous(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "billingd.db")
+	db, err := storage.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := opsRecords()[0]
+	rec.Caller, rec.RequestKey = "anonymous", service.RequestKey("anonymous", rec.RequestID)
+	if err := db.Put(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runOps(t, "show", rec.RequestID, "--db", path, "--json")
+	var one server.AdminRecord
+	if err != nil || json.Unmarshal([]byte(out), &one) != nil || one.Caller != "anonymous" || one.RequestID != rec.RequestID {
+		t.Fatalf("ops show without --caller = %q, %v", out, err)
+	}
+}
+
+// --help asks for the usage: printed, exit 0, for every command.
+func TestHelpExitsZero(t *testing.T) {
+	t.Parallel()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"--help"}, {"serve", "--help"}, {"ops", "list", "--help"}} {
+		cmd := exec.Command(exe, args...)
+		cmd.Env = append(os.Environ(), runAsBillingd+"=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "sage") {
+			t.Errorf("billingd %v: %v\n%s", args, err, out)
+		}
 	}
 }

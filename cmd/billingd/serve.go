@@ -120,7 +120,7 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	defer stopMetrics()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
-	log.Info("billingd serving", "listen", lis.Addr().String(), "db", db.describe, "stripe", mode,
+	log.Info("billingd serving", "listen", lis.Addr().String(), "db", db.describe, "stripe", mode, "stripe_mode", stripeMode(key),
 		"callers", cfg.tokens.Len(), "tls", tlsMode(srvCfg), "rate_limit", cfg.RateLimit)
 
 	select {
@@ -129,16 +129,21 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	log.Info("shutting down", "grace", cfg.ShutdownGrace.String())
+	began := time.Now()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
 	bg.cancel() // no new reconciler drives, sweeps or webhooks
 	srv.Shutdown(sctx)
 	// Drives whose callers left keep running on server-owned contexts: give
 	// them the rest of the grace period, then close the database.
-	if err := svc.Close(sctx); err != nil {
-		log.Warn("in-flight Stripe calls cut off at shutdown; their records stay PENDING and are re-driven later")
+	left := 0
+	var cut *service.CutError
+	if err := svc.Close(sctx); errors.As(err, &cut) {
+		left = cut.Drives
+		log.Warn("in-flight Stripe calls cut off at shutdown; their records stay PENDING and are re-driven later", "drives", left)
 	}
 	bg.wait()
+	log.Info("stopped", "drained", left == 0, "left_pending", left, "took", time.Since(began).Round(time.Millisecond).String())
 	return nil
 }
 
