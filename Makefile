@@ -61,7 +61,7 @@ faults: ## Run the seeded random-fault test verbosely and print its figures.
 
 .PHONY: clean
 clean: ## Remove build output.
-	rm -rf bin clients
+	rm -rf bin clients examples/ts/gen examples/ts/dist
 
 .PHONY: clients
 clients: examples/ts/node_modules ## Generate the Go, Python and TypeScript client stubs into clients/ (buf.gen.clients.yaml; needs apt's protobuf-compiler and protobuf-compiler-grpc).
@@ -75,7 +75,7 @@ examples/ts/node_modules: examples/ts/package-lock.json
 	@touch $@
 
 .PHONY: examples-test
-examples-test: build ## Run examples/go and examples/node against a real billingd (needs Node 20+ and npm).
+examples-test: build clients ## Run examples/go, examples/python and examples/ts against a real billingd (needs Node 20+, npm, apt's python3-grpcio and python3-protobuf).
 	examples/run.sh
 
 .PHONY: docker
