@@ -61,10 +61,21 @@ faults: ## Run the seeded random-fault test verbosely and print its figures.
 
 .PHONY: clean
 clean: ## Remove build output.
-	rm -rf bin
+	rm -rf bin clients examples/ts/gen examples/ts/dist
+
+.PHONY: clients
+clients: examples/ts/node_modules ## Generate the Go, Python and TypeScript client stubs into clients/ (buf.gen.clients.yaml; needs apt's protobuf-compiler and protobuf-compiler-grpc).
+	@command -v protoc >/dev/null && command -v grpc_python_plugin >/dev/null || \
+		{ echo "clients: protoc and grpc_python_plugin needed: apt-get install protobuf-compiler protobuf-compiler-grpc"; exit 1; }
+	$(TOOL) buf generate --template buf.gen.clients.yaml
+
+# protoc-gen-es, TypeScript and the Connect runtime, as examples/ts/package-lock.json pins them.
+examples/ts/node_modules: examples/ts/package-lock.json
+	cd examples/ts && npm ci --ignore-scripts --no-audit --no-fund
+	@touch $@
 
 .PHONY: examples-test
-examples-test: build ## Run examples/go and examples/node against a real billingd (needs Node 20+ and npm).
+examples-test: build clients ## Run examples/go, examples/python and examples/ts against a real billingd (needs Node 20+, npm, apt's python3-grpcio and python3-protobuf).
 	examples/run.sh
 
 .PHONY: docker

@@ -3,18 +3,25 @@
 // exits 1 when billingd does not behave as documented, so CI runs it as a test
 // (make examples-test).
 //
-//	go run ./examples/go [-addr 127.0.0.1:50051] [-scenario basic|outage]
+//	go run ./examples/go [-addr 127.0.0.1:50051] [-scenario basic|outage [-sim http://127.0.0.1:12111]]
 //
-// With BILLINGD_TOKEN set it sends "authorization: Bearer <token>".
+// With BILLINGD_TOKEN set it sends "authorization: Bearer <token>". With -sim
+// (the --stripe-sim-listen address of billingd's simulator) the outage
+// scenario also counts, at the simulator, the PaymentIntents each request
+// made: one.
 package main
 
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -64,8 +71,9 @@ func main() {
 
 func run() error {
 	addr := flag.String("addr", envOr("BILLINGD_ADDR", "127.0.0.1:50051"), "billingd address (env BILLINGD_ADDR)")
-	scenario := flag.String("scenario", "basic", "basic: charge, replay, decline; outage: charges against a billingd whose Stripe keeps failing (--stripe-sim-faults) must each succeed once")
+	scenario := flag.String("scenario", "basic", "basic: charge, replay, decline, 3-D Secure; outage: charges against a billingd whose Stripe keeps failing (--stripe-sim-faults) must each succeed once")
 	charges := flag.Int("charges", 20, "outage scenario: how many charges")
+	sim := flag.String("sim", "", "outage scenario: the simulator's URL, http://127.0.0.1:PORT (loopback only), to count PaymentIntents there")
 	useTLS := flag.Bool("tls", false, "connect with TLS (system roots unless -ca)")
 	caFile := flag.String("ca", "", "PEM CA bundle that signed billingd's certificate (implies -tls)")
 	flag.Parse()
@@ -102,7 +110,14 @@ func run() error {
 	}
 	defer conn.Close()
 
-	c := &client{billing: billingv1.NewBillingServiceClient(conn), attempts: &attempts, prefix: "go-" + rand.Text()[:10]}
+	if *sim != "" {
+		u, err := url.Parse(*sim)
+		if err != nil || u.Scheme != "http" || !loopback(u.Host) {
+			return fmt.Errorf("-sim %q: want http://<loopback>:PORT", *sim)
+		}
+	}
+
+	c := &client{billing: billingv1.NewBillingServiceClient(conn), attempts: &attempts, prefix: "go-" + rand.Text()[:10], sim: strings.TrimSuffix(*sim, "/")}
 	switch *scenario {
 	case "basic":
 		c.basic()
@@ -122,6 +137,7 @@ type client struct {
 	billing  billingv1.BillingServiceClient
 	attempts *attemptCounter
 	prefix   string // makes this run's request_ids unique
+	sim      string // the simulator's URL, for the outage scenario's count
 	quiet    bool   // print only calls that failed or were retried
 	failed   []string
 }
@@ -135,7 +151,8 @@ func (c *client) expect(ok bool, format string, args ...any) {
 	}
 }
 
-// basic charges, repeats the charge, and has a card declined (twice).
+// basic charges, repeats the charge, has a card declined (twice) and starts
+// a charge that needs 3-D Secure.
 func (c *client) basic() {
 	req := &billingv1.ChargeRequest{
 		RequestId: c.prefix + "-order-1", Amount: 2000, Currency: "usd", PaymentMethodId: "pm_card_visa",
@@ -183,6 +200,22 @@ func (c *client) basic() {
 	c.expect(proto.Equal(status.Convert(declineErrs[0]).Proto(), status.Convert(declineErrs[1]).Proto()),
 		"decline: the repeated request got another status:\n    %v\n    %v", describe(declineErrs[0]), describe(declineErrs[1]))
 	c.operation(decline.RequestId, billingv1.Operation_STATE_FAILED, "")
+
+	// A card that needs 3-D Secure, customer present: OK, requires_action,
+	// and the client_secret for Stripe.js. The secret is not printed.
+	tds := &billingv1.ChargeRequest{
+		RequestId: c.prefix + "-order-3", Amount: 2500, Currency: "eur", PaymentMethodId: "pm_card_threeDSecure2Required",
+	}
+	resp, _, err := c.charge(tds)
+	if err != nil {
+		c.expect(false, "3-D Secure %s: %v", tds.RequestId, describe(err))
+		return
+	}
+	c.expect(resp.GetStatus() == "requires_action" && resp.GetPaymentStatus() == billingv1.PaymentStatus_PAYMENT_STATUS_REQUIRES_ACTION,
+		"3-D Secure: status %q %s, want requires_action", resp.GetStatus(), resp.GetPaymentStatus())
+	c.expect(strings.HasPrefix(resp.GetClientSecret(), resp.GetPaymentIntentId()+"_secret_"),
+		"3-D Secure: client_secret is not the PaymentIntent's secret")
+	c.operation(tds.RequestId, billingv1.Operation_STATE_REQUIRES_ACTION, resp.GetPaymentIntentId())
 }
 
 // outage sends n charges to a billingd whose Stripe fails often: each must
@@ -196,8 +229,14 @@ func (c *client) outage(n int) {
 	for i := range n {
 		req := &billingv1.ChargeRequest{
 			RequestId: fmt.Sprintf("%s-outage-%d", c.prefix, i), Amount: int64(1000 + i), Currency: "eur", PaymentMethodId: "pm_card_visa",
+			Metadata: map[string]string{"example_run": c.prefix, "n": strconv.Itoa(i)},
 		}
-		resp, _, err := c.charge(req)
+		// Every fifth caller gives up after 5 ms, then sends the same request again.
+		var first time.Duration
+		if i%5 == 0 {
+			first = 5 * time.Millisecond
+		}
+		resp, _, err := c.chargeImpatient(req, first)
 		if err != nil {
 			c.expect(false, "charge %s: %v", req.RequestId, describe(err))
 			continue
@@ -210,8 +249,9 @@ func (c *client) outage(n int) {
 		reqs, pis = append(reqs, req), append(pis, pi)
 	}
 	sent := c.attempts.n.Load() - before
+	// billingd absorbs most Stripe faults itself: how many reach the client
+	// varies (make examples-test checks at billingd that faults happened).
 	fmt.Printf("outage: %d charges took %d attempts\n", n, sent)
-	c.expect(sent > int64(n), "no call was retried: is billingd running with --stripe-sim-faults?")
 
 	c.quiet = true
 	defer func() { c.quiet = false }()
@@ -229,15 +269,125 @@ func (c *client) outage(n int) {
 	if len(c.failed) == failedBefore {
 		fmt.Printf("outage: %d repeats returned the same PaymentIntents, replayed; GetOperation agrees\n", len(reqs))
 	}
+	if c.sim != "" {
+		c.countAtSimulator(n, reqs, pis)
+	}
+}
+
+// countAtSimulator asks the simulator, by Stripe's search API, for this
+// run's PaymentIntents (tagged with metadata example_run and n): there must
+// be exactly one per request, the one billingd answered.
+func (c *client) countAtSimulator(n int, reqs []*billingv1.ChargeRequest, pis []string) {
+	failedBefore := len(c.failed)
+	found, err := searchPaymentIntents(c.sim, c.prefix, n)
+	if err != nil {
+		c.expect(false, "simulator search: %v", err)
+		return
+	}
+	byN := map[string][]string{}
+	for _, pi := range found {
+		byN[pi.Metadata["n"]] = append(byN[pi.Metadata["n"]], pi.ID)
+	}
+	answered := map[string]string{}
+	for i, req := range reqs {
+		answered[req.GetMetadata()["n"]] = pis[i]
+	}
+	for i := range n {
+		k := strconv.Itoa(i)
+		ids := byN[k]
+		delete(byN, k)
+		c.expect(len(ids) == 1, "simulator: %d PaymentIntents for n=%d: %v", len(ids), i, ids)
+		if want, ok := answered[k]; ok && len(ids) == 1 {
+			c.expect(ids[0] == want, "simulator: n=%d is %s, billingd answered %s", i, ids[0], want)
+		}
+	}
+	c.expect(len(byN) == 0, "simulator: PaymentIntents for no request: %v", byN)
+	if len(c.failed) == failedBefore {
+		fmt.Printf("outage: the simulator holds %d PaymentIntents for run %s, one per request\n", len(found), c.prefix)
+	}
+}
+
+// simPaymentIntent is the part of a PaymentIntent the count reads.
+type simPaymentIntent struct {
+	ID       string            `json:"id"`
+	Metadata map[string]string `json:"metadata"`
+}
+
+// searchPaymentIntents returns every PaymentIntent whose metadata
+// example_run is run, all pages. Search may lag creation: it is repeated
+// until it finds want objects or 30 s pass.
+func searchPaymentIntents(sim, run string, want int) ([]simPaymentIntent, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		var found []simPaymentIntent
+		page := ""
+		for range 100 {
+			q := url.Values{"query": {fmt.Sprintf("metadata['example_run']:'%s'", run)}, "limit": {"100"}}
+			if page != "" {
+				q.Set("page", page)
+			}
+			var body struct {
+				Data     []simPaymentIntent `json:"data"`
+				HasMore  bool               `json:"has_more"`
+				NextPage string             `json:"next_page"`
+			}
+			if err := getJSON(ctx, sim+"/v1/payment_intents/search?"+q.Encode(), &body); err != nil {
+				return nil, err
+			}
+			found = append(found, body.Data...)
+			if page = body.NextPage; !body.HasMore || page == "" {
+				break
+			}
+		}
+		if len(found) >= want {
+			return found, nil
+		}
+		select {
+		case <-ctx.Done():
+			return found, nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func getJSON(ctx context.Context, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	// The simulator's API key (README, "The simulator").
+	req.Header.Set("Authorization", "Bearer sk_test_billingd_simulator")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 // charge sends req until it has a definitive answer (see retrying).
 func (c *client) charge(req *billingv1.ChargeRequest) (*billingv1.ChargeResponse, metadata.MD, error) {
+	return c.chargeImpatient(req, 0)
+}
+
+// chargeImpatient is charge whose first call, if first > 0, gives up after
+// first: a caller that timed out, whose charge may or may not have happened.
+func (c *client) chargeImpatient(req *billingv1.ChargeRequest, first time.Duration) (*billingv1.ChargeResponse, metadata.MD, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	before := c.attempts.n.Load()
 	var header metadata.MD
 	resp, err := retrying(ctx, func(ctx context.Context) (*billingv1.ChargeResponse, error) {
+		if first > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, first)
+			defer cancel()
+			first = 0
+		}
 		return c.billing.Charge(ctx, req, grpc.Header(&header))
 	})
 	line := fmt.Sprintf("Charge %-28s %-22s", req.RequestId, req.PaymentMethodId)
@@ -278,10 +428,12 @@ func (c *client) operation(requestID string, state billingv1.Operation_State, ob
 // as RetryInfo asks (else an exponential backoff) and sends the same request
 // again. DEADLINE_EXCEEDED of one call (the service config's 15 s) is retried
 // the same way: the outcome is unknown, and only the same request_id can
-// learn it without risking a second charge.
+// learn it without risking a second charge. It gives up after maxTries
+// calls, or when ctx ends.
 func retrying[T any](ctx context.Context, f func(context.Context) (T, error)) (T, error) {
+	const maxTries = 20
 	backoff := 250 * time.Millisecond
-	for {
+	for try := 1; ; try++ {
 		v, err := f(ctx)
 		code := status.Code(err)
 		if code != codes.Unavailable && code != codes.DeadlineExceeded {
@@ -292,7 +444,7 @@ func retrying[T any](ctx context.Context, f func(context.Context) (T, error)) (T
 			wait = ri.GetRetryDelay().AsDuration()
 		}
 		backoff = min(2*backoff, 5*time.Second)
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+		if dl, ok := ctx.Deadline(); try >= maxTries || ok && time.Until(dl) < wait {
 			return v, err
 		}
 		fmt.Printf("  retrying in %v after %s\n", wait.Round(time.Millisecond), describe(err))
