@@ -95,7 +95,11 @@ func TestEveryValidationRuleRejects(t *testing.T) {
 		{"charge: amount negative", charge(func(r *billingv1.ChargeRequest) { r.Amount = -2000 }), "amount"},
 		{"charge: amount 100,000,000", charge(func(r *billingv1.ChargeRequest) { r.Amount = 100_000_000 }), "amount"},
 		{"charge: currency missing", charge(func(r *billingv1.ChargeRequest) { r.Currency = "" }), "currency"},
-		{"charge: currency uppercase", charge(func(r *billingv1.ChargeRequest) { r.Currency = "USD" }), "currency"},
+		{"charge: currency with a digit", charge(func(r *billingv1.ChargeRequest) { r.Currency = "us1" }), "currency"},
+		{"charge: currency Stripe does not take", charge(func(r *billingv1.ChargeRequest) { r.Currency = "eek" }), "currency"},
+		{"charge: below Stripe's minimum", charge(func(r *billingv1.ChargeRequest) { r.Amount = 49 }), "amount"},
+		{"charge: below Stripe's minimum in jpy", charge(func(r *billingv1.ChargeRequest) { r.Amount, r.Currency = 49, "JPY" }), "amount"},
+		{"charge: isk not in whole krónur", charge(func(r *billingv1.ChargeRequest) { r.Amount, r.Currency = 550, "isk" }), "amount"},
 		{"charge: currency unknown", charge(func(r *billingv1.ChargeRequest) { r.Currency = "xyz" }), "currency"},
 		{"charge: currency too long", charge(func(r *billingv1.ChargeRequest) { r.Currency = "usdd" }), "currency"},
 		{"charge: customer_id prefix", charge(func(r *billingv1.ChargeRequest) { r.CustomerId = "acct_1" }), "customer_id"},
@@ -274,5 +278,41 @@ func TestUnknownFieldsMoveNoMoney(t *testing.T) {
 	unknown(get)
 	if _, err := h.client.GetOperation(ctx, get); status.Code(err) != codes.NotFound {
 		t.Errorf("GetOperation with an unknown field: %v, want NOT_FOUND (lenient)", err)
+	}
+}
+
+// Currency in any case is one request (Stripe's lowercase before the
+// fingerprint): "USD" repeats "usd", and the simulator is sent "usd". Any
+// currency Stripe takes for cards is accepted.
+func TestCurrencyAnyCase(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	ctx := h.ctx()
+	first, err := h.client.Charge(ctx, visa("case-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	upper := visa("case-1")
+	upper.Currency = "USD"
+	again, err := h.client.Charge(ctx, upper)
+	if err != nil || !again.GetReplayed() || again.GetPaymentIntentId() != first.GetPaymentIntentId() || again.GetCurrency() != "usd" {
+		t.Fatalf("USD after usd = %v, %v", again, err)
+	}
+	for _, c := range []string{"Kes", "isk", "clp"} {
+		r := visa("cur-" + c)
+		r.Currency = c
+		if _, err := h.client.Charge(ctx, r); err != nil {
+			t.Errorf("%s: %v", c, err)
+		}
+	}
+	r := visa("cur-bad")
+	r.Currency = "EEK"
+	_, err = h.client.Charge(ctx, r)
+	st, _ := errInfo(t, err, codes.InvalidArgument)
+	if fv := badRequest(st); len(fv) != 1 || !strings.Contains(fv[0].GetDescription(), "ISO 4217") {
+		t.Errorf("a currency Stripe does not take: %v", st.Proto())
+	}
+	if _, found := h.record(caller, "cur-bad"); found {
+		t.Error("a refused currency was recorded")
 	}
 }

@@ -25,12 +25,14 @@ type ChargeRequest struct {
 	CaptureMethod string
 }
 
-// canonical spells the request one way: what Stripe would do anyway is
+// canonical spells the request one way: the currency in lowercase (Stripe's
+// spelling: "USD" and "usd" are one request), and what Stripe would do anyway is
 // said by leaving it unset (capture_method "automatic"; an off_session equal
 // to what the customer_id implies). Two spellings of one payment are then
 // one request, with one fingerprint, and a request without the newer fields
 // keeps the fingerprint it always had.
 func (r *ChargeRequest) canonical() {
+	r.Currency = strings.ToLower(r.Currency)
 	if r.CaptureMethod == "automatic" {
 		r.CaptureMethod = ""
 	}

@@ -177,10 +177,10 @@ type Outcome struct {
 
 // Charge creates and confirms a PaymentIntent, once per (caller, request_id).
 func (s *Service) Charge(ctx context.Context, caller string, req ChargeRequest) (Outcome, error) {
-	if err := checkRequest(req.RequestID, req.Metadata); err != nil {
+	req.canonical()
+	if err := checkRequest(req.RequestID, req.Metadata, checkAmount(req.Amount, req.Currency)...); err != nil {
 		return Outcome{}, err
 	}
-	req.canonical()
 	return s.do(ctx, caller, req.RequestID, MethodCharge, req.encode())
 }
 
@@ -204,12 +204,13 @@ func (s *Service) GetOperation(ctx context.Context, caller, requestID string) (R
 	return rec, nil
 }
 
-func checkRequest(requestID string, metadata map[string]string) error {
+func checkRequest(requestID string, metadata map[string]string, more ...FieldViolation) error {
 	var v []FieldViolation
 	if requestID == "" {
 		v = append(v, FieldViolation{Field: "request_id", Description: "value is required"})
 	}
 	v = append(v, checkMetadata(metadata)...)
+	v = append(v, more...)
 	if len(v) > 0 {
 		return &Error{Reason: ReasonInvalidArgument, Message: "invalid request", Violations: v}
 	}

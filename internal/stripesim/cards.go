@@ -2,6 +2,8 @@ package stripesim
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -152,30 +154,45 @@ func lookupTestCard(id string) (testCard, bool) {
 }
 
 // minimumAmount is Stripe's minimum charge per currency in the smallest unit,
-// and 0 for a currency the simulator does not know.
+// and 0 for a currency the simulator does not know. The documented minimums
+// are Stripe's; for the other card currencies Stripe's minimum is the
+// equivalent of 0.50 USD at the day's rate, which the simulator does not
+// model: it takes 1.
 func minimumAmount(currency string) int64 {
-	switch currency {
-	case "usd", "eur", "cad", "aud", "nzd", "sgd", "chf", "brl", "inr", "jpy":
-		return 50
-	case "gbp":
-		return 30
-	case "dkk":
-		return 250
-	case "sek", "nok":
-		return 300
-	case "hkd":
-		return 400
-	case "pln":
-		return 200
-	case "mxn":
-		return 1000
-	case "czk":
-		return 1500
+	if m, ok := documentedMinimum[currency]; ok {
+		return m
+	}
+	if cardCurrencies[currency] {
+		return 1
 	}
 	return 0
 }
 
-func zeroDecimal(currency string) bool { return currency == "jpy" }
+var documentedMinimum = map[string]int64{
+	"usd": 50, "aed": 200, "aud": 50, "bgn": 100, "brl": 50, "cad": 50, "chf": 50, "czk": 1500,
+	"dkk": 250, "eur": 50, "gbp": 30, "hkd": 400, "huf": 17500, "inr": 50, "jpy": 50, "mxn": 1000,
+	"myr": 200, "nok": 300, "nzd": 50, "pln": 200, "ron": 200, "sek": 300, "sgd": 50, "thb": 1000,
+}
+
+// cardCurrencies are the presentment currencies Stripe accepts for cards.
+var cardCurrencies = wordSet(`aed afn all amd ang aoa ars aud awg azn bam bbd bdt bgn bif bmd bnd bob brl bsd bwp bzd
+cad cdf chf clp cny cop crc cve czk djf dkk dop dzd egp etb eur fjd fkp gbp gel gip gmd gnf gtq gyd hkd
+hnl htg huf idr ils inr isk jmd jpy kes kgs khr kmf krw kyd kzt lak lbp lkr lrd lsl mad mdl mga mkd mnt
+mop mur mvr mwk mxn myr mzn nad ngn nio nok npr nzd pab pen pgk php pkr pln pyg qar ron rsd rub rwf sar
+sbd scr sek sgd shp sll sos srd szl thb tjs top try ttd twd tzs uah ugx usd uyu uzs vnd vuv wst xaf xcd
+xof xpf yer zar zmw`)
+
+var zeroDecimalCurrencies = wordSet(`bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf`)
+
+func wordSet(words string) map[string]bool {
+	m := map[string]bool{}
+	for _, w := range strings.Fields(words) {
+		m[w] = true
+	}
+	return m
+}
+
+func zeroDecimal(currency string) bool { return zeroDecimalCurrencies[currency] }
 
 const maxAmount = 99999999
 
@@ -192,7 +209,7 @@ func amountTooLarge() *failure {
 }
 
 func unknownCurrency(param, c string) *failure {
-	return invalidValue(param, "Invalid currency: "+strings.ToLower(c)+". Stripe currently supports these currencies (simulated): usd, eur, gbp, cad, aud, nzd, sgd, chf, brl, inr, jpy, dkk, sek, nok, hkd, pln, mxn, czk")
+	return invalidValue(param, "Invalid currency: "+strings.ToLower(c)+". Stripe currently supports these currencies: "+strings.Join(slices.Sorted(maps.Keys(cardCurrencies)), ", "))
 }
 
 // declineFailure is the 402 card_error for a failed confirmation.

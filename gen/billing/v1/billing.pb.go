@@ -266,7 +266,11 @@ type ChargeRequest struct {
 	// amount to charge in the currency's minor unit (cents for usd; yen for jpy):
 	// 1 to 99,999,999.
 	Amount int64 `protobuf:"varint,2,opt,name=amount,proto3" json:"amount,omitempty"`
-	// currency is a lowercase ISO 4217 code that Stripe supports, e.g. "usd".
+	// currency is the three-letter ISO 4217 code of a currency Stripe accepts
+	// for card payments, in any case ("usd" and "USD" are the same request).
+	// The amount must meet Stripe's minimum for it (0.50 usd, 50 jpy, 0.30 gbp,
+	// …; see Stripe's list), and isk amounts are whole krónur (a multiple of
+	// 100): billingd checks both before it records anything.
 	Currency string `protobuf:"bytes,3,opt,name=currency,proto3" json:"currency,omitempty"`
 	// customer_id is the Stripe customer ("cus_…") to attach the payment to.
 	// Optional. Without off_session, a customer_id means off session.
@@ -1623,12 +1627,13 @@ var File_billing_v1_billing_proto protoreflect.FileDescriptor
 const file_billing_v1_billing_proto_rawDesc = "" +
 	"\n" +
 	"\x18billing/v1/billing.proto\x12\n" +
-	"billing.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x87\a\n" +
+	"billing.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xb2\x06\n" +
 	"\rChargeRequest\x12<\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tB\x1d\xbaH\x1a\xc8\x01\x01r\x15\x10\x01\x18\xff\x012\x0e^[\\x21-\\x7e]+$R\trequestId\x12$\n" +
-	"\x06amount\x18\x02 \x01(\x03B\f\xbaH\t\"\a\x18\xff\xc1\xd7/(\x01R\x06amount\x12\xd8\x01\n" +
-	"\bcurrency\x18\x03 \x01(\tB\xbb\x01\xbaH\xb7\x01r\xb4\x01R\x03aedR\x03audR\x03bgnR\x03brlR\x03cadR\x03chfR\x03clpR\x03cnyR\x03czkR\x03dkkR\x03eurR\x03gbpR\x03hkdR\x03hufR\x03idrR\x03ilsR\x03inrR\x03iskR\x03jpyR\x03krwR\x03mxnR\x03myrR\x03nokR\x03nzdR\x03phpR\x03plnR\x03ronR\x03sarR\x03sekR\x03sgdR\x03thbR\x03tryR\x03twdR\x03usdR\x03vndR\x03zarR\bcurrency\x12C\n" +
+	"\x06amount\x18\x02 \x01(\x03B\f\xbaH\t\"\a\x18\xff\xc1\xd7/(\x01R\x06amount\x12\x83\x01\n" +
+	"\bcurrency\x18\x03 \x01(\tBg\xbaHd\xba\x01a\n" +
+	"\x10currency.iso4217\x12.must be a three-letter ISO 4217 code, e.g. usd\x1a\x1dthis.matches('^[A-Za-z]{3}$')R\bcurrency\x12C\n" +
 	"\vcustomer_id\x18\x04 \x01(\tB\"\xbaH\x1f\xd8\x01\x01r\x1a\x18\xff\x012\x0f^[A-Za-z0-9_]+$:\x04cus_R\n" +
 	"customerId\x12M\n" +
 	"\x11payment_method_id\x18\x05 \x01(\tB!\xbaH\x1e\xc8\x01\x01r\x19\x18\xff\x012\x0f^[A-Za-z0-9_]+$:\x03pm_R\x0fpaymentMethodId\x12*\n" +
