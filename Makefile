@@ -50,6 +50,14 @@ build: ## Build bin/billingd: static (no cgo), as the Docker image builds it.
 test: ## Run every test with the race detector, in shuffled order (billingd, then its bbolt copy in third_party/bbolt).
 	$(GO) test -race -shuffle=on -timeout 15m $(PKGS)
 	cd third_party/bbolt && $(GO) test -race -shuffle=on -timeout 5m ./...
+	@if [ -z "$$BILLINGD_TEST_POSTGRES" ]; then \
+		echo "NOTE: the PostgreSQL and replica tests were SKIPPED (BILLINGD_TEST_POSTGRES is unset); make test-postgres runs them"; \
+	fi
+
+.PHONY: test-postgres
+test-postgres: ## Start a throwaway PostgreSQL on loopback (.ci/postgres.sh) and run the tests that need it.
+	@set -e; eval "$$(.ci/postgres.sh start)"; trap '.ci/postgres.sh stop' EXIT; \
+		$(GO) test -race -count=1 -timeout 15m ./storage/... ./server ./cmd/billingd
 
 .PHONY: run
 run: build ## Serve on 127.0.0.1:50051 with ./data/billingd.db and the built-in Stripe simulator (its webhooks to 127.0.0.1:8081).
