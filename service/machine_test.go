@@ -341,8 +341,10 @@ func TestMachineTransitions(t *testing.T) {
 			wantOps:   []string{"create_pi"},
 		},
 		{
-			name:   "a network failure leaves PENDING; the retry sends the same key",
-			script: func(p *scripted) { p.on("create_pi", answer{err: &UpstreamError{Kind: UpstreamUnavailable}}, answer{res: paid}) },
+			name: "a network failure leaves PENDING; the retry sends the same key",
+			script: func(p *scripted) {
+				p.on("create_pi", answer{err: &UpstreamError{Kind: UpstreamUnavailable}}, answer{res: paid})
+			},
 			drive: func(t *testing.T, svc *Service, _ *memStore, _ *manualClock) (Outcome, error) {
 				if _, err := svc.Charge(ctx, "shop", charge("a")); reason(err) != ReasonUpstreamUnavailable {
 					t.Errorf("first = %v", err)
@@ -435,8 +437,10 @@ func TestMachineTransitions(t *testing.T) {
 			wantOps:   []string{"create_pi", "find_pi"},
 		},
 		{
-			name:   "a refund of another caller's PaymentIntent: NOT_FOUND, nothing refunded",
-			script: func(p *scripted) { p.on("get_pi", answer{res: Result{ObjectID: "pi_9", Status: PaymentSucceeded, Owner: "someone-else"}}) },
+			name: "a refund of another caller's PaymentIntent: NOT_FOUND, nothing refunded",
+			script: func(p *scripted) {
+				p.on("get_pi", answer{res: Result{ObjectID: "pi_9", Status: PaymentSucceeded, Owner: "someone-else"}})
+			},
 			drive: func(t *testing.T, svc *Service, _ *memStore, _ *manualClock) (Outcome, error) {
 				return svc.Refund(ctx, "shop", RefundRequest{RequestID: "r", PaymentIntentID: "pi_9"})
 			},
