@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,6 +115,10 @@ func TestCrashLeavesFollowedRecordsFollowed(t *testing.T) {
 		}
 	}
 	proc.stop(t)
+	// The log says the drain finished, and that it left nothing open.
+	if b, _ := os.ReadFile(proc.log); !strings.Contains(string(b), `"msg":"stopped","drained":true,"left_pending":0`) {
+		t.Errorf("no drain outcome in the log:\n%s", tail(b, 2000))
+	}
 	byKey := paymentIntentsByKey(sim)
 	for i, r := range reqs {
 		got := byKey[service.RequestKey("anonymous", r.GetRequestId())]
