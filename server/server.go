@@ -139,18 +139,20 @@ func New(cfg Config, svc *service.Service, log *slog.Logger) (*Server, error) {
 		return status.Error(codes.Internal, "internal error")
 	})
 	// The order, outermost first:
-	//  1. logging: sees every call's final code, refusals included (start and
-	//     finish only: payload events would carry card data).
-	//  2. recovery: a panic anywhere below, auth included, becomes INTERNAL.
-	//  3. auth: nothing below runs for a stranger (health and, by default,
-	//     reflection exempt).
-	//  4. rate limit: needs the caller; before validation, so an over-budget
-	//     caller costs no validation, no record, no Stripe call.
-	//  5. ErrorStatus, ReplayHeader, validation, as before: errors become
-	//     statuses once, next to the handler.
-	//  0. call fields: a place inner layers (auth, the handler) leave the
+	//  1. call fields: a place inner layers (auth, the handler) leave the
 	//     caller, request_id, replayed, attempts and Stripe request id for the
-	//     log line; metrics right inside logging, so refusals count too.
+	//     log line.
+	//  2. logging: sees every call's final code, refusals included (start and
+	//     finish only: payload events would carry card data).
+	//  3. metrics, right inside logging, so refusals count too.
+	//  4. recovery: a panic anywhere below, auth included, becomes INTERNAL.
+	//  5. auth: nothing below runs for a stranger (health and, by default,
+	//     reflection exempt).
+	//  6. rate limit (unary): needs the caller; before validation, so an
+	//     over-budget caller costs no validation, no record, no Stripe call.
+	//  7. ErrorStatus: errors become statuses once, next to the handler;
+	//     then ReplayHeader, the refusal of unknown fields on calls that move
+	//     money, and protovalidate.
 	fieldsUnary, fieldsStream := interceptors.CollectCallFields()
 	unary := []grpc.UnaryServerInterceptor{
 		fieldsUnary,
