@@ -17,7 +17,7 @@ const (
 type authRule int
 
 const (
-	authNever authRule = iota
+	_ authRule = iota // the zero value: never asks
 	// authAlways: requires_action on session; off session, where nobody can
 	// authenticate, a 402 authentication_required decline.
 	authAlways

@@ -83,7 +83,7 @@ func TestDefaultIncompleteSubscriptions(t *testing.T) {
 					t.Fatalf("authenticate %d (%s) = %d %s, want %s", i, o, r.status, r.raw, tt.wantPIs[i])
 				}
 			}
-			got, err := sc.Subscriptions.Get(sub.ID, &stripe.SubscriptionParams{Params: stripe.Params{Expand: []*string{stripe.String("latest_invoice.payment_intent")}}})
+			got, err := sc.Subscriptions.Get(sub.ID, &stripe.SubscriptionParams{Expand: []*string{stripe.String("latest_invoice.payment_intent")}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -97,9 +97,9 @@ func TestDefaultIncompleteSubscriptions(t *testing.T) {
 				t.Errorf("snapshots = %+v", subs)
 			}
 			// Search expands with the data. prefix.
-			it := sc.Subscriptions.Search(&stripe.SubscriptionSearchParams{SearchParams: stripe.SearchParams{
-				Query:  "metadata['billingd_request_key']:'" + sub.Metadata["billingd_request_key"] + "'",
-				Expand: []*string{stripe.String("data.latest_invoice.payment_intent")}}})
+			it := sc.Subscriptions.Search(&stripe.SubscriptionSearchParams{
+				SearchParams: stripe.SearchParams{Query: "metadata['billingd_request_key']:'" + sub.Metadata["billingd_request_key"] + "'"},
+				Expand:       []*string{stripe.String("data.latest_invoice.payment_intent")}})
 			if !it.Next() || it.Subscription().LatestInvoice == nil || it.Subscription().LatestInvoice.PaymentIntent == nil ||
 				it.Subscription().LatestInvoice.PaymentIntent.Status != tt.wantPIs[len(tt.wantPIs)-1] {
 				t.Errorf("search = %+v, %v", it.Subscription(), it.Err())
