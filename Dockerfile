@@ -19,10 +19,7 @@ ARG GO_VERSION=1.26
 FROM golang:${GO_VERSION} AS build
 WORKDIR /src
 # Modules first, so this layer is reused until go.mod or go.sum change.
-# go.mod replaces go.etcd.io/bbolt with the copy in third_party/bbolt, whose
-# go.mod the module graph needs.
 COPY go.mod go.sum ./
-COPY third_party/bbolt/go.mod third_party/bbolt/go.sum ./third_party/bbolt/
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 ARG VERSION=dev

@@ -36,7 +36,6 @@ lint: ## go vet, staticcheck, gofmt, buf lint, buf format.
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
 		if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
-	cd third_party/bbolt && $(GO) vet ./...
 	$(TOOL) staticcheck $(PKGS)
 	$(TOOL) buf lint
 	$(TOOL) buf format -d --exit-code
@@ -47,9 +46,8 @@ build: ## Build bin/billingd: static (no cgo), as the Docker image builds it.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.commit=$(COMMIT)" -o bin/billingd ./cmd/billingd
 
 .PHONY: test
-test: ## Run every test with the race detector, in shuffled order (billingd, then its bbolt copy in third_party/bbolt).
+test: ## Run every test with the race detector, in shuffled order.
 	$(GO) test -race -shuffle=on -timeout 15m $(PKGS)
-	cd third_party/bbolt && $(GO) test -race -shuffle=on -timeout 5m ./...
 	@if [ -z "$$BILLINGD_TEST_POSTGRES" ]; then \
 		echo "NOTE: the PostgreSQL and replica tests were SKIPPED (BILLINGD_TEST_POSTGRES is unset); make test-postgres runs them"; \
 	fi
