@@ -157,13 +157,14 @@ func lookupTestCard(id string) (testCard, bool) {
 // and 0 for a currency the simulator does not know. The documented minimums
 // are Stripe's; for the other card currencies Stripe's minimum is the
 // equivalent of 0.50 USD at the day's rate, which the simulator does not
-// model: it takes 1.
+// model: it takes 50 of the minor unit, so a client that cannot know the
+// minimum still meets Stripe's refusal.
 func minimumAmount(currency string) int64 {
 	if m, ok := documentedMinimum[currency]; ok {
 		return m
 	}
 	if cardCurrencies[currency] {
-		return 1
+		return 50
 	}
 	return 0
 }
