@@ -77,7 +77,9 @@ const (
 	// UpstreamUnavailable: network error, timeout, 503 or Stripe-Should-Retry
 	// after our retries: nothing definitive, the record stays PENDING.
 	UpstreamUnavailable UpstreamKind = iota + 1
-	// UpstreamRateLimited: 429 after retries; PENDING.
+	// UpstreamRateLimited: 429 after retries, or (HTTPStatus 0) held back
+	// by the client's own pacing past the caller's deadline, nothing sent;
+	// PENDING.
 	UpstreamRateLimited
 	// UpstreamInUse: 409 idempotency_key_in_use after retries; PENDING.
 	UpstreamInUse

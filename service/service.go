@@ -389,7 +389,11 @@ func (s *Service) own(key string, fp []byte) (c *call, owner bool) {
 // RPC that caused them, but not parent's cancellation. Close cancels it.
 func (s *Service) run(parent context.Context, key string, c *call, work func(context.Context) (Result, bool, error)) {
 	defer s.drives.Done()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), s.cfg.CallBudget)
+	ctx := context.WithoutCancel(parent)
+	if dl, ok := parent.Deadline(); ok {
+		ctx = WithCallerDeadline(ctx, dl)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallBudget)
 	defer cancel()
 	stop := context.AfterFunc(s.base, cancel)
 	defer stop()
@@ -400,6 +404,26 @@ func (s *Service) run(parent context.Context, key string, c *call, work func(con
 	delete(s.inflight, key)
 	s.mu.Unlock()
 	close(c.done)
+}
+
+type callerDeadlineKey struct{}
+
+// WithCallerDeadline returns ctx carrying dl as its caller's deadline (see
+// CallerDeadline). run sets it for every drive a caller with a deadline
+// starts: context.WithoutCancel drops the deadline itself.
+func WithCallerDeadline(ctx context.Context, dl time.Time) context.Context {
+	return context.WithValue(ctx, callerDeadlineKey{}, dl)
+}
+
+// CallerDeadline reports the deadline of the RPC whose drive ctx belongs to.
+// A drive outlives its caller (docs/design.md, rule 6) and its context has
+// its own budget, but a wait bound to outlast the caller (for a Stripe
+// rate-limit token, say) is better answered at once with
+// UPSTREAM_RATE_LIMITED: nothing sent, safe to retry. Background drives (the
+// reconciler's, a webhook's) have none.
+func CallerDeadline(ctx context.Context) (time.Time, bool) {
+	dl, ok := ctx.Value(callerDeadlineKey{}).(time.Time)
+	return dl, ok
 }
 
 // resolve claims the record (or finds it) and moves it as far toward a final

@@ -56,6 +56,13 @@ func (s *Service) translate(err error, p any) (State, *Error) {
 		return StatePending, &Error{Reason: ReasonRequestInProgress, Message: "Stripe is still processing this request; retry with the same request_id",
 			Metadata: md, RetryAfter: s.cfg.RetryAfter}
 	case UpstreamRateLimited:
+		if up.HTTPStatus == 0 {
+			// Held back by billingd's own pacing of Stripe calls: the
+			// wait would have outlasted the caller's deadline.
+			return StatePending, &Error{Reason: ReasonUpstreamRateLimited,
+				Message:    "billingd is pacing its Stripe requests to Stripe's rate limit and could not send this one in time; retry with the same request_id",
+				RetryAfter: max(s.cfg.RetryAfter, up.RetryAfter)}
+		}
 		return StatePending, &Error{Reason: ReasonUpstreamRateLimited, Message: "Stripe is rate limiting billingd; retry with the same request_id",
 			Metadata: md, RetryAfter: max(s.cfg.RetryAfter, up.RetryAfter)}
 	case UpstreamServerError:

@@ -5,10 +5,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/billingd/billingd/interceptors"
 	"github.com/billingd/billingd/internal/flagenv"
@@ -33,6 +37,8 @@ type serveConfig struct {
 	AllowForeign   bool
 	StripeKeyFile  string
 	StripeInFlight int
+	StripeRate     string     // "auto", "off" or requests a second
+	stripeRate     rate.Limit // StripeRate resolved; 0: no pacing
 	LogFormat      string
 	ShutdownGrace  time.Duration
 
@@ -75,6 +81,7 @@ var envFor = map[string]string{
 	"allow-foreign-objects": "BILLINGD_ALLOW_FOREIGN_OBJECTS",
 	"stripe-key-file":       "BILLINGD_STRIPE_KEY_FILE",
 	"stripe-max-inflight":   "BILLINGD_STRIPE_MAX_INFLIGHT",
+	"stripe-rate":           "BILLINGD_STRIPE_RATE",
 	"log-format":            "BILLINGD_LOG_FORMAT",
 	"shutdown-grace":        "BILLINGD_SHUTDOWN_GRACE",
 	"auth-tokens-file":      "BILLINGD_AUTH_TOKENS_FILE",
@@ -111,6 +118,7 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.BoolVar(&c.AllowForeign, "allow-foreign-objects", false, "let Refund, CapturePayment, CancelPayment and CancelSubscription act on Stripe objects made outside billingd (another caller's stay NOT_FOUND)")
 	fs.StringVar(&c.StripeKeyFile, "stripe-key-file", "", "file holding the Stripe secret key (else STRIPE_SECRET_KEY)")
 	fs.IntVar(&c.StripeInFlight, "stripe-max-inflight", stripeapi.DefaultMaxInFlight, "most Stripe calls under way at once; more wait for a slot (Stripe's default live-mode rate limit is 100 operations a second)")
+	fs.StringVar(&c.StripeRate, "stripe-rate", "auto", "Stripe requests a second, retries included, halved on 429 and recovering; auto: 90 for a live key, 25 for a test key (Stripe allows 100 and 25), with --stripe-sim 90% of its rate= fault or none; off: no pacing")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "log format: json or text")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 20*time.Second, "how long in-flight calls may finish on SIGTERM")
 	fs.StringVar(&c.WebhookListen, "webhook-listen", "", "address for Stripe webhooks at /stripe/webhook (secret from STRIPE_WEBHOOK_SECRET); off if empty")
@@ -182,8 +190,36 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 		}
 		c.stripeKey = key
 	}
+	if c.stripeRate, err = resolveStripeRate(c); err != nil {
+		return c, err
+	}
 	c.tracing = telemetry.TracingEnabled(getenv)
 	return c, nil
+}
+
+// resolveStripeRate reads --stripe-rate: auto follows the key's mode or, with
+// the simulator, stays under its rate= fault (a simulator without one has no
+// limit to stay under, and `make bench` measures billingd, not pacing).
+func resolveStripeRate(c serveConfig) (rate.Limit, error) {
+	switch v := strings.TrimSpace(c.StripeRate); v {
+	case "off", "0":
+		return 0, nil
+	case "auto", "":
+		if !c.StripeSim {
+			return stripeapi.DefaultRate(c.stripeKey), nil
+		}
+		faults, err := parseFaults(c.SimFaults)
+		if err != nil {
+			return 0, err
+		}
+		return rate.Limit(faults.Rate * 0.9), nil
+	default:
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil || r <= 0 || math.IsInf(r, 0) || math.IsNaN(r) {
+			return 0, fmt.Errorf("--stripe-rate must be auto, off or requests a second, not %q", v)
+		}
+		return rate.Limit(r), nil
+	}
 }
 
 // stripeKey reads the secret key from the file or STRIPE_SECRET_KEY. Errors

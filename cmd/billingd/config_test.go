@@ -44,8 +44,58 @@ func TestParseServe(t *testing.T) {
 				if c.StripeInFlight != 64 {
 					t.Errorf("StripeInFlight = %d, want 64", c.StripeInFlight)
 				}
+				if c.stripeRate != 0 {
+					t.Errorf("stripeRate = %v, want 0: a simulator without rate= has no limit to stay under", c.stripeRate)
+				}
 			},
 		},
+		{
+			name: "stripe rate follows a test key",
+			env:  map[string]string{"STRIPE_SECRET_KEY": "sk_test_x"},
+			check: func(t *testing.T, c serveConfig) {
+				if c.stripeRate != 25 {
+					t.Errorf("stripeRate = %v, want 25", c.stripeRate)
+				}
+			},
+		},
+		{
+			name: "stripe rate follows a live key",
+			env:  map[string]string{"STRIPE_SECRET_KEY": "rk_live_x"},
+			check: func(t *testing.T, c serveConfig) {
+				if c.stripeRate != 90 {
+					t.Errorf("stripeRate = %v, want 90", c.stripeRate)
+				}
+			},
+		},
+		{
+			name: "stripe rate under the simulator's",
+			args: []string{"--stripe-sim", "--stripe-sim-faults", "rate=50"},
+			check: func(t *testing.T, c serveConfig) {
+				if c.stripeRate != 45 {
+					t.Errorf("stripeRate = %v, want 45", c.stripeRate)
+				}
+			},
+		},
+		{
+			name: "stripe rate from environment",
+			env:  map[string]string{"STRIPE_SECRET_KEY": "sk_live_x", "BILLINGD_STRIPE_RATE": "12.5"},
+			check: func(t *testing.T, c serveConfig) {
+				if c.stripeRate != 12.5 {
+					t.Errorf("stripeRate = %v, want 12.5", c.stripeRate)
+				}
+			},
+		},
+		{
+			name: "stripe rate off",
+			env:  map[string]string{"STRIPE_SECRET_KEY": "sk_live_x"},
+			args: []string{"--stripe-rate", "off"},
+			check: func(t *testing.T, c serveConfig) {
+				if c.stripeRate != 0 {
+					t.Errorf("stripeRate = %v, want 0", c.stripeRate)
+				}
+			},
+		},
+		{name: "bad stripe rate", args: []string{"--stripe-sim", "--stripe-rate", "-3"}, wantErr: "--stripe-rate"},
 		{
 			name: "stripe in-flight bound from environment",
 			env:  map[string]string{"BILLINGD_STRIPE_MAX_INFLIGHT": "8", "BILLINGD_STRIPE_SIM": "true"},
@@ -213,7 +263,10 @@ func TestParseFaults(t *testing.T) {
 		f.RateLimit != 0.03 || f.DropBeforeProcessing != 0.04 || f.Latency != 5*time.Millisecond {
 		t.Errorf("got %+v", f)
 	}
-	for _, bad := range []string{"unavailable", "unavailable=2", "bogus=0.1", "latency=fast"} {
+	if f, err := parseFaults("rate=50,rate_burst=10"); err != nil || f.Rate != 50 || f.RateBurst != 10 {
+		t.Errorf("parseFaults(rate=50,rate_burst=10) = %+v, %v", f, err)
+	}
+	for _, bad := range []string{"unavailable", "unavailable=2", "bogus=0.1", "latency=fast", "rate=-1", "rate=fast", "rate_burst=1.5"} {
 		if _, err := parseFaults(bad); err == nil {
 			t.Errorf("parseFaults(%q) accepted", bad)
 		}

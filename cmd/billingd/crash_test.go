@@ -107,7 +107,7 @@ func TestCrashSIGKILLExactlyOnce(t *testing.T) {
 		lives++
 		p := execBillingd(t, fmt.Sprintf("billingd-life-%d", lives),
 			[]string{"STRIPE_SECRET_KEY=" + key, "BILLINGD_STORE="}, // the bbolt file, whatever the environment says
-			"--listen", addr, "--db", db, "--stripe-url", hs.URL,
+			"--listen", addr, "--db", db, "--stripe-url", hs.URL, "--stripe-rate", "off",
 			"--reconcile-interval", "100ms", "--shutdown-grace", "5s")
 		waitServing(t, conn, p, p.exited)
 		return p, time.Since(began)

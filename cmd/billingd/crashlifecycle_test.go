@@ -54,7 +54,7 @@ func TestCrashSIGKILLLifecycleExactlyOnce(t *testing.T) {
 		lives++
 		p := execBillingd(t, fmt.Sprintf("billingd-lifecycle-%d", lives),
 			[]string{"STRIPE_SECRET_KEY=" + key, "BILLINGD_STORE="},
-			"--listen", addr, "--db", db, "--stripe-url", hs.URL, "--reconcile-interval", "100ms", "--shutdown-grace", "5s",
+			"--listen", addr, "--db", db, "--stripe-url", hs.URL, "--stripe-rate", "off", "--reconcile-interval", "100ms", "--shutdown-grace", "5s",
 			// A refused over-refund answered 5xx is settled NOT_CREATED once
 			// a lookup finds nothing after the lag: keep the test short.
 			"--search-lag", "1s")

@@ -38,7 +38,7 @@ func TestCrashLeavesFollowedRecordsFollowed(t *testing.T) {
 	start := func(life int) *instance {
 		p := execBillingd(t, fmt.Sprintf("billingd-follow-%d", life),
 			[]string{"STRIPE_SECRET_KEY=" + key, "BILLINGD_STORE="},
-			"--listen", addr, "--db", db, "--stripe-url", hs.URL, "--reconcile-interval", "100ms")
+			"--listen", addr, "--db", db, "--stripe-url", hs.URL, "--stripe-rate", "off", "--reconcile-interval", "100ms")
 		waitServing(t, conn, p, p.exited)
 		return p
 	}

@@ -33,7 +33,7 @@ func startReplica(t *testing.T, name, dsn, simURL, key string) *replica {
 	t.Helper()
 	addr := freeAddr(t)
 	p := execBillingd(t, name, []string{"BILLINGD_STORE=" + dsn, "STRIPE_SECRET_KEY=" + key},
-		"--listen", addr, "--stripe-url", simURL,
+		"--listen", addr, "--stripe-url", simURL, "--stripe-rate", "off",
 		"--lease-ttl", "1s", "--reconcile-interval", "250ms", "--shutdown-grace", "5s")
 	conn := dial(t, addr)
 	return &replica{instance: p, conn: conn, client: billingv1.NewBillingServiceClient(conn)}

@@ -87,7 +87,7 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	} else if stripeURL != "" {
 		mode = stripeURL
 	}
-	payments, err := stripeapi.New(obs.stripe(stripeapi.Config{Key: key, URL: stripeURL, MaxInFlight: cfg.StripeInFlight}))
+	payments, err := stripeapi.New(obs.stripe(stripeapi.Config{Key: key, URL: stripeURL, MaxInFlight: cfg.StripeInFlight, Rate: cfg.stripeRate}))
 	if err != nil {
 		return fmt.Errorf("stripe client: %w", err)
 	}
@@ -251,6 +251,22 @@ func parseFaults(s string) (stripesim.Faults, error) {
 		name, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
 		if !ok {
 			return f, fmt.Errorf("--stripe-sim-faults: %q is not name=value", kv)
+		}
+		switch name {
+		case "rate":
+			r, err := strconv.ParseFloat(val, 64)
+			if err != nil || r < 0 || math.IsInf(r, 0) || math.IsNaN(r) {
+				return f, errors.New("--stripe-sim-faults: rate must be requests a second, 0 or more")
+			}
+			f.Rate = r
+			continue
+		case "rate_burst":
+			n, err := strconv.Atoi(val)
+			if err != nil || n < 0 {
+				return f, errors.New("--stripe-sim-faults: rate_burst must be a whole number, 0 or more")
+			}
+			f.RateBurst = n
+			continue
 		}
 		if name == "latency" {
 			d, err := time.ParseDuration(val)

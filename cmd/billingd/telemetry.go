@@ -68,7 +68,8 @@ func (o *observability) stripe(c stripeapi.Config) stripeapi.Config {
 }
 
 // watchStripe exports the Stripe client's call slots (--stripe-max-inflight):
-// calls waiting for a slot mean the bound, not Stripe, is holding them.
+// calls waiting for a slot mean the bound, not Stripe, is holding them; and
+// its pace (--stripe-rate): a rate under the limit means Stripe answered 429.
 func (o *observability) watchStripe(c *stripeapi.Client) {
 	o.metrics.Register(
 		telemetry.Gauge("billingd_stripe_calls_in_flight", "Stripe calls under way now.", func() float64 {
@@ -82,6 +83,18 @@ func (o *observability) watchStripe(c *stripeapi.Client) {
 		telemetry.Counter("billingd_stripe_slot_waits_total", "Stripe calls that found every slot taken and waited for one.", func() float64 {
 			_, _, waited := c.Slots()
 			return float64(waited)
+		}),
+		telemetry.Gauge("billingd_stripe_rate", "Stripe requests a second billingd paces itself to now: --stripe-rate, lower after 429s (0: no pacing).", func() float64 {
+			return c.Pace().Rate
+		}),
+		telemetry.Gauge("billingd_stripe_rate_limit", "The configured pace of Stripe requests a second (--stripe-rate; 0: no pacing).", func() float64 {
+			return c.Pace().Limit
+		}),
+		telemetry.Counter("billingd_stripe_rate_cuts_total", "Times a Stripe 429 lowered the pace.", func() float64 {
+			return float64(c.Pace().Cuts)
+		}),
+		telemetry.Counter("billingd_stripe_refused_total", "Stripe calls not sent because the wait for a slot or a pacing token would outlast the caller's deadline (answered UPSTREAM_RATE_LIMITED).", func() float64 {
+			return float64(c.Pace().Refused)
 		}),
 	)
 }

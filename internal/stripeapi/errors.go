@@ -24,33 +24,79 @@ type call struct {
 	// shouldRetry is Stripe-Should-Retry: true: Stripe says the request
 	// may succeed if sent again, so the answer is no outcome.
 	shouldRetry bool
+	// tokenUsed: the first attempt has spent the rate token begin took;
+	// later attempts (retries) take their own.
+	tokenUsed bool
 }
 
 type callKey struct{}
 
-// begin starts one API call once a slot is free (Config.MaxInFlight); done
-// frees it. The request runs under reqCtx: ctx plus the call record and the
-// client's Timeout, which bounds the whole call, retries and backoff
-// included, from the moment it has its slot. (http.Client.Timeout would do
-// the same at the price of two goroutines and a timer per request.)
-// classify is given ctx itself, so that Timeout firing reads as Stripe being
-// unavailable and only the caller's own deadline reads as the caller's. If
-// ctx ends while the call waits for a slot, begin returns ctx's error and
-// nothing has been sent.
+// begin starts one API call once a slot is free (Config.MaxInFlight) and,
+// with Config.Rate, a token of the pace is due; done frees the slot. The
+// request runs under reqCtx: ctx plus the call record and the client's
+// Timeout, which bounds the whole call, retries and backoff included, from
+// the moment it has its slot. (http.Client.Timeout would do the same at the
+// price of two goroutines and a timer per request.) classify is given ctx
+// itself, so that Timeout firing reads as Stripe being unavailable and only
+// the caller's own deadline reads as the caller's.
+//
+// Nothing has been sent when begin fails. If ctx ends while the call waits,
+// begin returns ctx's error. If ctx names its caller's deadline
+// (service.CallerDeadline) and the wait for the slot or the token would
+// outlast it, begin answers at once UpstreamRateLimited (HTTPStatus 0) rather
+// than letting the caller run into DEADLINE_EXCEEDED; a call without one (a
+// background drive) just waits.
 func (c *Client) begin(ctx context.Context) (reqCtx context.Context, rec *call, done context.CancelFunc, err error) {
-	select {
-	case c.slots <- struct{}{}:
-	default: // all taken: wait, unless ctx is already over
-		c.waited.Add(1)
-		select {
-		case c.slots <- struct{}{}:
-		case <-ctx.Done():
-			return nil, nil, nil, ctx.Err()
+	dl, bounded := service.CallerDeadline(ctx)
+	if err := c.takeSlot(ctx, dl, bounded); err != nil {
+		return nil, nil, nil, err
+	}
+	if c.pace != nil {
+		r, delay, ok := c.pace.reserve(patience(dl, c.pace.now()), bounded)
+		if !ok {
+			<-c.slots
+			c.refused.Add(1)
+			return nil, nil, nil, tooLate(delay)
+		}
+		if err := c.pace.sleep(ctx, r, delay); err != nil {
+			<-c.slots
+			return nil, nil, nil, err
 		}
 	}
 	rec = &call{}
 	reqCtx, cancel := context.WithTimeout(context.WithValue(ctx, callKey{}, rec), c.timeout)
 	return reqCtx, rec, func() { cancel(); <-c.slots }, nil
+}
+
+// takeSlot takes a slot of Config.MaxInFlight, waiting while ctx allows and,
+// when bounded, no longer than the caller's deadline dl allows.
+func (c *Client) takeSlot(ctx context.Context, dl time.Time, bounded bool) error {
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	default: // all taken: wait, unless ctx is already over
+	}
+	c.waited.Add(1)
+	var giveUp <-chan time.Time
+	if bounded {
+		wait := patience(dl, time.Now())
+		if wait <= 0 {
+			c.refused.Add(1)
+			return tooLate(0)
+		}
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		giveUp = t.C
+	}
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-giveUp:
+		c.refused.Add(1)
+		return tooLate(0)
+	}
 }
 
 // recorder is the outermost RoundTripper: it sees the response stripe-go

@@ -30,7 +30,9 @@ type Observation struct {
 	// Outcome is "ok", "canceled" (our context ended), or the failure class:
 	// declined, invalid_request, object_state, missing, auth,
 	// idempotency_mismatch, in_use, rate_limited, server_error, unavailable,
-	// or "local" for a call refused before sending.
+	// "throttled" for a call held back by the pacing (Config.Rate,
+	// MaxInFlight) past its caller's deadline, or "local" for a call
+	// refused before sending for misuse.
 	Outcome string
 	// ErrorType is Stripe's error type (card_error, invalid_request_error,
 	// api_error, idempotency_error, …) or api_connection_error when no Stripe
@@ -61,6 +63,8 @@ func (c *Client) observed(endpoint string, start time.Time, err error) {
 	var ue *service.UpstreamError
 	switch {
 	case err == nil:
+	case errors.As(err, &ue) && ue.Kind == service.UpstreamRateLimited && ue.HTTPStatus == 0:
+		o.Outcome = "throttled"
 	case errors.As(err, &ue):
 		o.Outcome, o.ErrorType, o.Code = kindNames[ue.Kind], ue.Type, ue.Code
 		if o.ErrorType == "" && ue.HTTPStatus == 0 {

@@ -18,6 +18,7 @@ import (
 	"github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/client"
 	"github.com/stripe/stripe-go/v76/form"
+	"golang.org/x/time/rate"
 
 	"github.com/billingd/billingd/interceptors"
 	"github.com/billingd/billingd/service"
@@ -57,6 +58,17 @@ type Config struct {
 	// more at once buys retries, not throughput, and every call in flight
 	// holds a connection, its buffers and goroutines. Searches count too.
 	MaxInFlight int
+	// Rate paces the HTTP attempts sent to Stripe, retries included, in
+	// requests a second (0: no pacing): Stripe allows about 100 operations
+	// a second in live mode and 25 in test mode, answers more with 429, and
+	// recommends limiting on the client. DefaultRate(Key) is the usual
+	// choice. Searches share it (and the service paces them further). A
+	// 429 halves the rate in force, down to a tenth of Rate; it climbs back
+	// by a twentieth of Rate every second without a 429.
+	Rate rate.Limit
+	// Burst is how many attempts may go at once above Rate; 0 means
+	// DefaultBurst(Rate).
+	Burst int
 	// MaxIdleConnsPerHost sizes the idle pool of the default transport
 	// (ignored when Transport is set); 0 means MaxInFlight, the most
 	// connections the calls can use at once. stripe-go's default of 2
@@ -92,6 +104,31 @@ type Client struct {
 	observe func(Observation)
 	slots   chan struct{} // one token per call in flight (Config.MaxInFlight)
 	waited  atomic.Uint64 // calls that found every slot taken
+	pace    *pacer        // nil without Config.Rate
+	refused atomic.Uint64 // calls answered before sending: the caller's deadline was too near
+}
+
+// PaceStats is the state of a Client's pacing (Config.Rate), for metrics.
+type PaceStats struct {
+	// Rate is the rate in force now, in requests a second: Config.Rate, or
+	// less after 429s. Limit is Config.Rate. Both are 0 without pacing.
+	Rate, Limit float64
+	// Cuts counts the times a 429 lowered Rate.
+	Cuts uint64
+	// Refused counts calls answered UpstreamRateLimited without sending:
+	// the wait for a slot or a token would have outlasted the caller's
+	// deadline.
+	Refused uint64
+}
+
+// Pace reports the Client's pacing: the rate in force, the configured one,
+// the 429 cuts and the calls refused before sending.
+func (c *Client) Pace() PaceStats {
+	st := PaceStats{Refused: c.refused.Load()}
+	if c.pace != nil {
+		st.Rate, st.Limit, st.Cuts = float64(c.pace.rate()), float64(c.pace.limit), c.pace.cuts.Load()
+	}
+	return st
 }
 
 // Slots reports the Stripe calls under way now, Config.MaxInFlight, and how
@@ -124,6 +161,14 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Instrument != nil {
 		transport = cfg.Instrument(transport)
 	}
+	var pace *pacer
+	if cfg.Rate > 0 {
+		if cfg.Burst <= 0 {
+			cfg.Burst = DefaultBurst(cfg.Rate)
+		}
+		pace = newPacer(cfg.Rate, cfg.Burst, nil)
+		transport = &paced{next: transport, p: pace}
+	}
 	httpClient := &http.Client{
 		Transport: &recorder{next: interceptors.Retry(transport, cfg.RetryOptions...)},
 		// No Timeout here: each call's context carries cfg.Timeout (begin).
@@ -149,6 +194,7 @@ func New(cfg Config) (*Client, error) {
 		timeout: cfg.Timeout,
 		observe: cfg.Observe,
 		slots:   make(chan struct{}, cfg.MaxInFlight),
+		pace:    pace,
 	}, nil
 }
 

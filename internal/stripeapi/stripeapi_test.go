@@ -645,6 +645,20 @@ func TestMaxInFlight(t *testing.T) {
 	if n := len(f.requests()); n != 2 {
 		t.Errorf("Stripe saw %d requests with every slot taken, want 2", n)
 	}
+	// A drive whose caller's deadline comes before a slot is answered
+	// UPSTREAM_RATE_LIMITED, nothing sent, before that deadline; the
+	// drive's own context goes on.
+	callerCtx := service.WithCallerDeadline(t.Context(), time.Now().Add(200*time.Millisecond))
+	var ue *service.UpstreamError
+	if err := opFind.call(callerCtx, c); !errors.As(err, &ue) || ue.Kind != service.UpstreamRateLimited || ue.HTTPStatus != 0 {
+		t.Errorf("a drive whose caller's deadline came before a slot: err = %v, want UpstreamRateLimited, nothing sent", err)
+	}
+	if n := len(f.requests()); n != 2 {
+		t.Errorf("Stripe saw %d requests with every slot taken, want 2", n)
+	}
+	if got := c.Pace().Refused; got != 1 {
+		t.Errorf("Pace().Refused = %d, want 1", got)
+	}
 
 	close(release)
 	for range calls {
@@ -655,8 +669,8 @@ func TestMaxInFlight(t *testing.T) {
 	if n := len(f.requests()); n != calls {
 		t.Errorf("Stripe saw %d requests, want %d", n, calls)
 	}
-	if n, _, waited := c.Slots(); n != 0 || waited != calls-2+1 {
-		t.Errorf("Slots() after = %d in flight, %d waited; want 0, %d (the find that gave up included)", n, waited, calls-2+1)
+	if n, _, waited := c.Slots(); n != 0 || waited != calls-2+2 {
+		t.Errorf("Slots() after = %d in flight, %d waited; want 0, %d (the finds that gave up included)", n, waited, calls-2+2)
 	}
 	mu.Lock()
 	defer mu.Unlock()

@@ -2,8 +2,11 @@ package stripesim
 
 import (
 	"context"
+	"math"
 	"strings"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Fault is one scripted or random failure the simulator can inject. Each
@@ -84,6 +87,25 @@ type Faults struct {
 	Latency time.Duration
 	// LatencyJitter adds a uniform random [0, LatencyJitter) to Latency.
 	LatencyJitter time.Duration
+	// Rate, when positive, is Stripe's rate limiter: authenticated requests
+	// of any method beyond Rate a second (by Config.Clock), with bursts of
+	// RateBurst (0: one second's worth, as Stripe counts operations per
+	// second), are answered 429 rate_limit before processing, like
+	// FaultRateLimit. Counted in Stats.Faults[FaultRateLimit].
+	Rate      float64
+	RateBurst int
+}
+
+// limiter is the token bucket of f.Rate, nil without one.
+func (f Faults) limiter() *rate.Limiter {
+	if f.Rate <= 0 {
+		return nil
+	}
+	burst := f.RateBurst
+	if burst <= 0 {
+		burst = max(1, int(math.Ceil(f.Rate)))
+	}
+	return rate.NewLimiter(rate.Limit(f.Rate), burst)
 }
 
 type scriptedFault struct {
@@ -96,6 +118,9 @@ type scriptedFault struct {
 func (s *Sim) SetFaults(f Faults) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if f.Rate != s.faults.Rate || f.RateBurst != s.faults.RateBurst {
+		s.limit = f.limiter()
+	}
 	s.faults = f
 }
 

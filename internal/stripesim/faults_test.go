@@ -148,3 +148,44 @@ func TestConcurrentDuplicatesChargeOnce(t *testing.T) {
 		t.Errorf("in flight after all answered = %d", st.InFlight)
 	}
 }
+
+func TestRateLimitAboveRate(t *testing.T) {
+	t.Parallel()
+	clock := stripesim.NewManualClock(time.Unix(1_700_000_000, 0))
+	sim, srv := newSim(t, stripesim.Config{Clock: clock, Faults: stripesim.Faults{Rate: 10, RateBurst: 3}})
+	var got []int
+	send := func(i int) result {
+		var r result
+		if i%2 == 0 { // reads count too
+			r = get(t, srv, "/v1/customers/cus_demo")
+		} else {
+			r = post(t, srv, "/v1/payment_intents", fmt.Sprintf("key-%d", i), charge("pm_card_visa"))
+		}
+		got = append(got, r.status)
+		return r
+	}
+	// Five at one instant: the burst of 3 passes, the rest are 429.
+	for i := range 5 {
+		r := send(i)
+		if r.status == http.StatusTooManyRequests {
+			if e := r.errBody(t); e.Code != "rate_limit" || e.Type != "invalid_request_error" {
+				t.Errorf("429 body = %+v, want invalid_request_error rate_limit", e)
+			}
+			if h := r.header.Get("Stripe-Should-Retry"); h != "" {
+				t.Errorf("429 rate_limit has Stripe-Should-Retry %q, want none", h)
+			}
+		}
+	}
+	clock.Advance(100 * time.Millisecond) // one token at 10/s
+	send(5)
+	send(7)
+	if want := []int{200, 200, 200, 429, 429, 200, 429}; !slices.Equal(got, want) {
+		t.Errorf("statuses = %v, want %v", got, want)
+	}
+	if n := sim.Stats().Faults[stripesim.FaultRateLimit]; n != 3 {
+		t.Errorf("Stats().Faults[rate_limit] = %d, want 3", n)
+	}
+	if n := len(sim.PaymentIntents()); n != 2 {
+		t.Errorf("PaymentIntents = %d, want 2: a 429 processes nothing", n)
+	}
+}

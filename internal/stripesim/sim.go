@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // APIVersion is the Stripe API version the simulator speaks, the one
@@ -109,6 +111,7 @@ type Sim struct {
 	faultRNG  *rand.Rand // one draw per POST
 	jitterRNG *rand.Rand // one draw per request when jitter is on
 	faults    Faults
+	limit     *rate.Limiter // Faults.Rate; nil without
 	scripted  map[string][]scriptedFault
 	idem      map[idemKey]*idemEntry
 	idemQueue []*idemEntry // insertion order, for pruning
@@ -149,6 +152,7 @@ func New(cfg Config) *Sim {
 		faultRNG:           rand.New(rand.NewPCG(seed, 0xbf58476d1ce4e5b9)),
 		jitterRNG:          rand.New(rand.NewPCG(seed, 0x94d049bb133111eb)),
 		faults:             cfg.Faults,
+		limit:              cfg.Faults.limiter(),
 		scripted:           map[string][]scriptedFault{},
 		idem:               map[idemKey]*idemEntry{},
 		pis:                newStore[piState](),
@@ -273,6 +277,9 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.applyDueLocked(x.now)
 	if early == nil {
 		x.fault = s.nextFaultLocked(x.method, x.path)
+		if s.limit != nil && !s.limit.AllowN(x.now, 1) {
+			x.fault = FaultRateLimit // Stripe's limiter comes first
+		}
 		if x.fault != FaultNone {
 			s.stats.Faults[x.fault]++
 		}
