@@ -3,6 +3,7 @@
 package storage
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -135,6 +136,9 @@ type DB struct {
 	gc      committer
 	commits atomic.Uint64
 	writes  atomic.Uint64
+	// writeFailed is set by a group commit of records that failed and
+	// cleared by one that committed (see Ping).
+	writeFailed atomic.Bool
 
 	// lastBatchTx is the BoltBatch transaction last seen, to count commits.
 	// Only touched inside write transactions, which bbolt serialises; holding
@@ -220,6 +224,36 @@ func (db *DB) Close() error {
 // Stats returns the write counters since Open.
 func (db *DB) Stats() Stats {
 	return Stats{Commits: db.commits.Load(), Writes: db.writes.Load()}
+}
+
+// Ping reports whether the store can be written now. While the last commit
+// of records succeeded it does no I/O: a disk that fills up or fails shows
+// on the next write, which fails closed and marks the store down. After a
+// failed commit (disk full, a file size limit, an I/O error) only a write can
+// tell when writes work again: nothing else sees free space, a raised limit
+// and a healed disk alike. So Ping then commits an empty write transaction,
+// which still writes a freelist page and the meta page and fsyncs. A healthy
+// store is never probed by a write.
+func (db *DB) Ping(_ context.Context) error {
+	if err := db.checkWritable(); err != nil {
+		return err
+	}
+	if !db.writeFailed.Load() {
+		return nil
+	}
+	err := db.bolt.Update(func(*bolt.Tx) error { return nil })
+	db.noteWrite(err)
+	if err != nil {
+		return fmt.Errorf("ping: %w", boltError(err))
+	}
+	return nil
+}
+
+// noteWrite remembers whether the last write transaction committed, for
+// Ping. Errors that are not the disk's (a record refused before the write, a
+// closed store) say nothing about it and are not passed here.
+func (db *DB) noteWrite(err error) {
+	db.writeFailed.Store(err != nil)
 }
 
 // checkOpen is the entry check of every call; bbolt's own "not open" error
