@@ -172,3 +172,16 @@ func (c *createLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c.next.ServeHTTP(w, r)
 }
+
+// between returns the creates that arrived in [from, to).
+func (c *createLog) between(from, to time.Time) []create {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []create
+	for _, cr := range c.seen {
+		if !cr.at.Before(from) && cr.at.Before(to) {
+			out = append(out, cr)
+		}
+	}
+	return out
+}
