@@ -110,6 +110,7 @@ type Server struct {
 	health *health.Server
 	log    *slog.Logger
 	svc    *service.Service
+	store  storeHealth
 }
 
 // The services the chain tells apart (health and, unless
@@ -132,6 +133,14 @@ func New(cfg Config, svc *service.Service, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	b := &billing{svc: svc}
+	s := &Server{cfg: cfg, log: log, svc: svc}
+	s.store.up.Store(true)
+	observe := func(ctx context.Context, method string, err error, st *status.Status) {
+		logInternalCause(ctx, method, err, st)
+		if service.ReasonOf(err) == service.ReasonStorageUnavailable {
+			s.StoreFailed(err)
+		}
+	}
 	logger := logging.WithLogOnEvents(logging.FinishCall)
 	recoverer := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		// Never log the panic value itself: it may hold request data or secrets.
@@ -201,14 +210,14 @@ func New(cfg Config, svc *service.Service, log *slog.Logger) (*Server, error) {
 		unary = append(unary, selector.UnaryServerInterceptor(limit, billingOnly))
 	}
 	unary = append(unary,
-		interceptors.ErrorStatus(interceptors.WithStatusObserver(logInternalCause)),
+		interceptors.ErrorStatus(interceptors.WithStatusObserver(observe)),
 		interceptors.ReplayHeader(),
 		interceptors.RejectUnknownFields(movesMoney),
 		interceptors.Validate(validator),
 	)
 	unary = append(unary, cfg.ExtraInterceptors...)
 	stream = append(stream,
-		interceptors.ErrorStatusStream(interceptors.WithStatusObserver(logInternalCause)),
+		interceptors.ErrorStatusStream(interceptors.WithStatusObserver(observe)),
 		interceptors.ValidateStream(validator),
 	)
 
@@ -240,7 +249,8 @@ func New(cfg Config, svc *service.Service, log *slog.Logger) (*Server, error) {
 	if cfg.Metrics != nil {
 		cfg.Metrics.GRPC.InitializeMetrics(gs)
 	}
-	return &Server{cfg: cfg, grpc: gs, health: hs, log: log, svc: svc}, nil
+	s.grpc, s.health = gs, hs
+	return s, nil
 }
 
 // Serve accepts connections on lis until Shutdown. An open server (see

@@ -272,6 +272,7 @@ func (db *DB) commit(batch []*op) {
 		}
 		switch {
 		case err == nil:
+			db.noteWrite(nil)
 			db.commits.Add(1)
 			db.writes.Add(uint64(len(batch)))
 			if db.opts.onCommit != nil {
@@ -282,6 +283,9 @@ func (db *DB) commit(batch []*op) {
 			db.writes.Add(uint64(len(batch)))
 		default:
 			err = boltError(err)
+			if !errors.Is(err, ErrClosed) {
+				db.noteWrite(err)
+			}
 		}
 		for _, o := range batch {
 			o.err = err

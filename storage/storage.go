@@ -3,6 +3,7 @@
 package storage
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -135,6 +136,9 @@ type DB struct {
 	gc      committer
 	commits atomic.Uint64
 	writes  atomic.Uint64
+	// writeFailed is set by a group commit of records that failed and
+	// cleared by one that committed (see Ping).
+	writeFailed atomic.Bool
 
 	// lastBatchTx is the BoltBatch transaction last seen, to count commits.
 	// Only touched inside write transactions, which bbolt serialises; holding
@@ -220,6 +224,53 @@ func (db *DB) Close() error {
 // Stats returns the write counters since Open.
 func (db *DB) Stats() Stats {
 	return Stats{Commits: db.commits.Load(), Writes: db.writes.Load()}
+}
+
+// MinHeadroom is the free space Ping wants on the database's filesystem
+// after a failed commit: room for a few hundred commits of new records.
+const MinHeadroom = 1 << 20
+
+// ErrNoRoom is Ping's answer while the filesystem has less than MinHeadroom
+// free after a failed commit.
+var ErrNoRoom = errors.New("storage: filesystem nearly full")
+
+// Ping reports whether the store can be written now. While the last commit
+// of records succeeded it does no I/O: a disk that fills up or fails shows
+// on the next write, which fails closed and marks the store down. After a
+// failed commit (disk full, a file size limit, an I/O error) only a write
+// shows that writes work again, so Ping then commits an empty write
+// transaction, which still writes a freelist page and the meta page and
+// fsyncs. On a full disk that write alone succeeds (it reuses pages bbolt
+// freed) while new records cannot be written, so Ping first wants
+// MinHeadroom free on the filesystem. A size limit on the file
+// (RLIMIT_FSIZE, a quota) is seen only by the next record that fails.
+func (db *DB) Ping(_ context.Context) error {
+	if err := db.checkWritable(); err != nil {
+		return err
+	}
+	if !db.writeFailed.Load() {
+		return nil
+	}
+	free, err := headroom(filepath.Dir(db.bolt.Path()))
+	if err != nil {
+		return fmt.Errorf("ping: %w", err)
+	}
+	if free < MinHeadroom {
+		return fmt.Errorf("ping: %d bytes free: %w", free, ErrNoRoom)
+	}
+	err = db.bolt.Update(func(*bolt.Tx) error { return nil })
+	db.noteWrite(err)
+	if err != nil {
+		return fmt.Errorf("ping: %w", boltError(err))
+	}
+	return nil
+}
+
+// noteWrite remembers whether the last write transaction committed, for
+// Ping. Errors that are not the disk's (a record refused before the write, a
+// closed store) say nothing about it and are not passed here.
+func (db *DB) noteWrite(err error) {
+	db.writeFailed.Store(err != nil)
 }
 
 // checkOpen is the entry check of every call; bbolt's own "not open" error

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"runtime"
@@ -586,5 +587,30 @@ func TestOpenReadOnlyMissingFile(t *testing.T) {
 	if db, err := storage.OpenReadOnly(path); err == nil {
 		db.Close()
 		t.Fatalf("OpenReadOnly(%s) succeeded on a missing file", path)
+	}
+}
+
+// Ping does no I/O on a healthy store (a failed commit makes it probe with
+// a write; cmd/billingd's full-disk test covers that) and fails once closed.
+func TestPing(t *testing.T) {
+	t.Parallel()
+	db, path := openDB(t)
+	ctx := context.Background()
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond)
+	if err := db.Ping(ctx); err != nil {
+		t.Fatalf("Ping on an open store: %v", err)
+	}
+	if after, err := os.Stat(path); err != nil || !after.ModTime().Equal(before.ModTime()) {
+		t.Errorf("Ping wrote to the file (mtime %v → %v, %v)", before.ModTime(), after.ModTime(), err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Ping(ctx); !errors.Is(err, storage.ErrClosed) {
+		t.Errorf("Ping after Close = %v, want ErrClosed", err)
 	}
 }

@@ -112,7 +112,10 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 		return err
 	}
 	defer bg.cancel()
+	// Health follows the store: NOT_SERVING while records cannot be written.
+	bg.goRun(func(ctx context.Context) { srv.FollowStore(ctx, db, storeProbeInterval) }, bg.ctx)
 	obs.watch(db, bg.reconciler)
+	obs.watchServer(srv)
 	stopMetrics, err := obs.serveMetrics(cfg.MetricsListen, log)
 	if err != nil {
 		return err
@@ -147,10 +150,14 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	return nil
 }
 
+// storeProbeInterval is how often serve pings the record store for health.
+const storeProbeInterval = time.Second
+
 // store is the record store serve runs on, bbolt or PostgreSQL.
 type store interface {
 	service.Store
 	server.AdminStore
+	server.Pinger
 	Close() error
 }
 
@@ -335,6 +342,7 @@ func listenWebhooks(cfg *serveConfig) (*webhookListener, error) {
 // admin socket; cancel stops them taking new work, wait waits for them.
 type background struct {
 	reconciler *service.Reconciler
+	ctx        context.Context // ends with cancel
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 	stops      []func()
@@ -358,7 +366,7 @@ func (b *background) goRun(run func(context.Context), ctx context.Context) {
 // locked by this process.
 func startBackground(cfg serveConfig, svc *service.Service, db *openedStore, hooks *webhookListener, log *slog.Logger) (*background, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &background{cancel: cancel}
+	b := &background{ctx: ctx, cancel: cancel}
 	if db.adminPath != "" {
 		stopAdmin, err := server.ServeAdmin(server.AdminSocketPath(db.adminPath), db, log)
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/billingd/billingd/interceptors"
 	"github.com/billingd/billingd/internal/stripeapi"
 	"github.com/billingd/billingd/internal/telemetry"
+	"github.com/billingd/billingd/server"
 	"github.com/billingd/billingd/service"
 	"github.com/billingd/billingd/storage"
 )
@@ -143,6 +144,18 @@ func (o *observability) watch(db service.OpenRecords, rec *service.Reconciler) {
 				"succeeded": float64(s.Succeeded), "failed": float64(s.Failed), "not_created": float64(s.NotCreated),
 				"searches": float64(s.Searches), "follows": float64(s.Follows), "errors": float64(s.Errors),
 			}
+		}))
+}
+
+// watchServer exports whether health says the record store is writable.
+func (o *observability) watchServer(srv *server.Server) {
+	o.metrics.Register(telemetry.Gauge("billingd_store_up",
+		"1 while the record store can be written, 0 while it cannot (health NOT_SERVING, calls answer STORAGE_UNAVAILABLE).",
+		func() float64 {
+			if srv.StoreUp() {
+				return 1
+			}
+			return 0
 		}))
 }
 

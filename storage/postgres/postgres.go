@@ -41,6 +41,12 @@ const (
 	DefaultLeaseTTL = 15 * time.Second
 	// DefaultMaxConns sizes the pool when the DSN has no pool_max_conns.
 	DefaultMaxConns = 16
+	// DefaultConnectTimeout bounds a new connection when the DSN has no
+	// connect_timeout. pgx has no bound of its own: against a server that
+	// is gone without refusing (a dead host, a dropped route) every call
+	// would wait for its whole context, and callers would see their
+	// deadlines pass instead of STORAGE_UNAVAILABLE.
+	DefaultConnectTimeout = 2 * time.Second
 )
 
 type options struct {
@@ -103,6 +109,9 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	if !strings.Contains(dsn, "pool_max_conns") {
 		cfg.MaxConns = DefaultMaxConns
 	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres: %w", err)
@@ -145,6 +154,18 @@ func (s *Store) Close() error {
 	s.stop()
 	s.renewed.Wait()
 	s.pool.Close()
+	return nil
+}
+
+// Ping reports whether the database answers: one round trip on a pooled
+// connection (a new one if the idle ones died with the server).
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("ping: %w", err)
+	}
 	return nil
 }
 
