@@ -1,12 +1,10 @@
-// Package interceptors holds billingd's gRPC server interceptors and the
-// outbound retry policy for Stripe HTTP calls; it imports no project package
-// but gen/.
+// Package interceptors holds billingd's gRPC server interceptors; it imports
+// no project package.
 package interceptors
 
 import (
 	"context"
 	"errors"
-	"regexp"
 	"strings"
 	"time"
 
@@ -19,13 +17,6 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
-
-// secretLike matches Stripe API keys (even masked: sk_test_****1234) and
-// client secrets (pi_..._secret_...), which no message or log may carry.
-var secretLike = regexp.MustCompile(`\b(?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9_*]+|\b[A-Za-z0-9]+_[A-Za-z0-9]+_secret_[A-Za-z0-9]+`)
-
-// Scrub replaces whatever looks like a Stripe key or a client_secret in s.
-func Scrub(s string) string { return secretLike.ReplaceAllString(s, "[redacted]") }
 
 // internalMessage is the whole message of an error billingd does not
 // recognise: its text may hold anything, a client_secret included.

@@ -18,8 +18,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	billingv1 "github.com/billingd/billingd/gen/billing/v1"
-	"github.com/billingd/billingd/interceptors"
 	"github.com/billingd/billingd/internal/stripeapi"
+	"github.com/billingd/billingd/internal/stripehttp"
 	"github.com/billingd/billingd/internal/stripesim"
 	"github.com/billingd/billingd/server"
 	"github.com/billingd/billingd/service"
@@ -129,9 +129,9 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	}
 	payments, err := stripeapi.New(stripeapi.Config{
 		Key: key, URL: h.simURL, Timeout: 5 * time.Second,
-		RetryOptions: []interceptors.RetryOption{
-			interceptors.WithMaxAttempts(attempts),
-			interceptors.WithBackoff(time.Millisecond, 5*time.Millisecond),
+		RetryOptions: []stripehttp.RetryOption{
+			stripehttp.WithMaxAttempts(attempts),
+			stripehttp.WithBackoff(time.Millisecond, 5*time.Millisecond),
 		},
 	})
 	if err != nil {

@@ -30,6 +30,7 @@ import (
 
 	billingv1 "github.com/billingd/billingd/gen/billing/v1"
 	"github.com/billingd/billingd/interceptors"
+	"github.com/billingd/billingd/internal/redact"
 	"github.com/billingd/billingd/internal/telemetry"
 	"github.com/billingd/billingd/service"
 )
@@ -300,7 +301,7 @@ func movesMoney(fullMethod string) bool {
 // bug would leave no trace.
 func logInternalCause(ctx context.Context, _ string, err error, st *status.Status) {
 	if st.Code() == codes.Internal {
-		interceptors.SetCallField(ctx, "cause", interceptors.Scrub(err.Error()))
+		interceptors.SetCallField(ctx, "cause", redact.Scrub(err.Error()))
 	}
 }
 

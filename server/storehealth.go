@@ -9,7 +9,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	billingv1 "github.com/billingd/billingd/gen/billing/v1"
-	"github.com/billingd/billingd/interceptors"
+	"github.com/billingd/billingd/internal/redact"
 )
 
 // Pinger says whether the record store can be written now; storage.DB and
@@ -48,7 +48,7 @@ func (s *Server) StoreFailed(err error) {
 	s.store.up.Store(false)
 	s.setServing(healthpb.HealthCheckResponse_NOT_SERVING)
 	s.log.Warn("record store unavailable: health NOT_SERVING; calls answer STORAGE_UNAVAILABLE until it is back",
-		"err", interceptors.Scrub(err.Error()))
+		"err", redact.Scrub(err.Error()))
 }
 
 // FollowStore pings the store every interval until ctx ends and keeps

@@ -10,7 +10,7 @@ import (
 	"github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/webhook"
 
-	"github.com/billingd/billingd/interceptors"
+	"github.com/billingd/billingd/internal/redact"
 	"github.com/billingd/billingd/service"
 )
 
@@ -173,7 +173,7 @@ func paymentFailure(pi *stripe.PaymentIntent) *service.UpstreamError {
 	f := &service.UpstreamError{Kind: service.UpstreamDeclined, HTTPStatus: http.StatusPaymentRequired,
 		Type: "card_error", Code: "card_declined", ObjectID: pi.ID}
 	if lpe := pi.LastPaymentError; lpe != nil {
-		f.Type, f.Code, f.DeclineCode, f.Param, f.Message = string(lpe.Type), string(lpe.Code), string(lpe.DeclineCode), lpe.Param, interceptors.Scrub(lpe.Msg)
+		f.Type, f.Code, f.DeclineCode, f.Param, f.Message = string(lpe.Type), string(lpe.Code), string(lpe.DeclineCode), lpe.Param, redact.Scrub(lpe.Msg)
 	}
 	return f
 }

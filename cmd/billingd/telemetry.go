@@ -11,8 +11,8 @@ import (
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
-	"github.com/billingd/billingd/interceptors"
 	"github.com/billingd/billingd/internal/stripeapi"
+	"github.com/billingd/billingd/internal/stripehttp"
 	"github.com/billingd/billingd/internal/telemetry"
 	"github.com/billingd/billingd/server"
 	"github.com/billingd/billingd/service"
@@ -58,7 +58,7 @@ func (o *observability) stripe(c stripeapi.Config) stripeapi.Config {
 	c.Observe = func(ob stripeapi.Observation) {
 		o.metrics.StripeCall(ob.Endpoint, ob.Outcome, ob.ErrorType, ob.Code, ob.Duration)
 	}
-	c.RetryOptions = append(c.RetryOptions, interceptors.WithRetryObserver(o.metrics.StripeRetry))
+	c.RetryOptions = append(c.RetryOptions, stripehttp.WithRetryObserver(o.metrics.StripeRetry))
 	if o.tracing {
 		c.Instrument = func(rt http.RoundTripper) http.RoundTripper {
 			return otelhttp.NewTransport(telemetry.StripeRequestID(rt),

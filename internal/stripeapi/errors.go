@@ -10,7 +10,7 @@ import (
 
 	"github.com/stripe/stripe-go/v76"
 
-	"github.com/billingd/billingd/interceptors"
+	"github.com/billingd/billingd/internal/redact"
 	"github.com/billingd/billingd/service"
 )
 
@@ -256,5 +256,5 @@ func (c *Client) scrub(msg string) string {
 	if c.key != "" {
 		msg = strings.ReplaceAll(msg, c.key, "[redacted]")
 	}
-	return interceptors.Scrub(msg)
+	return redact.Scrub(msg)
 }

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/billingd/billingd/interceptors"
+	"github.com/billingd/billingd/internal/stripehttp"
 	"github.com/billingd/billingd/service"
 )
 
@@ -120,7 +120,7 @@ func TestRetriesTakeTokens(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	c, err := New(Config{Key: "sk_test_x", URL: srv.URL, Rate: 100, Burst: 10,
-		RetryOptions: []interceptors.RetryOption{interceptors.WithJitter(func(time.Duration) time.Duration { return 0 })}})
+		RetryOptions: []stripehttp.RetryOption{stripehttp.WithJitter(func(time.Duration) time.Duration { return 0 })}})
 	if err != nil {
 		t.Fatal(err)
 	}

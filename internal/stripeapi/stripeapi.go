@@ -20,7 +20,7 @@ import (
 	"github.com/stripe/stripe-go/v76/form"
 	"golang.org/x/time/rate"
 
-	"github.com/billingd/billingd/interceptors"
+	"github.com/billingd/billingd/internal/stripehttp"
 	"github.com/billingd/billingd/service"
 )
 
@@ -46,8 +46,8 @@ type Config struct {
 	// URL is the API base, e.g. a stripe-mock or fake; "" means Stripe.
 	URL string
 	// Transport carries the requests. New always wraps it in
-	// interceptors.Retry(Transport, RetryOptions...), so pass an unwrapped
-	// transport; to turn retries off, pass interceptors.WithMaxAttempts(1).
+	// stripehttp.Retry(Transport, RetryOptions...), so pass an unwrapped
+	// transport; to turn retries off, pass stripehttp.WithMaxAttempts(1).
 	// nil means a transport tuned for many concurrent calls to one host
 	// (MaxIdleConnsPerHost idle connections, explicit timeouts, HTTP/2).
 	Transport http.RoundTripper
@@ -77,7 +77,7 @@ type Config struct {
 	// Timeout bounds one call, retries and backoff included.
 	Timeout time.Duration
 	// RetryOptions tune interceptors.Retry.
-	RetryOptions []interceptors.RetryOption
+	RetryOptions []stripehttp.RetryOption
 	// Instrument, when set, wraps the transport inside the retry layer, so
 	// it sees every attempt (e.g. otelhttp for one client span per attempt).
 	Instrument func(http.RoundTripper) http.RoundTripper
@@ -170,7 +170,7 @@ func New(cfg Config) (*Client, error) {
 		transport = &paced{next: transport, p: pace}
 	}
 	httpClient := &http.Client{
-		Transport: &recorder{next: interceptors.Retry(transport, cfg.RetryOptions...)},
+		Transport: &recorder{next: stripehttp.Retry(transport, cfg.RetryOptions...)},
 		// No Timeout here: each call's context carries cfg.Timeout (begin).
 		// Stripe does not redirect; following one could resend a POST.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/billingd/billingd/interceptors"
 	"github.com/billingd/billingd/internal/stripeapi"
+	"github.com/billingd/billingd/internal/stripehttp"
 	"github.com/billingd/billingd/service"
 )
 
@@ -61,7 +61,7 @@ func newClient(t *testing.T, u string, opts ...func(*stripeapi.Config)) *stripea
 	cfg := stripeapi.Config{
 		Key:          testKey,
 		URL:          u,
-		RetryOptions: []interceptors.RetryOption{interceptors.WithJitter(func(time.Duration) time.Duration { return 0 })},
+		RetryOptions: []stripehttp.RetryOption{stripehttp.WithJitter(func(time.Duration) time.Duration { return 0 })},
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -573,7 +573,7 @@ func TestObserveReportsEveryCall(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		got = append(got, o)
-	}, RetryOptions: []interceptors.RetryOption{interceptors.WithMaxAttempts(1)}})
+	}, RetryOptions: []stripehttp.RetryOption{stripehttp.WithMaxAttempts(1)}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,6 @@
-package interceptors
+// Package stripehttp is the HTTP transport policy of billingd's Stripe calls:
+// one retry layer, with Stripe's rules for what may be sent again.
+package stripehttp
 
 import (
 	"bytes"
@@ -206,7 +208,7 @@ func (t *retryTransport) attempt(req *http.Request, body io.ReadCloser) (*http.R
 	return resp, nil
 }
 
-var errAttemptTimeout = errors.New("interceptors: attempt timeout")
+var errAttemptTimeout = errors.New("stripehttp: attempt timeout")
 
 // attemptTimeoutError marks an error caused by the per-attempt timeout. It is
 // a net.Error with Timeout() true, so callers see a timeout, not a cancellation.

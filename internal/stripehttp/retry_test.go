@@ -1,4 +1,4 @@
-package interceptors_test
+package stripehttp_test
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/billingd/billingd/interceptors"
+	"github.com/billingd/billingd/internal/stripehttp"
 )
 
 // step answers one attempt at the scripted server.
@@ -103,7 +103,7 @@ func TestRetryPolicy(t *testing.T) {
 	tests := []struct {
 		name        string
 		method      string
-		opts        []interceptors.RetryOption
+		opts        []stripehttp.RetryOption
 		steps       func(t *testing.T) []step
 		wantCode    int // 0: an error is expected
 		wantBody    string
@@ -121,7 +121,7 @@ func TestRetryPolicy(t *testing.T) {
 			func(*testing.T) []step { return []step{reply(409, conflict), reply(200, ok)} }, 200, ok, []string{"in_use"}},
 		{"409 non-JSON retried", http.MethodPost, nil,
 			func(*testing.T) []step { return []step{reply(409, "<html>"), reply(200, ok)} }, 200, ok, []string{"in_use"}},
-		{"409 after retries returned intact", http.MethodPost, []interceptors.RetryOption{interceptors.WithMaxAttempts(2)},
+		{"409 after retries returned intact", http.MethodPost, []stripehttp.RetryOption{stripehttp.WithMaxAttempts(2)},
 			func(*testing.T) []step { return []step{reply(409, conflict)} }, 409, conflict, []string{"in_use"}},
 		{"POST 500 never retried", http.MethodPost, nil,
 			func(*testing.T) []step { return []step{reply(500, apiError), reply(200, ok)} }, 500, apiError, nil},
@@ -162,19 +162,19 @@ func TestRetryPolicy(t *testing.T) {
 		{"connection closed after the request was sent", http.MethodPost, nil,
 			func(t *testing.T) []step { return []step{hangUp(t), reply(200, ok)} }, 200, ok, []string{"network"}},
 		{"attempt timeout retried", http.MethodPost,
-			[]interceptors.RetryOption{interceptors.WithAttemptTimeout(50 * time.Millisecond)},
+			[]stripehttp.RetryOption{stripehttp.WithAttemptTimeout(50 * time.Millisecond)},
 			func(*testing.T) []step { return []step{stall, reply(200, ok)} }, 200, ok, []string{"timeout"}},
 		{"attempts run out: last response returned intact", http.MethodPost,
-			[]interceptors.RetryOption{interceptors.WithMaxAttempts(3)},
+			[]stripehttp.RetryOption{stripehttp.WithMaxAttempts(3)},
 			func(*testing.T) []step {
 				return []step{reply(503, `{"n":1}`), reply(429, `{"n":2}`), reply(503, `{"n":3}`)}
 			},
 			503, `{"n":3}`, []string{"unavailable", "rate_limited"}},
 		{"attempts run out: last error returned", http.MethodPost,
-			[]interceptors.RetryOption{interceptors.WithMaxAttempts(2)},
+			[]stripehttp.RetryOption{stripehttp.WithMaxAttempts(2)},
 			func(t *testing.T) []step { return []step{hangUp(t)} }, 0, "", []string{"network"}},
 		{"one attempt means no retries", http.MethodPost,
-			[]interceptors.RetryOption{interceptors.WithMaxAttempts(1)},
+			[]stripehttp.RetryOption{stripehttp.WithMaxAttempts(1)},
 			func(*testing.T) []step { return []step{reply(503, apiError), reply(200, ok)} }, 503, apiError, nil},
 	}
 	for _, tt := range tests {
@@ -183,11 +183,11 @@ func TestRetryPolicy(t *testing.T) {
 			srv := newScripted(t, tt.steps(t)...)
 			var mu sync.Mutex
 			var reasons []string
-			opts := append([]interceptors.RetryOption{
-				interceptors.WithJitter(noWait),
-				interceptors.WithRetryObserver(func(r string) { mu.Lock(); reasons = append(reasons, r); mu.Unlock() }),
+			opts := append([]stripehttp.RetryOption{
+				stripehttp.WithJitter(noWait),
+				stripehttp.WithRetryObserver(func(r string) { mu.Lock(); reasons = append(reasons, r); mu.Unlock() }),
 			}, tt.opts...)
-			client := &http.Client{Transport: interceptors.Retry(noKeepAlive(), opts...)}
+			client := &http.Client{Transport: stripehttp.Retry(noKeepAlive(), opts...)}
 
 			var body io.Reader
 			if tt.method == http.MethodPost {
@@ -249,7 +249,7 @@ func TestRetryWithoutIdempotencyKey(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			srv := newScripted(t, tt.first(t), reply(200, "{}"))
-			rt := interceptors.Retry(noKeepAlive(), interceptors.WithJitter(noWait), interceptors.WithAttemptTimeout(tt.timeout))
+			rt := stripehttp.Retry(noKeepAlive(), stripehttp.WithJitter(noWait), stripehttp.WithAttemptTimeout(tt.timeout))
 			var body io.Reader
 			if tt.method == http.MethodPost {
 				body = strings.NewReader("a=1")
@@ -278,7 +278,7 @@ func TestRetrySendsSameKeyAndBody(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			srv := newScripted(t, reply(503, "{}"), hangUp(t), reply(409, `{"error":{"code":"idempotency_key_in_use"}}`), reply(200, "{}"))
-			client := &http.Client{Transport: interceptors.Retry(noKeepAlive(), interceptors.WithJitter(noWait))}
+			client := &http.Client{Transport: stripehttp.Retry(noKeepAlive(), stripehttp.WithJitter(noWait))}
 			var body io.Reader = strings.NewReader(payload)
 			if !getBody {
 				body = noGetBody{body}
@@ -312,9 +312,9 @@ func TestRetrySendsSameKeyAndBody(t *testing.T) {
 func TestRetryContextCancelCutsBackoffShort(t *testing.T) {
 	t.Parallel()
 	srv := newScripted(t, reply(503, "{}"))
-	client := &http.Client{Transport: interceptors.Retry(noKeepAlive(),
-		interceptors.WithBackoff(time.Minute, time.Minute),
-		interceptors.WithJitter(func(d time.Duration) time.Duration { return d }))}
+	client := &http.Client{Transport: stripehttp.Retry(noKeepAlive(),
+		stripehttp.WithBackoff(time.Minute, time.Minute),
+		stripehttp.WithJitter(func(d time.Duration) time.Duration { return d }))}
 	ctx, cancel := context.WithCancel(t.Context())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL, strings.NewReader("a=1"))
 	time.AfterFunc(50*time.Millisecond, cancel)
@@ -338,9 +338,9 @@ func TestRetryContextCancelCutsBackoffShort(t *testing.T) {
 func TestRetryDeadlineCutsBackoffShort(t *testing.T) {
 	t.Parallel()
 	srv := newScripted(t, reply(429, "{}"))
-	rt := interceptors.Retry(noKeepAlive(),
-		interceptors.WithBackoff(time.Minute, time.Minute),
-		interceptors.WithJitter(func(d time.Duration) time.Duration { return d }))
+	rt := stripehttp.Retry(noKeepAlive(),
+		stripehttp.WithBackoff(time.Minute, time.Minute),
+		stripehttp.WithJitter(func(d time.Duration) time.Duration { return d }))
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
@@ -358,10 +358,10 @@ func TestRetryBackoffIsCappedExponential(t *testing.T) {
 	t.Parallel()
 	srv := newScripted(t, reply(503, "{}"))
 	var limits []time.Duration
-	rt := interceptors.Retry(noKeepAlive(),
-		interceptors.WithMaxAttempts(6),
-		interceptors.WithBackoff(10*time.Millisecond, 50*time.Millisecond),
-		interceptors.WithJitter(func(d time.Duration) time.Duration { limits = append(limits, d); return 0 }))
+	rt := stripehttp.Retry(noKeepAlive(),
+		stripehttp.WithMaxAttempts(6),
+		stripehttp.WithBackoff(10*time.Millisecond, 50*time.Millisecond),
+		stripehttp.WithJitter(func(d time.Duration) time.Duration { limits = append(limits, d); return 0 }))
 	req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
@@ -380,7 +380,7 @@ func TestRetryBackoffIsCappedExponential(t *testing.T) {
 func TestRetryDefaultMaxAttempts(t *testing.T) {
 	t.Parallel()
 	srv := newScripted(t, reply(503, "{}"))
-	rt := interceptors.Retry(noKeepAlive(), interceptors.WithJitter(noWait))
+	rt := stripehttp.Retry(noKeepAlive(), stripehttp.WithJitter(noWait))
 	req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader("a=1"))
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
@@ -428,7 +428,7 @@ func TestRetryClosesDiscardedResponses(t *testing.T) {
 	t.Parallel()
 	srv := newScripted(t, reply(503, "{}"), reply(409, `{"error":{"code":"idempotency_key_in_use"}}`), reply(200, `{"id":"x"}`))
 	rec := &closeRecorder{next: noKeepAlive()}
-	rt := interceptors.Retry(rec, interceptors.WithJitter(noWait))
+	rt := stripehttp.Retry(rec, stripehttp.WithJitter(noWait))
 	req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader("a=1"))
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
@@ -451,7 +451,7 @@ func TestRetryNilNextUsesDefaultTransport(t *testing.T) {
 	t.Parallel()
 	srv := newScripted(t, reply(200, "{}"))
 	req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
-	resp, err := interceptors.Retry(nil).RoundTrip(req)
+	resp, err := stripehttp.Retry(nil).RoundTrip(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,7 +466,7 @@ func TestRetryLongConflictBodyIsIntact(t *testing.T) {
 	t.Parallel()
 	long := `{"error":{"code":"other","message":"` + strings.Repeat("x", 200<<10) + `"}}`
 	srv := newScripted(t, reply(409, long))
-	rt := interceptors.Retry(noKeepAlive(), interceptors.WithJitter(noWait))
+	rt := stripehttp.Retry(noKeepAlive(), stripehttp.WithJitter(noWait))
 	req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader("a=1"))
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
@@ -535,7 +535,7 @@ func TestRetryStripeAnswers(t *testing.T) {
 				header = []string{"Stripe-Should-Retry", tt.shouldRetry}
 			}
 			srv := newScripted(t, reply(tt.status, tt.body, header...), reply(200, `{"id":"pi_1"}`))
-			client := &http.Client{Transport: interceptors.Retry(noKeepAlive(), interceptors.WithJitter(noWait))}
+			client := &http.Client{Transport: stripehttp.Retry(noKeepAlive(), stripehttp.WithJitter(noWait))}
 			const payload = "amount=100&currency=usd"
 			var body io.Reader
 			if tt.method == http.MethodPost {
