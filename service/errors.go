@@ -119,6 +119,7 @@ var classes = map[Reason]Class{
 	ReasonCanceled:               ClassFailedPrecondition,
 	ReasonSubscriptionExpired:    ClassFailedPrecondition,
 	ReasonRefundFailed:           ClassFailedPrecondition,
+	ReasonRequestIDExpired:       ClassFailedPrecondition,
 	ReasonResourceMissing:        ClassNotFound,
 	ReasonNotFound:               ClassNotFound,
 	ReasonRequestInProgress:      ClassUnavailable,
@@ -155,10 +156,13 @@ func (e *Error) ErrorCode() string { return string(e.Reason.Class()) }
 
 // final reports whether an error with this reason settles its record FAILED:
 // every later identical request is answered with it, as a replay.
+// REQUEST_ID_EXPIRED has no record left to settle; its tombstone answers
+// every repeat the same way.
 func (r Reason) final() bool {
 	switch r {
 	case ReasonCardDeclined, ReasonStripeInvalidRequest, ReasonStripeState, ReasonResourceMissing, ReasonNotCreated,
-		ReasonAuthenticationFailed, ReasonCanceled, ReasonSubscriptionExpired, ReasonRefundFailed:
+		ReasonAuthenticationFailed, ReasonCanceled, ReasonSubscriptionExpired, ReasonRefundFailed,
+		ReasonRequestIDExpired:
 		return true
 	}
 	return false

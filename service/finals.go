@@ -1,13 +1,16 @@
 package service
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // finals caches final outcomes for replays. A final record never changes, so
 // a cached copy answers a repeat as the store would, without a transaction,
 // a decode or its allocations — retries are mostly such repeats. It is
 // bounded (FIFO: recent operations are the ones retried) and per process;
-// an entry may outlive its swept record, which only means a late repeat is
-// still answered with the truth.
+// an entry is not used past Config.Retention after its record's last update,
+// when the record may be swept and its tombstone answers instead.
 type finals struct {
 	mu   sync.Mutex
 	m    map[string]*final
@@ -24,12 +27,13 @@ type final struct {
 	result      Result
 	err         *Error
 	attempts    int
+	updated     time.Time // the record's last update
 }
 
 func finalOf(rec *Record) *final {
 	res := rec.Result
 	res.StripeRequestID, res.Failure = "", nil // the answering call's, not the record's
-	return &final{fingerprint: rec.Fingerprint, state: rec.State, result: res, err: rec.Err, attempts: rec.Attempts}
+	return &final{fingerprint: rec.Fingerprint, state: rec.State, result: res, err: rec.Err, attempts: rec.Attempts, updated: rec.Updated}
 }
 
 func newFinals(size int) *finals {

@@ -91,8 +91,12 @@ func (m *memStore) CountByState(context.Context) (map[State]int, error) {
 
 func (m *memStore) CountOpen(ctx context.Context) (map[State]int, error) { return m.CountByState(ctx) }
 
-func (m *memStore) Sweep(context.Context, time.Time, int) (int, error)       { return 0, nil }
-func (m *memStore) SweepEvents(context.Context, time.Time, int) (int, error) { return 0, nil }
+func (m *memStore) Sweep(context.Context, time.Time, time.Time, int) (int, error) { return 0, nil }
+func (m *memStore) SweepEvents(context.Context, time.Time, int) (int, error)      { return 0, nil }
+func (m *memStore) SweepTombstones(context.Context, time.Time, int) (int, error)  { return 0, nil }
+func (m *memStore) GetTombstone(context.Context, string, string) (Tombstone, bool, error) {
+	return Tombstone{}, false, nil
+}
 
 func (m *memStore) GetByRequestKey(_ context.Context, requestKey string) (Record, bool, error) {
 	m.mu.Lock()

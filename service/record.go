@@ -164,11 +164,17 @@ type Result struct {
 type Records interface {
 	// Claim stores rec if no record exists for (rec.Caller, rec.RequestID) and
 	// returns it with created=true, holding its lease if it is open; otherwise
-	// it returns the stored record unchanged with created=false. Check and
-	// write are one transaction.
+	// it returns the stored record unchanged with created=false. If there is
+	// no record but a tombstone (the record was swept), it writes nothing and
+	// fails with an *ExpiredError holding the tombstone. Check and write are
+	// one transaction, so a sweep running at the same time cannot slip
+	// between them: a claim sees the record or its tombstone.
 	Claim(ctx context.Context, rec Record) (stored Record, created bool, err error)
 	// Get returns the record for (caller, requestID); found=false if none.
 	Get(ctx context.Context, caller, requestID string) (rec Record, found bool, err error)
+	// GetTombstone returns the tombstone the sweep left of (caller,
+	// requestID)'s record; found=false if none.
+	GetTombstone(ctx context.Context, caller, requestID string) (t Tombstone, found bool, err error)
 	// Put replaces the stored record with rec, or creates it (without a lease)
 	// if there is none. Over an existing record it needs the record's lease
 	// and fails with ErrLeaseLost without it. A final state gives the lease up.

@@ -42,6 +42,11 @@ type Config struct {
 	// ReplayCache is how many final outcomes are kept in memory to answer
 	// repeats without a store read (0: none). About 0.25 KB each.
 	ReplayCache int
+	// Retention is the sweeper's: how long a final record is kept after its
+	// last update. A cached outcome answers no longer than its record may
+	// live, so a repeat past it gets the store's answer (the record, or its
+	// tombstone's REQUEST_ID_EXPIRED), the same from every process. 0: no limit.
+	Retention time.Duration
 	// MaxWatches bounds one caller's open WatchOperation streams.
 	MaxWatches int
 	// AllowForeignObjects lets Refund, CapturePayment, CancelPayment and
@@ -61,6 +66,7 @@ func DefaultConfig() Config {
 		RetryAfter:   time.Second,
 		ReplayCache:  16384,
 		MaxWatches:   32,
+		Retention:    DefaultSweeperConfig().Retention,
 	}
 }
 
@@ -199,7 +205,12 @@ func (s *Service) GetOperation(ctx context.Context, caller, requestID string) (R
 		return Record{}, s.storageError(err)
 	}
 	if !found {
-		return Record{}, &Error{Reason: ReasonNotFound, Message: "no operation with this request_id"}
+		msg := "no operation with this request_id"
+		// Best effort: the answer is NOT_FOUND either way.
+		if t, swept, terr := s.records.GetTombstone(ctx, caller, requestID); terr == nil && swept {
+			msg = "no operation with this request_id: its record expired (the operation ended " + t.State.String() + ")"
+		}
+		return Record{}, &Error{Reason: ReasonNotFound, Message: msg}
 	}
 	return rec, nil
 }
@@ -304,6 +315,9 @@ func (s *Service) inProgress() *Error {
 func (s *Service) replayFinal(ctx context.Context, caller, requestID string, method Method, fp []byte) (out Outcome, ok bool, err error) {
 	key := inflightKey(caller, requestID)
 	f, cached := s.finals.get(key)
+	if cached && s.cfg.Retention > 0 && s.clock.Now().Sub(f.updated) >= s.cfg.Retention {
+		cached = false // its record may be swept by now: ask the store
+	}
 	if !cached {
 		stored, found, gerr := s.records.Get(ctx, caller, requestID)
 		if gerr != nil || !found || !stored.State.Final() {
@@ -431,6 +445,10 @@ func CallerDeadline(ctx context.Context) (time.Time, bool) {
 // record another replica is driving is waited for, at most wait.
 func (s *Service) resolve(ctx context.Context, fresh Record, wait time.Duration) (Result, bool, error) {
 	rec, created, err := s.records.Claim(ctx, fresh)
+	var expired *ExpiredError
+	if errors.As(err, &expired) { // swept: the tombstone answers, nothing is sent
+		return Result{}, false, expiredError(expired.Tombstone, fresh.Fingerprint)
+	}
 	if err != nil {
 		return Result{}, false, s.storageError(err)
 	}

@@ -102,7 +102,7 @@ func TestEveryReasonHasItsClass(t *testing.T) {
 		ReasonStripeState: ClassFailedPrecondition, ReasonNotCreated: ClassFailedPrecondition,
 		ReasonAuthenticationRequired: ClassFailedPrecondition, ReasonAuthenticationFailed: ClassFailedPrecondition,
 		ReasonCanceled: ClassFailedPrecondition, ReasonSubscriptionExpired: ClassFailedPrecondition,
-		ReasonRefundFailed:    ClassFailedPrecondition,
+		ReasonRefundFailed: ClassFailedPrecondition, ReasonRequestIDExpired: ClassFailedPrecondition,
 		ReasonResourceMissing: ClassNotFound, ReasonNotFound: ClassNotFound,
 		ReasonRequestInProgress: ClassUnavailable, ReasonUpstreamRateLimited: ClassUnavailable,
 		ReasonUpstreamUnavailable: ClassUnavailable, ReasonOutcomePending: ClassUnavailable,

@@ -9,10 +9,13 @@ import (
 
 // SweepStore is what the sweeper needs: bounded deletes of final records
 // and of webhook event ids past retention, oldest first (by claim or by
-// update, as the store keeps them). Open records are never swept.
+// update, as the store keeps them), and of tombstones past theirs. Open
+// records are never swept. Sweep leaves a tombstone (TombstoneOf, stamped
+// sweptAt) of every record it deletes, in the same transaction.
 type SweepStore interface {
-	Sweep(ctx context.Context, updatedBefore time.Time, limit int) (int, error)
+	Sweep(ctx context.Context, updatedBefore, sweptAt time.Time, limit int) (int, error)
 	SweepEvents(ctx context.Context, seenBefore time.Time, limit int) (int, error)
+	SweepTombstones(ctx context.Context, sweptBefore time.Time, limit int) (int, error)
 }
 
 // SweeperConfig tunes the sweeper; DefaultSweeperConfig returns the defaults.
@@ -21,6 +24,10 @@ type SweeperConfig struct {
 	// after its last update: well past Stripe's 24 h key window, so a late
 	// retry still replays.
 	Retention time.Duration
+	// TombstoneRetention is how long a swept record's tombstone is kept
+	// after the sweep: a repeat within it is refused REQUEST_ID_EXPIRED;
+	// after it the request_id is free again. 0 keeps them forever.
+	TombstoneRetention time.Duration
 	// Interval is the time between sweeps.
 	Interval time.Duration
 	// Batch bounds one delete transaction, so a sweep never holds the
@@ -30,7 +37,8 @@ type SweeperConfig struct {
 
 // DefaultSweeperConfig returns the production defaults (docs/design.md, rule 9).
 func DefaultSweeperConfig() SweeperConfig {
-	return SweeperConfig{Retention: 7 * 24 * time.Hour, Interval: 10 * time.Minute, Batch: 500}
+	return SweeperConfig{Retention: 7 * 24 * time.Hour, TombstoneRetention: 400 * 24 * time.Hour,
+		Interval: 10 * time.Minute, Batch: 500}
 }
 
 // Sweeper deletes final records older than the retention window in bounded
@@ -77,12 +85,14 @@ func (w *Sweeper) Run(ctx context.Context) {
 }
 
 // Sweep deletes everything past retention, one batch per transaction, and
-// returns how many records it deleted.
+// returns how many records it deleted (each leaves a tombstone). Tombstones
+// past their own horizon go too, in batches of the same size.
 func (w *Sweeper) Sweep(ctx context.Context) (int, error) {
-	cutoff := w.clock.Now().Add(-w.cfg.Retention)
+	now := w.clock.Now()
+	cutoff := now.Add(-w.cfg.Retention)
 	total := 0
 	for {
-		n, err := w.store.Sweep(ctx, cutoff, w.cfg.Batch)
+		n, err := w.store.Sweep(ctx, cutoff, now, w.cfg.Batch)
 		total += n
 		w.swept.Add(uint64(n))
 		if err != nil {
@@ -94,6 +104,18 @@ func (w *Sweeper) Sweep(ctx context.Context) (int, error) {
 	}
 	for {
 		n, err := w.store.SweepEvents(ctx, cutoff, w.cfg.Batch)
+		if err != nil {
+			return total, err
+		}
+		if n < w.cfg.Batch {
+			break
+		}
+	}
+	if w.cfg.TombstoneRetention <= 0 {
+		return total, nil
+	}
+	for {
+		n, err := w.store.SweepTombstones(ctx, now.Add(-w.cfg.TombstoneRetention), w.cfg.Batch)
 		if err != nil {
 			return total, err
 		}

@@ -27,6 +27,7 @@ var (
 type op struct {
 	claim  bool
 	name   []byte            // recordKey(caller, request_id)
+	hash   [32]byte          // nameHash(caller, request_id): a tombstone's key
 	lookup []byte            // lookupKey(caller, request_id)
 	msg    *storagev1.Record // the new record, for its index entry
 	val    []byte            // msg encoded
@@ -35,6 +36,7 @@ type op struct {
 	// after opDone.
 	created  bool
 	existing service.Record
+	tomb     *service.Tombstone // a claim found no record but this tombstone
 	err      error
 
 	state opState // guarded by committer.mu
@@ -126,7 +128,9 @@ func (db *DB) newOp(claim bool, rec *service.Record) (*op, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &op{claim: claim, name: recordKey(rec.Caller, rec.RequestID), lookup: lookupKey(rec.Caller, rec.RequestID), msg: m, val: val}, nil
+	h := nameHash(rec.Caller, rec.RequestID)
+	lookup := lookupOfHash(h)
+	return &op{claim: claim, name: recordKey(rec.Caller, rec.RequestID), hash: h, lookup: lookup[:], msg: m, val: val}, nil
 }
 
 // submit runs o in a write transaction according to the commit mode and
@@ -315,7 +319,7 @@ func (db *DB) boltBatch(o *op) error {
 // applyOp is the read-check-write of one Claim or Put inside tx. It reports
 // whether it wrote anything.
 func applyOp(tx *bolt.Tx, o *op) (wrote bool, err error) {
-	o.created, o.existing = false, service.Record{}
+	o.created, o.existing, o.tomb = false, service.Record{}, nil
 	var old *storagev1.Record
 	pos := findPos(tx, o.name, o.lookup)
 	if pos != nil {
@@ -334,6 +338,19 @@ func applyOp(tx *bolt.Tx, o *op) (wrote bool, err error) {
 		old = m
 		pos = bytes.Clone(pos) // bbolt's bytes are valid only until the next write
 	} else {
+		if o.claim {
+			// No record: a swept one's tombstone refuses the claim. The
+			// sweep that wrote it deleted the record in its own
+			// transaction, so this one sees one or the other.
+			t, found, err := getTombstone(tx, o.hash[:])
+			if err != nil {
+				return false, err
+			}
+			if found {
+				o.tomb = &t
+				return false, nil
+			}
+		}
 		pos = posKey(o.msg.CreateUnixNano, o.name)
 	}
 	if err := writeRecord(tx, pos, old, o.msg, o.val); err != nil {

@@ -25,6 +25,8 @@ import (
 //	         request_key, where it differs from that    → pos           (records with one)
 //	events   stripe event id                            → ts(seen)            webhook dedupe
 //	eventsts ts(seen) ‖ stripe event id                 → nil                 events in sweep order
+//	tombstones nameHash(caller, request_id)             → tombstone (tombstones.go)   swept records
+//	tombts   ts(swept) ‖ nameHash of its first          → nameHash ‖ nameHash ‖ …   one entry per sweep batch
 //	meta     "layout"                                   → layoutVersion (1 byte)
 //
 // ts is the record time in unix nanoseconds as 8 big-endian bytes with the
@@ -49,6 +51,14 @@ import (
 // and GetByRequestKey finds the one record of that time whose name hashes to
 // it. That is 8 bytes of value instead of ~50 in the bucket whose pages are
 // random (layouts 3 to 5 stored pos, which still reads).
+//
+// A swept record leaves a tombstone, keyed by the raw 32-byte hash its
+// lookup key encodes, written in the sweep's transaction; a claim looks for
+// it in its own transaction only when the name has no record, so a claim
+// and a sweep never both miss. tombts lists the tombstones each sweep batch
+// wrote under one key, 32 bytes each, so expiring them needs no per-tombstone
+// index entry: they are kept ~57 times as long as records, so they outnumber
+// them, and their size is most of what they cost.
 var (
 	bucketRecords = []byte("records")
 	bucketOpen    = []byte("open")
@@ -57,6 +67,8 @@ var (
 	bucketReqKeys = []byte("reqkeys")
 	bucketEvents  = []byte("events")
 	bucketEventTs = []byte("eventsts")
+	bucketTombs   = []byte("tombstones")
+	bucketTombTs  = []byte("tombts")
 
 	metaLayout = []byte("layout")
 
@@ -75,11 +87,15 @@ var (
 // themselves are unchanged). Version 6 writes the claim time alone under a
 // lookup key; pos written there by versions 3 to 5 reads as before, so Open
 // only bumps the version, which keeps a version 5 binary from taking a time
-// for a missing record. A read-only open reads versions 3 to 6.
-const layoutVersion byte = 6
+// for a missing record. Version 7 adds tombstones and tombts: Open creates
+// them in an older file, and the bump keeps a version 6 binary, which would
+// claim a tombstoned request_id anew, from opening the file. A read-only
+// open reads versions 3 to 7 (an older file simply has no tombstones).
+const layoutVersion byte = 7
 
 // allBuckets is every bucket of the current layout.
-var allBuckets = [][]byte{bucketRecords, bucketOpen, bucketCounts, bucketMeta, bucketReqKeys, bucketEvents, bucketEventTs}
+var allBuckets = [][]byte{bucketRecords, bucketOpen, bucketCounts, bucketMeta, bucketReqKeys, bucketEvents, bucketEventTs,
+	bucketTombs, bucketTombTs}
 
 // Fill factors for the time-ordered buckets. bbolt splits a full leaf at
 // Bucket.FillPercent, 0.5 by default, which suits random inserts; a bucket
@@ -106,6 +122,9 @@ func setFill(tx *bolt.Tx) {
 		b.FillPercent = fillRecords
 	}
 	if b := tx.Bucket(bucketEventTs); b != nil {
+		b.FillPercent = fillEventTs
+	}
+	if b := tx.Bucket(bucketTombTs); b != nil {
 		b.FillPercent = fillEventTs
 	}
 }
@@ -142,7 +161,24 @@ func lookupKey(caller, requestID string) []byte {
 
 // lookupKeyOf is lookupKey without the allocation, for comparisons.
 func lookupKeyOf(caller, requestID string) derivedKey {
-	return derive("rk1_", caller, requestID, "")
+	return lookupOfHash(nameHash(caller, requestID))
+}
+
+// lookupOfHash is the lookup key whose hash is sum (a nameHash).
+func lookupOfHash(sum [sha256.Size]byte) (k derivedKey) {
+	copy(k[:4], "rk1_")
+	base64.RawURLEncoding.Encode(k[4:], sum[:])
+	return k
+}
+
+// nameHash is the SHA-256 of caller 0x00 request_id: what lookupKey encodes,
+// and a tombstone's key.
+func nameHash(caller, requestID string) [sha256.Size]byte {
+	var buf [256]byte
+	b := append(buf[:0], caller...)
+	b = append(b, 0)
+	b = append(b, requestID...)
+	return sha256.Sum256(b)
 }
 
 // derivedKey is prefix (4 bytes) and the 43-byte unpadded base64url SHA-256

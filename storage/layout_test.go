@@ -31,11 +31,19 @@ func TestIndexesMirrorRecords(t *testing.T) {
 	states := []service.State{service.StatePending, service.StateIndeterminate, service.StateSucceeded, service.StateFailed}
 
 	live := map[string]service.Record{}
+	swept := map[string]bool{} // tombstoned: a claim is refused
 	for i := range 600 {
 		id := fmt.Sprintf("req-%03d", rng.IntN(120))
 		rec, ok := live[id]
 		now := t0.Add(time.Duration(i) * time.Second)
 		switch {
+		case !ok && swept[id]:
+			_, _, err := db.Claim(ctx, service.Record{Caller: "acme", RequestID: id, Method: service.MethodCharge,
+				State: service.StatePending, Created: now, Updated: now})
+			if _, ok := errors.AsType[*service.ExpiredError](err); !ok {
+				t.Fatalf("claim of swept %s: %v, want ExpiredError", id, err)
+			}
+			continue
 		case !ok:
 			rec = service.Record{
 				Caller: "acme", RequestID: id, Method: service.MethodCharge,
@@ -72,17 +80,50 @@ func TestIndexesMirrorRecords(t *testing.T) {
 		}
 		live[id] = rec
 		if i%150 == 149 { // sweep the final records updated before now-60s
-			if _, err := db.Sweep(ctx, now.Add(-60*time.Second), 1000); err != nil {
+			if _, err := db.Sweep(ctx, now.Add(-60*time.Second), now.Add(-60*time.Second), 1000); err != nil {
 				t.Fatal(err)
 			}
 			for k, r := range live {
 				if r.State.Final() && r.Updated.Before(now.Add(-60*time.Second)) {
 					delete(live, k)
+					swept[k] = true
 				}
 			}
 		}
 	}
 	checkIndexes(t, db, live)
+	checkTombstones(t, db, swept)
+}
+
+// checkTombstones checks that the tombstones bucket holds a tombstone of
+// every swept id and nothing else, and that tombts lists each one.
+func checkTombstones(t *testing.T, db *DB, swept map[string]bool) {
+	t.Helper()
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		tombs := tx.Bucket(bucketTombs)
+		if n := tombs.Stats().KeyN; n != len(swept) {
+			t.Errorf("tombstones bucket holds %d, want %d", n, len(swept))
+		}
+		listed := map[string]bool{}
+		if err := tx.Bucket(bucketTombTs).ForEach(func(k, v []byte) error {
+			for ; len(v) >= 32; v = v[32:] {
+				listed[string(v[:32])] = true
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for id := range swept {
+			h := nameHash("acme", id)
+			if tombs.Get(h[:]) == nil || !listed[string(h[:])] {
+				t.Errorf("%s: tombstone %v, listed in tombts %v", id, tombs.Get(h[:]) != nil, listed[string(h[:])])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // openTemp opens a new database in t's temporary directory, closed when t
@@ -277,7 +318,7 @@ func TestMigrateOldLayouts(t *testing.T) {
 			checkIndexes(t, db, want)
 
 			// Sweeping removes old entries (pos or time) and new alike.
-			n, err := db.Sweep(ctx, t0.Add(1000*time.Hour), 100)
+			n, err := db.Sweep(ctx, t0.Add(1000*time.Hour), t0.Add(1000*time.Hour), 100)
 			if err != nil || n != len(recs)-open {
 				t.Errorf("Sweep of every final record = %d, %v; want %d", n, err, len(recs)-open)
 			}
@@ -514,7 +555,7 @@ func TestLookupByClaimTime(t *testing.T) {
 	if err := db.Put(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := db.Sweep(ctx, t0.Add(time.Hour), 10); err != nil || n != 1 {
+	if n, err := db.Sweep(ctx, t0.Add(time.Hour), t0.Add(time.Hour), 10); err != nil || n != 1 {
 		t.Fatalf("Sweep = %d, %v; want 1", n, err)
 	}
 	found(recs[0], true)

@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"strings"
@@ -16,8 +17,10 @@ import (
 
 // Claim stores rec if no record exists for (rec.Caller, rec.RequestID) and
 // returns it with created=true; otherwise it returns the stored record
-// unchanged with created=false. The lookup and the write happen in one write
-// transaction, so of any number of concurrent claims exactly one creates.
+// unchanged with created=false, or, if the record was swept, fails with a
+// *service.ExpiredError holding its tombstone. The lookups and the write
+// happen in one write transaction, so of any number of concurrent claims
+// exactly one creates, and none slips past a concurrent Sweep.
 // The returned record is the stored form (times in UTC, RetryAfter in whole
 // milliseconds), identical to what Get returns later.
 func (db *DB) Claim(ctx context.Context, rec service.Record) (service.Record, bool, error) {
@@ -27,6 +30,9 @@ func (db *DB) Claim(ctx context.Context, rec service.Record) (service.Record, bo
 	}
 	if err := db.submit(ctx, o); err != nil {
 		return service.Record{}, false, fmt.Errorf("claim: %w", err)
+	}
+	if o.tomb != nil {
+		return service.Record{}, false, fmt.Errorf("claim: %w", &service.ExpiredError{Tombstone: *o.tomb})
 	}
 	if !o.created {
 		return o.existing, false, nil
@@ -209,7 +215,9 @@ func (db *DB) CountByState(ctx context.Context) (map[service.State]int, error) {
 // settled long after their claim; so it reads little more than it deletes,
 // and one call is one bounded transaction: call it again while it returns
 // limit. Open records (every state but SUCCEEDED and FAILED) are never swept.
-func (db *DB) Sweep(ctx context.Context, updatedBefore time.Time, limit int) (int, error) {
+// Each deleted record leaves its tombstone, stamped sweptAt, in the same
+// transaction.
+func (db *DB) Sweep(ctx context.Context, updatedBefore, sweptAt time.Time, limit int) (int, error) {
 	if err := db.checkWritable(); err != nil {
 		return 0, fmt.Errorf("sweep: %w", err)
 	}
@@ -249,13 +257,20 @@ func (db *DB) Sweep(ctx context.Context, updatedBefore time.Time, limit int) (in
 				victims = append(victims, victim{bytes.Clone(k), m})
 			}
 		}
+		tombs := make([]byte, 0, len(victims)*sha256.Size)
 		for _, vi := range victims {
 			if err := deleteRecord(tx, vi.key, vi.m); err != nil {
 				return err
 			}
+			rec := fromProto(vi.m)
+			h := nameHash(rec.Caller, rec.RequestID)
+			if err := putTombstone(tx, h[:], service.TombstoneOf(&rec, sweptAt)); err != nil {
+				return err
+			}
+			tombs = append(tombs, h[:]...)
 			deleted++
 		}
-		return nil
+		return indexTombstones(tx, sweptAt, tombs)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("sweep: %w", boltError(err))

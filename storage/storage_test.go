@@ -226,7 +226,7 @@ func TestClosed(t *testing.T) {
 		{"Get", func() error { _, _, err := db.Get(ctx, "acme", "r1"); return err }},
 		{"ListOpen", func() error { _, err := db.ListOpen(ctx, 10); return err }},
 		{"CountByState", func() error { _, err := db.CountByState(ctx); return err }},
-		{"Sweep", func() error { _, err := db.Sweep(ctx, t0, 10); return err }},
+		{"Sweep", func() error { _, err := db.Sweep(ctx, t0, t0, 10); return err }},
 		{"Scan", func() error { return db.Scan(ctx, func(service.Record) bool { return true }) }},
 		{"Close", db.Close},
 	}
@@ -414,7 +414,7 @@ func TestSweep(t *testing.T) {
 		mustClaim(t, db, r)
 	}
 
-	if _, err := db.Sweep(ctx, cutoff, 0); err == nil {
+	if _, err := db.Sweep(ctx, cutoff, cutoff, 0); err == nil {
 		t.Errorf("Sweep with limit 0 succeeded, want an error")
 	}
 
@@ -426,7 +426,7 @@ func TestSweep(t *testing.T) {
 				before[id] = true
 			}
 		}
-		n, err := db.Sweep(ctx, cutoff, 2)
+		n, err := db.Sweep(ctx, cutoff, cutoff, 2)
 		if err != nil {
 			t.Fatalf("Sweep: %v", err)
 		}
@@ -448,7 +448,7 @@ func TestSweep(t *testing.T) {
 		}
 	}
 	// Even a cutoff in the far future leaves open records alone.
-	n, err := db.Sweep(ctx, now.Add(1000*time.Hour), 100)
+	n, err := db.Sweep(ctx, now.Add(1000*time.Hour), now.Add(1000*time.Hour), 100)
 	if err != nil || n != 2 {
 		t.Errorf("Sweep(far future) = %d, %v; want the 2 final records", n, err)
 	}
@@ -573,7 +573,7 @@ func TestOpenLocking(t *testing.T) {
 	if err := ro1.Put(ctx, rec); !errors.Is(err, storage.ErrReadOnly) {
 		t.Errorf("read-only Put = %v, want ErrReadOnly", err)
 	}
-	if _, err := ro1.Sweep(ctx, t0.Add(time.Hour), 10); !errors.Is(err, storage.ErrReadOnly) {
+	if _, err := ro1.Sweep(ctx, t0.Add(time.Hour), t0.Add(time.Hour), 10); !errors.Is(err, storage.ErrReadOnly) {
 		t.Errorf("read-only Sweep = %v, want ErrReadOnly", err)
 	}
 	if _, err := storage.Open(path, storage.WithLockTimeout(wait)); !errors.Is(err, storage.ErrLocked) {

@@ -50,11 +50,12 @@ type serveConfig struct {
 	RateLimit      float64
 	RateBurst      int
 
-	WebhookListen     string
-	Retention         time.Duration
-	SearchLag         time.Duration
-	ReconcileInterval time.Duration
-	webhookSecret     string // from STRIPE_WEBHOOK_SECRET only; never printed
+	WebhookListen      string
+	Retention          time.Duration
+	TombstoneRetention time.Duration
+	SearchLag          time.Duration
+	ReconcileInterval  time.Duration
+	webhookSecret      string // from STRIPE_WEBHOOK_SECRET only; never printed
 
 	MetricsListen string
 	tracing       bool // the standard OTEL_* variables ask for traces
@@ -93,10 +94,11 @@ var envFor = map[string]string{
 	"rate-burst":            "BILLINGD_RATE_BURST",
 
 	// Reconciliation, retention and webhooks.
-	"webhook-listen":     "BILLINGD_WEBHOOK_LISTEN",
-	"retention":          "BILLINGD_RETENTION",
-	"search-lag":         "BILLINGD_SEARCH_LAG",
-	"reconcile-interval": "BILLINGD_RECONCILE_INTERVAL",
+	"webhook-listen":      "BILLINGD_WEBHOOK_LISTEN",
+	"retention":           "BILLINGD_RETENTION",
+	"tombstone-retention": "BILLINGD_TOMBSTONE_RETENTION",
+	"search-lag":          "BILLINGD_SEARCH_LAG",
+	"reconcile-interval":  "BILLINGD_RECONCILE_INTERVAL",
 
 	// Observability.
 	"metrics-listen": "BILLINGD_METRICS_LISTEN",
@@ -123,6 +125,7 @@ func parseServe(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 20*time.Second, "how long in-flight calls may finish on SIGTERM")
 	fs.StringVar(&c.WebhookListen, "webhook-listen", "", "address for Stripe webhooks at /stripe/webhook (secret from STRIPE_WEBHOOK_SECRET); off if empty")
 	fs.DurationVar(&c.Retention, "retention", 7*24*time.Hour, "how long final records are kept before they are swept")
+	fs.DurationVar(&c.TombstoneRetention, "tombstone-retention", 400*24*time.Hour, "how long a swept record's tombstone refuses its request_id (REQUEST_ID_EXPIRED) before the id is free again")
 	fs.DurationVar(&c.SearchLag, "search-lag", time.Hour, "how long Stripe search may lag: nothing found for this long settles NOT_CREATED")
 	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", 30*time.Second, "time between reconciler passes over open records")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "address serving Prometheus /metrics (default off); tracing is configured by the standard OTEL_* variables")
@@ -297,6 +300,9 @@ func redactedStore(store string) string {
 func checkRecovery(c *serveConfig, getenv func(string) string) error {
 	if c.Retention < 24*time.Hour {
 		return fmt.Errorf("--retention %v: must be at least 24h, Stripe's idempotency window", c.Retention)
+	}
+	if c.TombstoneRetention < 24*time.Hour {
+		return fmt.Errorf("--tombstone-retention %v: must be at least 24h", c.TombstoneRetention)
 	}
 	if c.SearchLag <= 0 || c.ReconcileInterval <= 0 {
 		return errors.New("--search-lag and --reconcile-interval must be positive")

@@ -181,6 +181,16 @@ func TestParseServe(t *testing.T) {
 		{name: "faults without sim", args: []string{"--stripe-sim-faults", "unavailable=0.1"}, env: map[string]string{"STRIPE_SECRET_KEY": "sk_test_x"}, wantErr: "needs --stripe-sim"},
 		{name: "bad env value", env: map[string]string{"BILLINGD_SHUTDOWN_GRACE": "soon"}, wantErr: "BILLINGD_SHUTDOWN_GRACE"},
 		{name: "no stripe call allowed", args: []string{"--stripe-sim", "--stripe-max-inflight", "0"}, wantErr: "--stripe-max-inflight"},
+		{name: "tombstones kept less than a day", args: []string{"--stripe-sim", "--tombstone-retention", "1h"}, wantErr: "--tombstone-retention"},
+		{
+			name: "both horizons, default and from environment",
+			env:  map[string]string{"BILLINGD_STRIPE_SIM": "true", "BILLINGD_TOMBSTONE_RETENTION": "9000h"},
+			check: func(t *testing.T, c serveConfig) {
+				if c.Retention != 7*24*time.Hour || c.TombstoneRetention != 9000*time.Hour {
+					t.Errorf("Retention, TombstoneRetention = %v, %v", c.Retention, c.TombstoneRetention)
+				}
+			},
+		},
 		{name: "bad log format", args: []string{"--stripe-sim", "--log-format", "xml"}, wantErr: "log-format"},
 		{name: "stray argument", args: []string{"--stripe-sim", "extra"}, wantErr: "unexpected arguments"},
 		{name: "key is not a flag", args: []string{"--stripe-key", "sk_test_x"}, wantErr: "not defined"},

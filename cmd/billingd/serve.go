@@ -95,6 +95,7 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 
 	svcCfg := service.DefaultConfig()
 	svcCfg.SearchLag = cfg.SearchLag
+	svcCfg.Retention = cfg.Retention
 	svcCfg.AllowForeignObjects = cfg.AllowForeign
 	svc := service.New(db, payments, append(obs.serviceOptions(), service.WithConfig(svcCfg))...)
 	srvCfg.Tracing = obs.tracing
@@ -384,6 +385,7 @@ func startBackground(cfg serveConfig, svc *service.Service, db *openedStore, hoo
 
 	sc := service.DefaultSweeperConfig()
 	sc.Retention = cfg.Retention
+	sc.TombstoneRetention = cfg.TombstoneRetention
 	b.goRun(service.NewSweeper(db, nil, sc, log).Run, ctx)
 
 	if hooks.lis != nil {

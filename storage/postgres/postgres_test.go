@@ -2,7 +2,9 @@ package postgres_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/billingd/billingd/service"
 	"github.com/billingd/billingd/storage/postgres"
 	"github.com/billingd/billingd/storage/postgres/pgtest"
 	"github.com/billingd/billingd/storage/storagetest"
@@ -76,8 +79,9 @@ func TestMigrateConcurrently(t *testing.T) {
 			t.Errorf("Open: %v", err)
 		}
 	}
+	// Each migration once, in order.
 	versions := query[int](t, dsn, `SELECT version FROM schema_migrations ORDER BY version`)
-	want := []int{1, 2} // every migration, once
+	want := []int{1, 2, 3} // every migration, once, in order
 	if !slices.Equal(versions, want) {
 		t.Errorf("schema_migrations = %v, want %v", versions, want)
 	}
@@ -129,4 +133,89 @@ func query[T any](t *testing.T, dsn, sql string, args ...any) []T {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// A claim whose insert waits on a sweep deleting its record (the sweep's
+// transaction still open) sees that sweep's tombstone once it commits,
+// although the tombstone was not there when the claim began: it is refused,
+// and nothing is left written.
+func TestClaimWaitingOnSweepSeesItsTombstone(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	s := openAt(t, dsn)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	t0 := time.Date(2026, 3, 14, 0, 0, 0, 0, time.UTC)
+	rec := service.Record{Caller: "acme", RequestID: "late", Method: service.MethodCharge, Fingerprint: []byte("fp"),
+		State: service.StatePending, Attempts: 1, Created: t0, Updated: t0}
+	if _, created, err := s.Claim(ctx, rec); err != nil || !created {
+		t.Fatalf("Claim = %v, %v", created, err)
+	}
+	final := rec
+	final.State, final.Result = service.StateSucceeded, service.Result{ObjectID: "pi_late"}
+	if err := s.Put(ctx, final); err != nil {
+		t.Fatal(err)
+	}
+
+	// The sweep, by hand: its transaction holds the deleted row.
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	hash := sha256.Sum256([]byte("acme\x00late"))
+	tomb := service.TombstoneOf(&final, t0.Add(time.Hour))
+	if _, err := tx.Exec(ctx, `DELETE FROM records WHERE caller = 'acme' AND request_id = 'late'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO tombstones (name_hash, state, swept_ns, fingerprint, object_id)
+		VALUES ($1, 2, $2, $3, 'pi_late')`, hash[:], tomb.Swept.UnixNano(), tomb.Fingerprint[:]); err != nil {
+		t.Fatal(err)
+	}
+
+	type result struct {
+		created bool
+		err     error
+	}
+	done := make(chan result, 1)
+	go func() {
+		fresh := rec
+		fresh.Created, fresh.Updated = t0.Add(2*time.Hour), t0.Add(2*time.Hour)
+		_, created, err := s.Claim(ctx, fresh)
+		done <- result{created, err}
+	}()
+	// Wait until the claim waits for the sweep's lock.
+	for {
+		n := query[int](t, dsn, `SELECT count(*)::int FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%billingd_claim%'`)
+		if n[0] > 0 {
+			break
+		}
+		select {
+		case r := <-done:
+			t.Fatalf("Claim returned before the sweep committed: created %v, %v", r.created, r.err)
+		case <-ctx.Done():
+			t.Fatal("the claim never waited for the sweep")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	var expired *service.ExpiredError
+	if r.created || !errors.As(r.err, &expired) {
+		t.Fatalf("Claim = created %v, %v; want ExpiredError", r.created, r.err)
+	}
+	if !reflect.DeepEqual(expired.Tombstone, tomb) {
+		t.Errorf("tombstone = %+v, want %+v", expired.Tombstone, tomb)
+	}
+	if _, found, err := s.Get(ctx, "acme", "late"); err != nil || found {
+		t.Errorf("Get after the refused claim: found %v, %v", found, err)
+	}
 }

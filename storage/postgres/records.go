@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math"
@@ -73,19 +74,19 @@ func validKey(caller, requestID string) bool {
 	return caller != "" && strings.IndexByte(caller, 0) < 0 && strings.IndexByte(requestID, 0) < 0
 }
 
-const claimSQL = `
-INSERT INTO records (caller, request_id, state, created_ns, updated_ns, request_key, lease_owner, lease_until, data)
-VALUES ($1, $2, $3, $4, $5, $6, $7,
-        CASE WHEN $7 = '' THEN '-infinity'::timestamptz ELSE now() + $8::float8 * interval '1 second' END, $9)
-ON CONFLICT (caller, request_id) DO NOTHING
-RETURNING true`
+// claimSQL calls billingd_claim (migration 0003): the insert and both
+// tombstone checks are one statement, one transaction.
+const claimSQL = `SELECT created, t_state, t_swept_ns, t_fingerprint, t_object_id
+FROM billingd_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`
 
 // Claim stores rec if no record exists for (rec.Caller, rec.RequestID),
 // holding its lease if it is open, and returns it with created=true;
-// otherwise it returns the stored record with created=false. Of any number
-// of concurrent claims, on any replicas, exactly one creates: the insert
-// waits for a conflicting one to commit, then does nothing. The returned
-// record is the stored form.
+// otherwise it returns the stored record with created=false, or, if there
+// is no record but a tombstone, fails with a *service.ExpiredError. Of any
+// number of concurrent claims, on any replicas, exactly one creates: the
+// insert waits for a conflicting one to commit, then does nothing. A sweep
+// deleting the record at the same time is seen too (billingd_claim). The
+// returned record is the stored form.
 func (s *Store) Claim(ctx context.Context, rec service.Record) (service.Record, bool, error) {
 	if err := s.checkOpen(); err != nil {
 		return service.Record{}, false, fmt.Errorf("claim: %w", err)
@@ -98,13 +99,18 @@ func (s *Store) Claim(ctx context.Context, rec service.Record) (service.Record, 
 	if !rec.State.Final() {
 		owner = s.owner
 	}
+	hash := nameHash(rec.Caller, rec.RequestID)
 	// A conflicting row can vanish between the insert and the read only if
-	// it was final and swept meanwhile: then the claim is tried again.
+	// it was final and swept meanwhile: then the claim is tried again, and
+	// finds its tombstone.
 	for range 3 {
-		var created bool
-		err := s.pool.QueryRow(ctx, claimSQL, r.key.caller, r.key.requestID, r.state, r.createdNS, r.updatedNS,
-			r.requestKey, owner, s.ttlSeconds(), r.data).Scan(&created)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) { // no row: the record exists
+		var (
+			created bool
+			t       tombRow
+		)
+		err := s.pool.QueryRow(ctx, claimSQL, r.key.caller, r.key.requestID, hash[:], r.state, r.createdNS, r.updatedNS,
+			r.requestKey, owner, s.ttlSeconds(), r.data).Scan(&created, &t.state, &t.sweptNS, &t.fingerprint, &t.objectID)
+		if err != nil {
 			return service.Record{}, false, fmt.Errorf("claim: %w", err)
 		}
 		if created {
@@ -123,6 +129,13 @@ func (s *Store) Claim(ctx context.Context, rec service.Record) (service.Record, 
 		}
 		if found {
 			return stored, false, nil
+		}
+		if t.state != nil {
+			tomb, err := t.tombstone()
+			if err != nil {
+				return service.Record{}, false, fmt.Errorf("claim: %w", err)
+			}
+			return service.Record{}, false, fmt.Errorf("claim: %w", &service.ExpiredError{Tombstone: tomb})
 		}
 	}
 	return service.Record{}, false, errors.New("claim: the record keeps vanishing under a concurrent sweep")
@@ -362,10 +375,11 @@ func (s *Store) count(ctx context.Context, what, query string, states ...service
 }
 
 // Sweep deletes up to limit SUCCEEDED or FAILED records last updated before
-// updatedBefore, oldest first, in one statement, and returns how many it
-// deleted. SKIP LOCKED lets sweepers on several replicas take disjoint
-// batches instead of waiting on each other. Open records are never swept.
-func (s *Store) Sweep(ctx context.Context, updatedBefore time.Time, limit int) (int, error) {
+// updatedBefore, oldest first, and returns how many it deleted; each leaves
+// its tombstone, stamped sweptAt, in the same transaction. SKIP LOCKED lets
+// sweepers on several replicas take disjoint batches instead of waiting on
+// each other. Open records are never swept.
+func (s *Store) Sweep(ctx context.Context, updatedBefore, sweptAt time.Time, limit int) (int, error) {
 	if err := s.checkOpen(); err != nil {
 		return 0, fmt.Errorf("sweep: %w", err)
 	}
@@ -375,20 +389,136 @@ func (s *Store) Sweep(ctx context.Context, updatedBefore time.Time, limit int) (
 	if updatedBefore.IsZero() {
 		return 0, nil
 	}
-	tag, err := s.pool.Exec(ctx, `
-		WITH doomed AS (
-		    SELECT caller, request_id FROM records
-		    WHERE state IN (2, 3) AND updated_ns < $1
-		    ORDER BY updated_ns, caller, request_id
-		    LIMIT $2
-		    FOR UPDATE SKIP LOCKED)
-		DELETE FROM records r USING doomed d
-		WHERE r.caller = d.caller AND r.request_id = d.request_id AND r.state IN (2, 3)`,
-		updatedBefore.UnixNano(), limit)
+	deleted := 0
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `
+			WITH doomed AS (
+			    SELECT caller, request_id FROM records
+			    WHERE state IN (2, 3) AND updated_ns < $1
+			    ORDER BY updated_ns, caller, request_id
+			    LIMIT $2
+			    FOR UPDATE SKIP LOCKED)
+			DELETE FROM records r USING doomed d
+			WHERE r.caller = d.caller AND r.request_id = d.request_id AND r.state IN (2, 3)
+			RETURNING r.data`,
+			updatedBefore.UnixNano(), limit)
+		if err != nil {
+			return err
+		}
+		var (
+			hashes, fps [][]byte
+			states      []int16
+			objects     []string
+			data        []byte
+		)
+		if _, err := pgx.ForEachRow(rows, []any{&data}, func() error {
+			rec, err := storage.DecodeRecord(data)
+			if err != nil {
+				return err
+			}
+			t := service.TombstoneOf(&rec, sweptAt)
+			h := nameHash(rec.Caller, rec.RequestID)
+			hashes = append(hashes, h[:])
+			fps = append(fps, t.Fingerprint[:])
+			states = append(states, int16(t.State))
+			objects = append(objects, t.ObjectID)
+			return nil
+		}); err != nil {
+			return err
+		}
+		deleted = len(hashes)
+		if deleted == 0 {
+			return nil
+		}
+		// A record written again by Put after its sweep, and swept again,
+		// replaces its older tombstone.
+		_, err = tx.Exec(ctx, `
+			INSERT INTO tombstones (name_hash, state, swept_ns, fingerprint, object_id)
+			SELECT h, st, $2, fp, obj FROM unnest($1::bytea[], $3::smallint[], $4::bytea[], $5::text[]) AS u(h, st, fp, obj)
+			ON CONFLICT (name_hash) DO UPDATE SET state = excluded.state, swept_ns = excluded.swept_ns,
+			    fingerprint = excluded.fingerprint, object_id = excluded.object_id`,
+			hashes, sweptAt.UnixNano(), states, fps, objects)
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("sweep: %w", err)
 	}
+	return deleted, nil
+}
+
+// SweepTombstones deletes up to limit tombstones swept before sweptBefore,
+// oldest first, in one statement, and returns how many it deleted: their
+// request_ids are free again.
+func (s *Store) SweepTombstones(ctx context.Context, sweptBefore time.Time, limit int) (int, error) {
+	if err := s.checkOpen(); err != nil {
+		return 0, fmt.Errorf("sweep tombstones: %w", err)
+	}
+	if limit <= 0 {
+		return 0, fmt.Errorf("sweep tombstones: limit %d: must be positive", limit)
+	}
+	if sweptBefore.IsZero() {
+		return 0, nil
+	}
+	tag, err := s.pool.Exec(ctx, `
+		WITH doomed AS (
+		    SELECT name_hash FROM tombstones WHERE swept_ns < $1
+		    ORDER BY swept_ns LIMIT $2
+		    FOR UPDATE SKIP LOCKED)
+		DELETE FROM tombstones t USING doomed d WHERE t.name_hash = d.name_hash`, sweptBefore.UnixNano(), limit)
+	if err != nil {
+		return 0, fmt.Errorf("sweep tombstones: %w", err)
+	}
 	return int(tag.RowsAffected()), nil
+}
+
+// GetTombstone returns the tombstone the sweep left of (caller,
+// requestID)'s record; found=false if none.
+func (s *Store) GetTombstone(ctx context.Context, caller, requestID string) (service.Tombstone, bool, error) {
+	if err := s.checkOpen(); err != nil {
+		return service.Tombstone{}, false, fmt.Errorf("get tombstone: %w", err)
+	}
+	if !validKey(caller, requestID) {
+		return service.Tombstone{}, false, nil
+	}
+	h := nameHash(caller, requestID)
+	var t tombRow
+	err := s.pool.QueryRow(ctx, `SELECT state, swept_ns, fingerprint, object_id FROM tombstones WHERE name_hash = $1`,
+		h[:]).Scan(&t.state, &t.sweptNS, &t.fingerprint, &t.objectID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return service.Tombstone{}, false, nil
+	}
+	if err != nil {
+		return service.Tombstone{}, false, fmt.Errorf("get tombstone: %w", err)
+	}
+	tomb, err := t.tombstone()
+	if err != nil {
+		return service.Tombstone{}, false, fmt.Errorf("get tombstone: %w", err)
+	}
+	return tomb, true, nil
+}
+
+// tombRow is a tombstones row as scanned; state is nil when there is none.
+type tombRow struct {
+	state       *int16
+	sweptNS     *int64
+	fingerprint []byte
+	objectID    *string
+}
+
+func (r tombRow) tombstone() (service.Tombstone, error) {
+	if r.state == nil || r.sweptNS == nil || r.objectID == nil || len(r.fingerprint) != sha256.Size ||
+		!service.State(*r.state).Final() {
+		return service.Tombstone{}, fmt.Errorf("%w: tombstone row", storage.ErrCorrupt)
+	}
+	t := service.Tombstone{State: service.State(*r.state), Swept: time.Unix(0, *r.sweptNS).UTC(), ObjectID: *r.objectID}
+	copy(t.Fingerprint[:], r.fingerprint)
+	return t, nil
+}
+
+// nameHash is SHA-256(caller 0x00 request_id): the hash in the record's
+// request key (service.RequestKey) and a tombstone's key, as in bbolt.
+func nameHash(caller, requestID string) [sha256.Size]byte {
+	return sha256.Sum256([]byte(caller + "\x00" + requestID))
 }
 
 // scanChunk is how many records Scan reads per query.

@@ -56,6 +56,10 @@ func Run(t *testing.T, b Backend) {
 		{"ListOpenOldestFirst", false, testListOpen},
 		{"CountByState", false, testCounts},
 		{"SweepOnlyFinalOldBounded", false, testSweep},
+		{"SweepLeavesTombstones", false, testSweepTombstones},
+		{"ClaimRefusedForTombstone", false, testClaimTombstoned},
+		{"TombstonesSweptPastHorizon", false, testTombstoneHorizon},
+		{"ClaimRacesSweep", false, testClaimSweepRace},
 		{"RequestKeyLookup", false, testRequestKey},
 		{"EventDedupe", false, testEvents},
 		{"ScanKeyOrder", false, testScan},
@@ -453,7 +457,7 @@ func testSweep(t *testing.T, b Backend) {
 		service.StateSucceeded, service.StateIndeterminate, service.StateSucceeded)
 	cutoff := t0.Add(4 * time.Second) // r00, r02, r03 are older; r05 is not
 
-	if n, err := s.Sweep(ctx, cutoff, 2); err != nil || n != 2 {
+	if n, err := s.Sweep(ctx, cutoff, cutoff, 2); err != nil || n != 2 {
 		t.Fatalf("first Sweep = %d, %v; want 2 (bounded)", n, err)
 	}
 	// Oldest first: r00 and r02 went, r03 stays for the next batch.
@@ -463,10 +467,10 @@ func testSweep(t *testing.T, b Backend) {
 		}
 	}
 	mustGet(t, s, "acme", "r03")
-	if n, err := s.Sweep(ctx, cutoff, 2); err != nil || n != 1 {
+	if n, err := s.Sweep(ctx, cutoff, cutoff, 2); err != nil || n != 1 {
 		t.Errorf("second Sweep = %d, %v; want 1", n, err)
 	}
-	if n, err := s.Sweep(ctx, cutoff, 2); err != nil || n != 0 {
+	if n, err := s.Sweep(ctx, cutoff, cutoff, 2); err != nil || n != 0 {
 		t.Errorf("third Sweep = %d, %v; want 0", n, err)
 	}
 	for _, r := range []service.Record{recs[1], recs[4], recs[5]} {
@@ -475,7 +479,7 @@ func testSweep(t *testing.T, b Backend) {
 		}
 	}
 	// Far in the future: the finals go, the open records still stay.
-	if n, err := s.Sweep(ctx, t0.Add(1000*time.Hour), 100); err != nil || n != 1 {
+	if n, err := s.Sweep(ctx, t0.Add(1000*time.Hour), t0.Add(1000*time.Hour), 100); err != nil || n != 1 {
 		t.Errorf("sweep of everything = %d, %v; want 1 (r05)", n, err)
 	}
 	counts, err := s.CountByState(ctx)
@@ -483,11 +487,193 @@ func testSweep(t *testing.T, b Backend) {
 		counts[service.StateSucceeded]+counts[service.StateFailed] != 0 {
 		t.Errorf("CountByState after sweeping = %v, %v", counts, err)
 	}
-	if n, err := s.Sweep(ctx, time.Time{}, 10); err != nil || n != 0 {
+	if n, err := s.Sweep(ctx, time.Time{}, time.Time{}, 10); err != nil || n != 0 {
 		t.Errorf("Sweep(zero time) = %d, %v; want 0", n, err)
 	}
-	if _, err := s.Sweep(ctx, cutoff, 0); err == nil {
+	if _, err := s.Sweep(ctx, cutoff, cutoff, 0); err == nil {
 		t.Error("Sweep with limit 0 succeeded")
+	}
+}
+
+// mustTombstone returns the tombstone of (caller, requestID).
+func mustTombstone(t *testing.T, s Store, caller, requestID string) service.Tombstone {
+	t.Helper()
+	got, found, err := s.GetTombstone(ctxFor(t), caller, requestID)
+	if err != nil || !found {
+		t.Fatalf("GetTombstone(%s/%s) = found %v, %v", caller, requestID, found, err)
+	}
+	return got
+}
+
+func testSweepTombstones(t *testing.T, b Backend) {
+	s := open(t, b)
+	ctx := ctxFor(t)
+	recs := fill(t, s, service.StateSucceeded, service.StatePending, service.StateFailed)
+	swept := t0.Add(200 * time.Hour)
+	if n, err := s.Sweep(ctx, t0.Add(time.Hour), swept, 10); err != nil || n != 2 {
+		t.Fatalf("Sweep = %d, %v; want 2", n, err)
+	}
+	for _, r := range []service.Record{recs[0], recs[2]} {
+		got := mustTombstone(t, s, "acme", r.RequestID)
+		want := service.TombstoneOf(&r, swept)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("tombstone of %s = %+v, want %+v", r.RequestID, got, want)
+		}
+		if !got.Matches(r.Fingerprint) || got.Matches([]byte("other")) {
+			t.Errorf("tombstone of %s matches its fingerprint %v, another %v", r.RequestID,
+				got.Matches(r.Fingerprint), got.Matches([]byte("other")))
+		}
+		if got.ObjectID != "pi_"+r.RequestID || got.State != r.State {
+			t.Errorf("tombstone of %s = %s %s", r.RequestID, got.State, got.ObjectID)
+		}
+	}
+	// The open record was not swept, and tombstones are per caller.
+	for _, k := range [][2]string{{"acme", "r01"}, {"other", "r00"}, {"acme", "never"}, {"", "r00"}} {
+		if _, found, err := s.GetTombstone(ctx, k[0], k[1]); err != nil || found {
+			t.Errorf("GetTombstone(%s/%s) = found %v, %v; want none", k[0], k[1], found, err)
+		}
+	}
+}
+
+func testClaimTombstoned(t *testing.T, b Backend) {
+	s := open(t, b)
+	ctx := ctxFor(t)
+	rec := fill(t, s, service.StateSucceeded)[0]
+	swept := t0.Add(200 * time.Hour)
+	if n, err := s.Sweep(ctx, t0.Add(time.Hour), swept, 10); err != nil || n != 1 {
+		t.Fatalf("Sweep = %d, %v; want 1", n, err)
+	}
+	before, err := s.CountByState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Same request or another (fingerprint): refused, nothing written.
+	other := pending("acme", rec.RequestID, swept)
+	other.Fingerprint = []byte("another request")
+	for _, fresh := range []service.Record{pending("acme", rec.RequestID, swept), other} {
+		got, created, err := s.Claim(ctx, fresh)
+		var expired *service.ExpiredError
+		if !errors.As(err, &expired) || created {
+			t.Fatalf("Claim of a swept request_id = %+v created %v, %v; want ExpiredError", got, created, err)
+		}
+		if want := service.TombstoneOf(&rec, swept); !reflect.DeepEqual(expired.Tombstone, want) {
+			t.Errorf("ExpiredError holds %+v, want %+v", expired.Tombstone, want)
+		}
+		if _, found, err := s.Get(ctx, "acme", rec.RequestID); err != nil || found {
+			t.Errorf("Get after the refused claim: found %v, %v", found, err)
+		}
+	}
+	if after, err := s.CountByState(ctx); err != nil || !reflect.DeepEqual(after, before) {
+		t.Errorf("CountByState = %v, %v; want %v unchanged", after, err, before)
+	}
+	// Another caller's same request_id is its own.
+	mustClaim(t, s, pending("other", rec.RequestID, swept))
+	// A record written again by Put wins over the tombstone; swept again,
+	// it leaves the newer tombstone.
+	again := settled(pending("acme", rec.RequestID, swept), service.StateFailed, swept)
+	mustPut(t, s, again)
+	got, created, err := s.Claim(ctx, pending("acme", rec.RequestID, swept))
+	if err != nil || created || got.State != service.StateFailed {
+		t.Errorf("Claim over a record written again = %v created %v, %v; want that record", got.State, created, err)
+	}
+	later := swept.Add(300 * time.Hour)
+	if n, err := s.Sweep(ctx, swept.Add(time.Hour), later, 10); err != nil || n != 1 {
+		t.Fatalf("second Sweep = %d, %v; want 1", n, err)
+	}
+	if tomb := mustTombstone(t, s, "acme", rec.RequestID); !tomb.Swept.Equal(later) || tomb.State != service.StateFailed {
+		t.Errorf("tombstone after the second sweep = %+v", tomb)
+	}
+	// The first sweep's tombstone is gone with its horizon; the newer stays.
+	if _, err := s.SweepTombstones(ctx, swept.Add(time.Hour), 10); err != nil {
+		t.Fatal(err)
+	}
+	mustTombstone(t, s, "acme", rec.RequestID)
+}
+
+func testTombstoneHorizon(t *testing.T, b Backend) {
+	s := open(t, b)
+	ctx := ctxFor(t)
+	recs := fill(t, s, service.StateSucceeded, service.StateFailed, service.StateSucceeded, service.StateSucceeded)
+	// Three sweeps, an hour apart: r00 and r01 (a batch of two), r02, r03.
+	day := t0.Add(24 * time.Hour)
+	for i, cut := range []time.Duration{2 * time.Second, 3 * time.Second, 4 * time.Second} {
+		if _, err := s.Sweep(ctx, t0.Add(cut), day.Add(time.Duration(i)*time.Hour), 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.SweepTombstones(ctx, day, 10); err != nil || n != 0 {
+		t.Errorf("SweepTombstones before the oldest = %d, %v; want 0", n, err)
+	}
+	// Oldest first, bounded: r00 and r01 share a sweep, and a limit of one
+	// takes one of them.
+	if n, err := s.SweepTombstones(ctx, day.Add(90*time.Minute), 1); err != nil || n != 1 {
+		t.Fatalf("SweepTombstones(limit 1) = %d, %v; want 1", n, err)
+	}
+	if n, err := s.SweepTombstones(ctx, day.Add(90*time.Minute), 10); err != nil || n != 2 {
+		t.Fatalf("SweepTombstones = %d, %v; want 2 (the other of the first sweep, r02)", n, err)
+	}
+	for _, r := range recs[:3] {
+		if _, found, err := s.GetTombstone(ctx, "acme", r.RequestID); err != nil || found {
+			t.Errorf("%s past the horizon: found %v, %v", r.RequestID, found, err)
+		}
+	}
+	mustTombstone(t, s, "acme", "r03")
+	if n, err := s.SweepTombstones(ctx, day.Add(90*time.Minute), 10); err != nil || n != 0 {
+		t.Errorf("SweepTombstones again = %d, %v; want 0", n, err)
+	}
+	// The request_id is free again: a claim creates.
+	mustClaim(t, s, pending("acme", "r00", day.Add(2*time.Hour)))
+	if _, _, err := s.Claim(ctx, pending("acme", "r03", day.Add(2*time.Hour))); err == nil {
+		t.Error("Claim of r03, still tombstoned, succeeded")
+	}
+	if n, err := s.SweepTombstones(ctx, time.Time{}, 10); err != nil || n != 0 {
+		t.Errorf("SweepTombstones(zero time) = %d, %v; want 0", n, err)
+	}
+	if _, err := s.SweepTombstones(ctx, day, 0); err == nil {
+		t.Error("SweepTombstones with limit 0 succeeded")
+	}
+}
+
+// testClaimSweepRace claims final records' request_ids while a sweep
+// deletes them (on another replica where there are replicas): every claim
+// sees the record or its tombstone, never neither (no claim creates).
+func testClaimSweepRace(t *testing.T, b Backend) {
+	openDB := b.New(t)
+	a := openDB(t)
+	c := a
+	if b.Replicas {
+		c = openDB(t)
+	}
+	ctx := ctxFor(t)
+	const n = 200
+	for i := range n {
+		rec := mustClaim(t, a, pending("acme", fmt.Sprintf("race%03d", i), t0))
+		mustPut(t, a, settled(rec, service.StateSucceeded, t0))
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			if m, err := c.Sweep(ctx, t0.Add(time.Hour), t0.Add(time.Hour), 7); err != nil || m == 0 {
+				return
+			}
+		}
+	}()
+	for round := 0; round < 3; round++ {
+		for i := range n {
+			_, created, err := a.Claim(ctx, pending("acme", fmt.Sprintf("race%03d", i), t0))
+			var expired *service.ExpiredError
+			if created || (err != nil && !errors.As(err, &expired)) {
+				t.Fatalf("claim of race%03d during a sweep: created %v, %v", i, created, err)
+			}
+		}
+	}
+	wg.Wait()
+	for i := range n {
+		if _, _, err := a.Claim(ctx, pending("acme", fmt.Sprintf("race%03d", i), t0)); err == nil {
+			t.Fatalf("claim of race%03d after the sweep succeeded", i)
+		}
 	}
 }
 
@@ -514,7 +700,7 @@ func testRequestKey(t *testing.T, b Backend) {
 			t.Errorf("GetByRequestKey(%q) = found %v, %v", k, found, err)
 		}
 	}
-	if _, err := s.Sweep(ctx, t0.Add(time.Hour), 10); err != nil {
+	if _, err := s.Sweep(ctx, t0.Add(time.Hour), t0.Add(time.Hour), 10); err != nil {
 		t.Fatal(err)
 	}
 	if _, found, err := s.GetByRequestKey(ctx, rec.RequestKey); err != nil || found {

@@ -44,6 +44,14 @@ const (
 // Retrying with the same request_id is therefore always safe, and it is the
 // only correct reaction to UNAVAILABLE and DEADLINE_EXCEEDED.
 //
+// Two horizons bound this. A final record (SUCCEEDED or FAILED) is kept
+// `--retention` after its last update (default 7 days) and then swept; a
+// repeat within it is answered from the record. The sweep leaves a tombstone,
+// kept `--tombstone-retention` after the sweep (default 400 days): a repeat
+// then, with any parameters, gets FAILED_PRECONDITION REQUEST_ID_EXPIRED with
+// the original stripe_object_id and state, and nothing is sent. After both
+// the request_id is free again and starts a new operation.
+//
 // Errors carry `google.rpc.ErrorInfo` (domain `billingd`) with an UPPER_SNAKE
 // reason, plus `RetryInfo`, `BadRequest` or `ResourceInfo` where they apply:
 //
@@ -57,7 +65,9 @@ const (
 //     was canceled before it was paid), SUBSCRIPTION_INCOMPLETE_EXPIRED (the
 //     first invoice was not paid within 23 hours), REFUND_FAILED (the bank
 //     refused a refund; failure_reason), STRIPE_STATE (the object's state forbids
-//     it, e.g. refunding more than is left), NOT_CREATED.
+//     it, e.g. refunding more than is left), NOT_CREATED, REQUEST_ID_EXPIRED (the
+//     request_id's record was swept after --retention; stripe_object_id and
+//     state name its original outcome; nothing sent).
 //   - NOT_FOUND: RESOURCE_MISSING (a customer, payment method or price Stripe does
 //     not know, or an object this caller may not act on; ResourceInfo names it),
 //     NOT_FOUND (GetOperation, WatchOperation: no such request_id).
@@ -110,7 +120,10 @@ type BillingServiceClient interface {
 	CancelSubscription(ctx context.Context, in *CancelSubscriptionRequest, opts ...grpc.CallOption) (*CancelSubscriptionResponse, error)
 	// GetOperation returns billingd's record of one of the calling caller's
 	// requests: NOT_FOUND when the caller has no request with that request_id
-	// (including when another caller does). It never calls Stripe. It returns the
+	// (including when another caller does). Records are kept `--retention`
+	// (default 7 days) after their last update; past that it is NOT_FOUND too,
+	// with a message saying the record expired while its tombstone is kept
+	// (`--tombstone-retention`, default 400 days). It never calls Stripe. It returns the
 	// resource itself, as AIP-131 asks, not a GetOperationResponse wrapper.
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
@@ -229,6 +242,14 @@ func (c *billingServiceClient) GetOperation(ctx context.Context, in *GetOperatio
 // Retrying with the same request_id is therefore always safe, and it is the
 // only correct reaction to UNAVAILABLE and DEADLINE_EXCEEDED.
 //
+// Two horizons bound this. A final record (SUCCEEDED or FAILED) is kept
+// `--retention` after its last update (default 7 days) and then swept; a
+// repeat within it is answered from the record. The sweep leaves a tombstone,
+// kept `--tombstone-retention` after the sweep (default 400 days): a repeat
+// then, with any parameters, gets FAILED_PRECONDITION REQUEST_ID_EXPIRED with
+// the original stripe_object_id and state, and nothing is sent. After both
+// the request_id is free again and starts a new operation.
+//
 // Errors carry `google.rpc.ErrorInfo` (domain `billingd`) with an UPPER_SNAKE
 // reason, plus `RetryInfo`, `BadRequest` or `ResourceInfo` where they apply:
 //
@@ -242,7 +263,9 @@ func (c *billingServiceClient) GetOperation(ctx context.Context, in *GetOperatio
 //     was canceled before it was paid), SUBSCRIPTION_INCOMPLETE_EXPIRED (the
 //     first invoice was not paid within 23 hours), REFUND_FAILED (the bank
 //     refused a refund; failure_reason), STRIPE_STATE (the object's state forbids
-//     it, e.g. refunding more than is left), NOT_CREATED.
+//     it, e.g. refunding more than is left), NOT_CREATED, REQUEST_ID_EXPIRED (the
+//     request_id's record was swept after --retention; stripe_object_id and
+//     state name its original outcome; nothing sent).
 //   - NOT_FOUND: RESOURCE_MISSING (a customer, payment method or price Stripe does
 //     not know, or an object this caller may not act on; ResourceInfo names it),
 //     NOT_FOUND (GetOperation, WatchOperation: no such request_id).
@@ -295,7 +318,10 @@ type BillingServiceServer interface {
 	CancelSubscription(context.Context, *CancelSubscriptionRequest) (*CancelSubscriptionResponse, error)
 	// GetOperation returns billingd's record of one of the calling caller's
 	// requests: NOT_FOUND when the caller has no request with that request_id
-	// (including when another caller does). It never calls Stripe. It returns the
+	// (including when another caller does). Records are kept `--retention`
+	// (default 7 days) after their last update; past that it is NOT_FOUND too,
+	// with a message saying the record expired while its tombstone is kept
+	// (`--tombstone-retention`, default 400 days). It never calls Stripe. It returns the
 	// resource itself, as AIP-131 asks, not a GetOperationResponse wrapper.
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
