@@ -235,7 +235,7 @@ const MinHeadroom = 1 << 20
 var ErrNoRoom = errors.New("storage: filesystem nearly full")
 
 // Ping reports whether the store can be written now. While the last commit
-// of records succeeded it does no I/O: a disk that fills up or fails shows
+// of records succeeded it writes nothing: a disk that fails shows
 // on the next write, which fails closed and marks the store down. After a
 // failed commit (disk full, a file size limit, an I/O error) only a write
 // shows that writes work again, so Ping then commits an empty write
@@ -244,12 +244,14 @@ var ErrNoRoom = errors.New("storage: filesystem nearly full")
 // freed) while new records cannot be written, so Ping first wants
 // MinHeadroom free on the filesystem. A size limit on the file
 // (RLIMIT_FSIZE, a quota) is seen only by the next record that fails.
+//
+// The free space is looked at on every Ping (one statfs), not only after a
+// failure: on a nearly full disk some commits still find pages bbolt freed
+// and succeed while others fail, and a store that fails every other write
+// must not look healthy.
 func (db *DB) Ping(_ context.Context) error {
 	if err := db.checkWritable(); err != nil {
 		return err
-	}
-	if !db.writeFailed.Load() {
-		return nil
 	}
 	free, err := headroom(filepath.Dir(db.bolt.Path()))
 	if err != nil {
@@ -257,6 +259,9 @@ func (db *DB) Ping(_ context.Context) error {
 	}
 	if free < MinHeadroom {
 		return fmt.Errorf("ping: %d bytes free: %w", free, ErrNoRoom)
+	}
+	if !db.writeFailed.Load() {
+		return nil
 	}
 	err = db.bolt.Update(func(*bolt.Tx) error { return nil })
 	db.noteWrite(err)
