@@ -15,6 +15,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/billingd/billingd/service"
+	"github.com/billingd/billingd/storage/codec"
 )
 
 var _ service.Records = (*DB)(nil)
@@ -31,10 +32,10 @@ var (
 	ErrReadOnly = errors.New("storage: database is open read-only")
 	// ErrInvalidRecord means a record cannot be stored (empty or 0x00 in
 	// caller, unknown state, ...). It is found before the write joins a batch.
-	ErrInvalidRecord = errors.New("storage: invalid record")
+	ErrInvalidRecord = codec.ErrInvalidRecord
 	// ErrCorrupt means a stored value or the file layout is not one this
 	// version understands.
-	ErrCorrupt = errors.New("storage: corrupt or unsupported data")
+	ErrCorrupt = codec.ErrCorrupt
 	// ErrOldLayout: a read-only open found a file of an older layout, which
 	// only a read-write open migrates.
 	ErrOldLayout = errors.New("storage: older file layout")

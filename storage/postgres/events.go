@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/billingd/billingd/service"
-	"github.com/billingd/billingd/storage"
+	"github.com/billingd/billingd/storage/codec"
 )
 
 // GetByRequestKey returns the record whose Stripe metadata
@@ -91,7 +91,7 @@ const maxEventID = 255
 
 func checkEventID(id string) error {
 	if id == "" || len(id) > maxEventID || strings.IndexByte(id, 0) >= 0 {
-		return fmt.Errorf("%w: event id %q", storage.ErrInvalidRecord, id)
+		return fmt.Errorf("%w: event id %q", codec.ErrInvalidRecord, id)
 	}
 	return nil
 }

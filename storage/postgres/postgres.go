@@ -23,8 +23,8 @@ import (
 var _ service.Store = (*Store)(nil)
 
 // Errors returned by this package; compare with errors.Is. Records that
-// cannot be stored are refused with storage.ErrInvalidRecord and unreadable
-// ones with storage.ErrCorrupt, as by the bbolt store.
+// cannot be stored are refused with codec.ErrInvalidRecord and unreadable
+// ones with codec.ErrCorrupt, as by the bbolt store.
 var (
 	// ErrClosed is returned by every call on a Store after Close.
 	ErrClosed = errors.New("postgres: store closed")

@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/billingd/billingd/service"
-	"github.com/billingd/billingd/storage"
+	"github.com/billingd/billingd/storage/codec"
 )
 
 // State numbers in SQL: PENDING 1, SUCCEEDED 2, FAILED 3, INDETERMINATE 4,
@@ -34,17 +34,17 @@ type row struct {
 func newRow(rec *service.Record) (row, error) {
 	switch {
 	case rec.Caller == "":
-		return row{}, fmt.Errorf("%w: empty caller", storage.ErrInvalidRecord)
+		return row{}, fmt.Errorf("%w: empty caller", codec.ErrInvalidRecord)
 	case rec.RequestID == "":
-		return row{}, fmt.Errorf("%w: empty request_id", storage.ErrInvalidRecord)
+		return row{}, fmt.Errorf("%w: empty request_id", codec.ErrInvalidRecord)
 	case strings.IndexByte(rec.Caller, 0) >= 0, strings.IndexByte(rec.RequestID, 0) >= 0, strings.IndexByte(rec.RequestKey, 0) >= 0:
-		return row{}, fmt.Errorf("%w: 0x00 in caller, request_id or request key", storage.ErrInvalidRecord)
+		return row{}, fmt.Errorf("%w: 0x00 in caller, request_id or request key", codec.ErrInvalidRecord)
 	case !rec.State.Valid():
-		return row{}, fmt.Errorf("%w: state %d", storage.ErrInvalidRecord, rec.State)
+		return row{}, fmt.Errorf("%w: state %d", codec.ErrInvalidRecord, rec.State)
 	case rec.Attempts < 0 || rec.Attempts > math.MaxInt32:
-		return row{}, fmt.Errorf("%w: attempts %d", storage.ErrInvalidRecord, rec.Attempts)
+		return row{}, fmt.Errorf("%w: attempts %d", codec.ErrInvalidRecord, rec.Attempts)
 	}
-	data, err := storage.EncodeRecord(*rec)
+	data, err := codec.Encode(*rec)
 	if err != nil {
 		return row{}, err
 	}
@@ -117,7 +117,7 @@ func (s *Store) Claim(ctx context.Context, rec service.Record) (service.Record, 
 			if owner != "" {
 				s.hold(r.key)
 			}
-			stored, err := storage.DecodeRecord(r.data)
+			stored, err := codec.Decode(r.data)
 			if err != nil {
 				return service.Record{}, false, fmt.Errorf("claim: %w", err)
 			}
@@ -166,7 +166,7 @@ func (s *Store) get(ctx context.Context, k recordKey) (service.Record, bool, err
 	if err != nil {
 		return service.Record{}, false, err
 	}
-	rec, err := storage.DecodeRecord(data)
+	rec, err := codec.Decode(data)
 	if err != nil {
 		return service.Record{}, false, fmt.Errorf("record %s/%s: %w", k.caller, k.requestID, err)
 	}
@@ -249,7 +249,7 @@ func (s *Store) Acquire(ctx context.Context, rec service.Record) (service.Record
 	switch {
 	case err == nil:
 		s.hold(k)
-		got, err := storage.DecodeRecord(data)
+		got, err := codec.Decode(data)
 		if err != nil {
 			return service.Record{}, false, fmt.Errorf("acquire: %w", err)
 		}
@@ -312,7 +312,7 @@ func decodeRows(rows pgx.Rows) ([]service.Record, error) {
 	var out []service.Record
 	var data []byte
 	_, err := pgx.ForEachRow(rows, []any{&data}, func() error {
-		rec, err := storage.DecodeRecord(data)
+		rec, err := codec.Decode(data)
 		if err != nil {
 			return err
 		}
@@ -412,7 +412,7 @@ func (s *Store) Sweep(ctx context.Context, updatedBefore, sweptAt time.Time, lim
 			data        []byte
 		)
 		if _, err := pgx.ForEachRow(rows, []any{&data}, func() error {
-			rec, err := storage.DecodeRecord(data)
+			rec, err := codec.Decode(data)
 			if err != nil {
 				return err
 			}
@@ -508,7 +508,7 @@ type tombRow struct {
 func (r tombRow) tombstone() (service.Tombstone, error) {
 	if r.state == nil || r.sweptNS == nil || r.objectID == nil || len(r.fingerprint) != sha256.Size ||
 		!service.State(*r.state).Final() {
-		return service.Tombstone{}, fmt.Errorf("%w: tombstone row", storage.ErrCorrupt)
+		return service.Tombstone{}, fmt.Errorf("%w: tombstone row", codec.ErrCorrupt)
 	}
 	t := service.Tombstone{State: service.State(*r.state), Swept: time.Unix(0, *r.sweptNS).UTC(), ObjectID: *r.objectID}
 	copy(t.Fingerprint[:], r.fingerprint)
@@ -555,7 +555,7 @@ func (s *Store) Scan(ctx context.Context, fn func(service.Record) bool) error {
 			data  []byte
 		)
 		if _, err := pgx.ForEachRow(rows, []any{&after.caller, &after.requestID, &data}, func() error {
-			rec, err := storage.DecodeRecord(data)
+			rec, err := codec.Decode(data)
 			if err != nil {
 				return fmt.Errorf("record %s/%s: %w", after.caller, after.requestID, err)
 			}
