@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"buf.build/go/protovalidate"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -124,6 +125,9 @@ func unknownFields(m protoreflect.Message) []protowire.Number {
 		}
 		b = b[n:]
 	}
+	if !holdsMessages(m.Descriptor()) {
+		return out // a flat message (every request of billingd's API): no walk
+	}
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		switch {
 		case fd.IsMap():
@@ -146,6 +150,27 @@ func unknownFields(m protoreflect.Message) []protowire.Number {
 	})
 	return out
 }
+
+// holdsMessages reports whether messages of type md can hold other messages
+// (a message field, or a list or map of them), remembered per type.
+func holdsMessages(md protoreflect.MessageDescriptor) bool {
+	if v, ok := nested.Load(md.FullName()); ok {
+		return v.(bool)
+	}
+	fields := md.Fields()
+	holds := false
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		if fd.Message() != nil && (!fd.IsMap() || fd.MapValue().Message() != nil) {
+			holds = true
+			break
+		}
+	}
+	nested.Store(md.FullName(), holds)
+	return holds
+}
+
+var nested sync.Map // protoreflect.FullName → bool
 
 func unknownFieldsStatus(nums []protowire.Number) error {
 	br := &errdetails.BadRequest{}

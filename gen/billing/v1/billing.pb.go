@@ -270,7 +270,8 @@ type ChargeRequest struct {
 	// for card payments, in any case ("usd" and "USD" are the same request).
 	// The amount must meet Stripe's minimum for it (0.50 usd, 50 jpy, 0.30 gbp,
 	// …; see Stripe's list), and isk amounts are whole krónur (a multiple of
-	// 100): billingd checks both before it records anything.
+	// 100): billingd checks the code, the minimum and the krónur before it
+	// records anything (INVALID_ARGUMENT, field currency or amount).
 	Currency string `protobuf:"bytes,3,opt,name=currency,proto3" json:"currency,omitempty"`
 	// customer_id is the Stripe customer ("cus_…") to attach the payment to.
 	// Optional. Without off_session, a customer_id means off session.
@@ -1627,13 +1628,12 @@ var File_billing_v1_billing_proto protoreflect.FileDescriptor
 const file_billing_v1_billing_proto_rawDesc = "" +
 	"\n" +
 	"\x18billing/v1/billing.proto\x12\n" +
-	"billing.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xb2\x06\n" +
+	"billing.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xc8\x05\n" +
 	"\rChargeRequest\x12<\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tB\x1d\xbaH\x1a\xc8\x01\x01r\x15\x10\x01\x18\xff\x012\x0e^[\\x21-\\x7e]+$R\trequestId\x12$\n" +
-	"\x06amount\x18\x02 \x01(\x03B\f\xbaH\t\"\a\x18\xff\xc1\xd7/(\x01R\x06amount\x12\x83\x01\n" +
-	"\bcurrency\x18\x03 \x01(\tBg\xbaHd\xba\x01a\n" +
-	"\x10currency.iso4217\x12.must be a three-letter ISO 4217 code, e.g. usd\x1a\x1dthis.matches('^[A-Za-z]{3}$')R\bcurrency\x12C\n" +
+	"\x06amount\x18\x02 \x01(\x03B\f\xbaH\t\"\a\x18\xff\xc1\xd7/(\x01R\x06amount\x12\x1a\n" +
+	"\bcurrency\x18\x03 \x01(\tR\bcurrency\x12C\n" +
 	"\vcustomer_id\x18\x04 \x01(\tB\"\xbaH\x1f\xd8\x01\x01r\x1a\x18\xff\x012\x0f^[A-Za-z0-9_]+$:\x04cus_R\n" +
 	"customerId\x12M\n" +
 	"\x11payment_method_id\x18\x05 \x01(\tB!\xbaH\x1e\xc8\x01\x01r\x19\x18\xff\x012\x0f^[A-Za-z0-9_]+$:\x03pm_R\x0fpaymentMethodId\x12*\n" +
