@@ -495,4 +495,14 @@ func TestAuthorizedChargeEnds(t *testing.T) {
 	if _, ei := errInfo(t, err, codes.FailedPrecondition); ei.GetReason() != "CANCELED" {
 		t.Errorf("repeat of the expired charge: %v", ei)
 	}
+	// Capturing the expired authorisation: Stripe refuses, nothing captured.
+	_, err = h.client.CapturePayment(ctx, &billingv1.CapturePaymentRequest{RequestId: "capture-expired", PaymentIntentId: rec.Result.ObjectID})
+	if _, ei := errInfo(t, err, codes.FailedPrecondition); ei.GetReason() != "STRIPE_STATE" {
+		t.Errorf("capture of an expired authorisation: %v", ei)
+	}
+	for _, pi := range h.sim.PaymentIntents() {
+		if pi.ID == rec.Result.ObjectID && pi.Status != "canceled" {
+			t.Errorf("the expired PaymentIntent is %s", pi.Status)
+		}
+	}
 }
