@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/form"
@@ -212,7 +213,7 @@ func (c *Client) get(ctx context.Context, endpoint, path string, q *form.Values,
 }
 
 func (c *Client) call(ctx context.Context, endpoint, method, key, path string, v *form.Values, out stripe.LastResponseSetter) (rec *call, err error) {
-	start := timeNow()
+	start := time.Now()
 	defer func() { c.observed(endpoint, start, err) }()
 	reqCtx, rec, done, err := c.begin(ctx)
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/billingd/billingd/service"
+	"github.com/stripe/stripe-go/v76"
+	"github.com/stripe/stripe-go/v76/form"
 )
 
 // The endpoints an Observation names.
@@ -78,9 +80,6 @@ func (c *Client) observed(endpoint string, start time.Time, err error) {
 	c.observe(o)
 }
 
-// timeNow is time.Now, named for the calls that time themselves.
-var timeNow = time.Now
-
 // CreatePaymentIntent creates and confirms a card PaymentIntent with key as
 // its Idempotency-Key.
 func (c *Client) CreatePaymentIntent(ctx context.Context, key string, p service.ChargeParams) (service.Result, error) {
@@ -122,17 +121,40 @@ func (c *Client) FindSubscription(ctx context.Context, requestKey string) (servi
 // GetPaymentIntent retrieves a PaymentIntent by id and fills Result as
 // FindPaymentIntent does.
 func (c *Client) GetPaymentIntent(ctx context.Context, id string) (service.Result, error) {
-	start := time.Now()
-	res, err := c.getPaymentIntent(ctx, id)
-	c.observed(EndpointGetPaymentIntent, start, err)
-	return res, err
+	if id == "" {
+		return service.Result{}, ErrNoObjectID
+	}
+	var pi retrievedIntent
+	rec, err := c.get(ctx, EndpointGetPaymentIntent, stripe.FormatURLPath("/v1/payment_intents/%s", id), nil, &pi)
+	if err != nil {
+		return service.Result{}, err
+	}
+	if pi.ID == "" {
+		return service.Result{}, emptyAnswer(rec)
+	}
+	res := c.intentResult(&pi.intent, rec, true)
+	res.StripeRequestID = rec.requestID
+	res.Owner = pi.Metadata.Caller
+	return res, nil
 }
 
 // GetSubscription retrieves a subscription by id, with the PaymentIntent of
 // its latest invoice, and fills Result as CreateSubscription does.
 func (c *Client) GetSubscription(ctx context.Context, id string) (service.Result, error) {
-	start := time.Now()
-	res, err := c.getSubscription(ctx, id)
-	c.observed(EndpointGetSubscription, start, err)
-	return res, err
+	if id == "" {
+		return service.Result{}, ErrNoObjectID
+	}
+	query := &form.Values{}
+	query.Add("expand[0]", subscriptionPaymentIntent)
+	var sub createdSubscription
+	rec, err := c.get(ctx, EndpointGetSubscription, stripe.FormatURLPath("/v1/subscriptions/%s", id), query, &sub)
+	if err != nil {
+		return service.Result{}, err
+	}
+	if sub.ID == "" {
+		return service.Result{}, emptyAnswer(rec)
+	}
+	res := c.subscriptionResult(&sub.subscription, rec)
+	res.StripeRequestID = rec.requestID
+	return res, nil
 }

@@ -365,55 +365,6 @@ func (c *Client) findSubscription(ctx context.Context, requestKey string) (servi
 	return c.subscriptionResult(&page.Data[0], call), true, nil
 }
 
-func (c *Client) getPaymentIntent(ctx context.Context, id string) (service.Result, error) {
-	if id == "" {
-		return service.Result{}, ErrNoObjectID
-	}
-	reqCtx, call, done, err := c.begin(ctx)
-	if err != nil {
-		return service.Result{}, err
-	}
-	defer done()
-	var pi retrievedIntent
-	pis := c.api.PaymentIntents
-	path := stripe.FormatURLPath("/v1/payment_intents/%s", id)
-	if err := pis.B.CallRaw(http.MethodGet, path, pis.Key, nil, &stripe.Params{Context: reqCtx}, &pi); err != nil {
-		return service.Result{}, c.classify(ctx, http.MethodGet, call, err)
-	}
-	if pi.ID == "" {
-		return service.Result{}, emptyAnswer(call)
-	}
-	res := c.intentResult(&pi.intent, call, true)
-	res.StripeRequestID = call.requestID
-	res.Owner = pi.Metadata.Caller
-	return res, nil
-}
-
-func (c *Client) getSubscription(ctx context.Context, id string) (service.Result, error) {
-	if id == "" {
-		return service.Result{}, ErrNoObjectID
-	}
-	reqCtx, call, done, err := c.begin(ctx)
-	if err != nil {
-		return service.Result{}, err
-	}
-	defer done()
-	var sub createdSubscription
-	subs := c.api.Subscriptions
-	path := stripe.FormatURLPath("/v1/subscriptions/%s", id)
-	query := &form.Values{}
-	query.Add("expand[0]", subscriptionPaymentIntent)
-	if err := subs.B.CallRaw(http.MethodGet, path, subs.Key, query, &stripe.Params{Context: reqCtx}, &sub); err != nil {
-		return service.Result{}, c.classify(ctx, http.MethodGet, call, err)
-	}
-	if sub.ID == "" {
-		return service.Result{}, emptyAnswer(call)
-	}
-	res := c.subscriptionResult(&sub.subscription, call)
-	res.StripeRequestID = call.requestID
-	return res, nil
-}
-
 // searchForm is the query of a one-hit search for requestKey, with expand
 // when it is not "". (stripe-go's search params have no Metadata field, which
 // its Backend.Call requires, so the searches send their form themselves.)
