@@ -59,9 +59,9 @@ func SetCallField(ctx context.Context, key string, value any) {
 }
 
 // typicalCallFields is how many fields a Charge or Subscribe sets (request_id,
-// caller, replayed, attempts, stripe_request_id): room for them at the first
+// caller, replayed, attempts, stripe_request_id, stripe_ms): room for them at the first
 // SetCallField, instead of growing the slice four times on the way.
-const typicalCallFields = 5
+const typicalCallFields = 6
 
 // AppendCallFields appends the call's recorded fields to dst as alternating
 // keys and values.

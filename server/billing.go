@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -37,6 +38,9 @@ func logOutcome(ctx context.Context, out service.Outcome, err error) {
 		interceptors.SetCallField(ctx, "attempts", out.Result.Attempts)
 		if id := out.Result.StripeRequestID; id != "" {
 			interceptors.SetCallField(ctx, "stripe_request_id", id)
+		}
+		if d := out.Result.StripeTime; d > 0 && !out.Replayed { // the drive's own caller
+			interceptors.SetCallField(ctx, "stripe_ms", float64(d)/float64(time.Millisecond))
 		}
 		return
 	}

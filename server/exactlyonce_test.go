@@ -484,11 +484,15 @@ func TestCallerGoneChargeCompletes(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.sim.SetFaults(stripesim.Faults{Latency: 400 * time.Millisecond})
 
+	// Stripe is slower than the caller's deadline: billingd answers before
+	// it, REQUEST_IN_PROGRESS with RetryInfo, rather than letting the call
+	// run into DEADLINE_EXCEEDED; the drive goes on.
 	short, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	_, err := h.client.Charge(short, visa("impatient"))
-	if status.Code(err) != codes.DeadlineExceeded {
-		t.Fatalf("err = %v, want DEADLINE_EXCEEDED", err)
+	st, ei := errInfo(t, err, codes.Unavailable)
+	if ei.GetReason() != "REQUEST_IN_PROGRESS" || retryInfo(st) == nil {
+		t.Fatalf("err = %v (%v), want UNAVAILABLE REQUEST_IN_PROGRESS with RetryInfo", err, ei)
 	}
 	h.sim.SetFaults(stripesim.Faults{})
 
@@ -895,5 +899,52 @@ func TestStripe409IsInProgressWhateverItsType(t *testing.T) {
 				t.Fatalf("retry = %v, %v; PaymentIntents %d", resp, err, len(pis))
 			}
 		})
+	}
+}
+
+// TestCrowdWaitingForAStripeSlot: with every Stripe slot taken, a caller
+// whose wait for one would outlast its deadline is answered at once
+// UNAVAILABLE UPSTREAM_RATE_LIMITED with RetryInfo, before anything is
+// written or sent: no record, nothing at Stripe. Its retry, once a slot is
+// free, charges once.
+func TestCrowdWaitingForAStripeSlot(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{stripeSlots: 1})
+	h.sim.SetFaults(stripesim.Faults{Latency: 300 * time.Millisecond})
+	if _, err := h.client.Charge(h.ctx(), visa("slot-first")); err != nil { // calls hold a slot ~300 ms
+		t.Fatal(err)
+	}
+	h.sim.SetFaults(stripesim.Faults{Latency: 3 * time.Second})
+	holder := make(chan error, 1)
+	go func() { _, err := h.client.Charge(h.ctx(), visa("slot-holder")); holder <- err }()
+	for deadline := time.Now().Add(10 * time.Second); h.sim.Stats().InFlight == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first charge never reached Stripe")
+		}
+	}
+
+	short, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := h.client.Charge(short, visa("slot-crowd"))
+	st, ei := errInfo(t, err, codes.Unavailable)
+	if ei.GetReason() != "UPSTREAM_RATE_LIMITED" || retryInfo(st) == nil {
+		t.Fatalf("err = %v (%v), want UNAVAILABLE UPSTREAM_RATE_LIMITED with RetryInfo", err, ei)
+	}
+	if rec, found := h.record(caller, "slot-crowd"); found {
+		t.Errorf("a caller refused a slot left a record: %+v", rec)
+	}
+	if pis := h.intentsFor(caller, "slot-crowd"); len(pis) != 0 {
+		t.Errorf("a caller refused a slot reached Stripe: %+v", pis)
+	}
+
+	if err := <-holder; err != nil {
+		t.Fatal(err)
+	}
+	h.sim.SetFaults(stripesim.Faults{})
+	if _, err := h.client.Charge(h.ctx(), visa("slot-crowd")); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if pis := h.intentsFor(caller, "slot-crowd"); len(pis) != 1 {
+		t.Errorf("after the retry %d PaymentIntents, want 1", len(pis))
 	}
 }

@@ -59,7 +59,9 @@ type harnessOpts struct {
 	stripeKey string
 	// stripeAttempts bounds the Stripe retry layer's attempts (0: 4).
 	stripeAttempts int
-	log            io.Writer
+	// stripeSlots is the Stripe client's MaxInFlight (0: its default).
+	stripeSlots int
+	log         io.Writer
 	// postgres, when set, is the DSN of the database to keep records in
 	// instead of a bbolt file: harnesses sharing one are replicas.
 	postgres string
@@ -128,7 +130,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		attempts = 4
 	}
 	payments, err := stripeapi.New(stripeapi.Config{
-		Key: key, URL: h.simURL, Timeout: 5 * time.Second,
+		Key: key, URL: h.simURL, Timeout: 5 * time.Second, MaxInFlight: o.stripeSlots,
 		RetryOptions: []stripehttp.RetryOption{
 			stripehttp.WithMaxAttempts(attempts),
 			stripehttp.WithBackoff(time.Millisecond, 5*time.Millisecond),

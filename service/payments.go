@@ -69,6 +69,17 @@ type Payments interface {
 	CancelSubscription(ctx context.Context, key, id string, atPeriodEnd bool) (Result, error)
 }
 
+// Gate is implemented by a Payments that limits its calls in flight. Admit
+// waits for room for one call, or answers at once *UpstreamError
+// (UpstreamRateLimited, nothing sent, RetryAfter the expected wait) when
+// that wait would outlast ctx's deadline. The returned context carries the
+// room: the first call made with it (or a context derived from it) uses it
+// instead of waiting again, and release gives it back if no call did.
+// Release is safe to call more than once, and after the room was used.
+type Gate interface {
+	Admit(ctx context.Context) (withRoom context.Context, release func(), err error)
+}
+
 // UpstreamKind classifies a failed Stripe call by what billingd must do next.
 type UpstreamKind int
 

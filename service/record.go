@@ -142,6 +142,11 @@ type Result struct {
 	// logs, never stored.
 	StripeRequestID string
 	Attempts        int
+	// StripeTime is how long this drive's Stripe calls took on the wire
+	// (from sending each attempt to its answer's headers, retries
+	// included; not the waits for a slot or a pacing token): what a log
+	// line needs to tell Stripe's latency from billingd's. Never stored.
+	StripeTime time.Duration
 	// State is the record's state after the drive that returned this
 	// result: SUCCEEDED, or one of the followed states. Never stored (the
 	// record has its own).

@@ -244,23 +244,30 @@ func (s *Service) do(ctx context.Context, caller, requestID string, method Metho
 		return Outcome{}, reusedError()
 	}
 	if owner {
+		dctx, release, err := s.admit(ctx)
+		if err != nil {
+			s.disown(key, c, err)
+			return Outcome{}, err
+		}
 		rec := s.newRecord(caller, requestID, method, params, fp)
 		wait := s.coalesceWait(ctx)
 		s.work.start(func() {
-			s.run(ctx, key, c, func(ctx context.Context) (Result, bool, error) { return s.resolve(ctx, rec, wait) })
+			defer release()
+			s.run(dctx, key, c, func(ctx context.Context) (Result, bool, error) { return s.resolve(ctx, rec, wait) })
 		})
 	} else {
 		s.observe(method, EventCoalescedWait)
 	}
 
-	// The original caller waits as long as its own deadline allows (and gets
-	// DEADLINE_EXCEEDED past it). A duplicate answers REQUEST_IN_PROGRESS just
-	// before its deadline instead: UNAVAILABLE tells it to retry the same id.
-	// (An original whose record another replica is driving gets the same
-	// answer from its drive, which waits only as long.)
+	// A caller with a deadline is answered before it: if the drive has not
+	// finished just before then (Stripe is slow), REQUEST_IN_PROGRESS, whose
+	// UNAVAILABLE tells it to retry the same id; the drive goes on. A
+	// duplicate gives up a little earlier, at most after CoalesceWait. (An
+	// original whose record another replica is driving gets the same answer
+	// from its drive, which waits only as long.)
 	var giveUp <-chan time.Time
-	if joined {
-		timer := time.NewTimer(s.coalesceWait(ctx))
+	if wait, bounded := s.answerWithin(ctx, joined); bounded {
+		timer := time.NewTimer(wait)
 		defer timer.Stop()
 		giveUp = timer.C
 	}
@@ -269,7 +276,11 @@ func (s *Service) do(ctx context.Context, caller, requestID string, method Metho
 	case <-ctx.Done():
 		return Outcome{}, ctx.Err()
 	case <-giveUp:
-		return Outcome{}, s.inProgress()
+		if joined {
+			return Outcome{}, s.inProgress()
+		}
+		return Outcome{}, &Error{Reason: ReasonRequestInProgress, RetryAfter: s.cfg.RetryAfter,
+			Message: "not finished before the call's deadline (Stripe is slow to answer); it goes on: retry with the same request_id"}
 	}
 	if errors.Is(c.err, errNotDriven) {
 		return Outcome{}, s.inProgress()
@@ -300,6 +311,59 @@ func (s *Service) coalesceWait(ctx context.Context) time.Duration {
 		wait = min(wait, time.Until(dl)*9/10)
 	}
 	return wait
+}
+
+// answerWithin is how long a call waits for its drive before it answers
+// REQUEST_IN_PROGRESS: a duplicate, coalesceWait; the original, until just
+// before its deadline (a twentieth of the time left, 5 ms to 1 s, for the
+// answer to reach it), or for ever without one.
+func (s *Service) answerWithin(ctx context.Context, joined bool) (time.Duration, bool) {
+	if joined {
+		return s.coalesceWait(ctx), true
+	}
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return 0, false
+	}
+	left := time.Until(dl)
+	return left - min(max(left/20, 5*time.Millisecond), time.Second), true
+}
+
+// admit waits, on the caller's goroutine and before anything is written, for
+// room to call Stripe when the Payments limits its calls in flight (Gate):
+// a caller waiting for room then costs one parked goroutine, and one whose
+// wait would outlast its deadline is refused at once, nothing claimed or
+// sent. The drive's context carries the room to its first Stripe call;
+// release gives it back if the drive made none.
+func (s *Service) admit(ctx context.Context) (context.Context, func(), error) {
+	g, ok := s.payments.(Gate)
+	if !ok {
+		return ctx, func() {}, nil
+	}
+	dctx, release, err := g.Admit(ctx)
+	if err != nil {
+		var up *UpstreamError
+		if errors.As(err, &up) {
+			_, e := s.translate(err, nil)
+			return nil, nil, e
+		}
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		return nil, nil, err
+	}
+	return dctx, release, nil
+}
+
+// disown ends an owned call that never started its drive: everyone joined
+// to it gets err.
+func (s *Service) disown(key string, c *call, err error) {
+	c.err = err
+	s.mu.Lock()
+	delete(s.inflight, key)
+	s.mu.Unlock()
+	s.drives.Done()
+	close(c.done)
 }
 
 func (s *Service) inProgress() *Error {
@@ -678,7 +742,7 @@ func (s *Service) settle(ctx context.Context, rec *Record, state State, res Resu
 func (s *Service) settleSeen(ctx context.Context, rec *Record, res Result) (Result, error) {
 	o := s.outcomeOf(rec.Method, res)
 	stored := res
-	stored.Failure, stored.Owner, stored.StripeRequestID, stored.Attempts, stored.State = nil, "", "", 0, 0
+	stored.Failure, stored.Owner, stored.StripeRequestID, stored.Attempts, stored.State, stored.StripeTime = nil, "", "", 0, 0, 0
 	if stored.ClientSecret == "" && stored.ObjectID == rec.Result.ObjectID {
 		// Events and some lookups omit it; the object's secret never changes.
 		stored.ClientSecret = rec.Result.ClientSecret
@@ -694,7 +758,7 @@ func (s *Service) settleSeen(ctx context.Context, rec *Record, res Result) (Resu
 		}
 	} // else nothing new: no write
 	ans, err := s.answer(rec)
-	ans.StripeRequestID = res.StripeRequestID
+	ans.StripeRequestID, ans.StripeTime = res.StripeRequestID, res.StripeTime
 	return ans, err
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
@@ -27,6 +28,9 @@ type call struct {
 	// tokenUsed: the first attempt has spent the rate token begin took;
 	// later attempts (retries) take their own.
 	tokenUsed bool
+	// wire is the time the call's attempts spent on the wire, from sending
+	// each to its answer's headers (timed).
+	wire time.Duration
 }
 
 type callKey struct{}
@@ -48,8 +52,10 @@ type callKey struct{}
 // background drive) just waits.
 func (c *Client) begin(ctx context.Context) (reqCtx context.Context, rec *call, done context.CancelFunc, err error) {
 	dl, bounded := service.CallerDeadline(ctx)
-	if err := c.takeSlot(ctx, dl, bounded); err != nil {
-		return nil, nil, nil, err
+	if r, ok := ctx.Value(roomKey{}).(*room); !ok || !r.take() {
+		if err := c.takeSlot(ctx, dl, bounded); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	if c.pace != nil {
 		r, delay, ok := c.pace.reserve(patience(dl, c.pace.now()), bounded)
@@ -65,7 +71,48 @@ func (c *Client) begin(ctx context.Context) (reqCtx context.Context, rec *call, 
 	}
 	rec = &call{}
 	reqCtx, cancel := context.WithTimeout(context.WithValue(ctx, callKey{}, rec), c.timeout)
-	return reqCtx, rec, func() { cancel(); <-c.slots }, nil
+	start := time.Now()
+	return reqCtx, rec, func() { cancel(); c.held(time.Since(start)); <-c.slots }, nil
+}
+
+// Admit is service.Gate: it takes a slot for the drive about to start, on
+// its caller's goroutine, waiting as takeSlot does; the drive's first call
+// uses it (begin).
+func (c *Client) Admit(ctx context.Context) (context.Context, func(), error) {
+	dl, bounded := ctx.Deadline()
+	if err := c.takeSlot(ctx, dl, bounded); err != nil {
+		return nil, nil, err
+	}
+	r := &room{c: c}
+	r.held.Store(true)
+	return context.WithValue(ctx, roomKey{}, r), r.release, nil
+}
+
+type roomKey struct{}
+
+// room is a slot Admit took for a drive: its first call takes it over.
+type room struct {
+	c    *Client
+	held atomic.Bool
+}
+
+func (r *room) take() bool { return r.held.CompareAndSwap(true, false) }
+
+func (r *room) release() {
+	if r.take() {
+		<-r.c.slots
+	}
+}
+
+// held folds one call's time in its slot into the running mean that
+// predicts how long a caller will wait for a slot.
+func (c *Client) held(d time.Duration) {
+	old := c.holdMean.Load()
+	if old == 0 {
+		c.holdMean.Store(int64(d))
+		return
+	}
+	c.holdMean.Store(old + (int64(d)-old)/16) // races lose an update: a mean, not a count
 }
 
 // takeSlot takes a slot of Config.MaxInFlight, waiting while ctx allows and,
@@ -77,12 +124,18 @@ func (c *Client) takeSlot(ctx context.Context, dl time.Time, bounded bool) error
 	default: // all taken: wait, unless ctx is already over
 	}
 	c.waited.Add(1)
+	ahead := c.queued.Add(1)
+	defer c.queued.Add(-1)
 	var giveUp <-chan time.Time
 	if bounded {
 		wait := patience(dl, time.Now())
-		if wait <= 0 {
+		// Slots free up about every holdMean/MaxInFlight: a caller with
+		// ahead callers in front would wait about ahead times that. One
+		// who cannot make it is told at once, and when to come back.
+		expect := time.Duration(ahead * c.holdMean.Load() / int64(cap(c.slots)))
+		if wait <= 0 || expect > wait {
 			c.refused.Add(1)
-			return tooLate(0)
+			return tooLate(expect)
 		}
 		t := time.NewTimer(wait)
 		defer t.Stop()
@@ -95,7 +148,7 @@ func (c *Client) takeSlot(ctx context.Context, dl time.Time, bounded bool) error
 		return ctx.Err()
 	case <-giveUp:
 		c.refused.Add(1)
-		return tooLate(0)
+		return tooLate(time.Duration(c.queued.Load() * c.holdMean.Load() / int64(cap(c.slots))))
 	}
 }
 
@@ -112,6 +165,22 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 		c.retryAfter = retryAfter(resp.Header.Get("Retry-After"))
 		c.shouldRetry = strings.EqualFold(strings.TrimSpace(resp.Header.Get("Stripe-Should-Retry")), "true")
 	}
+	return resp, err
+}
+
+// timed is the innermost RoundTripper: it adds each attempt's time on the
+// wire, up to the answer's headers, to the call's record. Attempts of one
+// call run one after another, so the sum needs no lock.
+type timed struct{ next http.RoundTripper }
+
+func (t *timed) RoundTrip(req *http.Request) (*http.Response, error) {
+	c, ok := req.Context().Value(callKey{}).(*call)
+	if !ok {
+		return t.next.RoundTrip(req)
+	}
+	start := time.Now()
+	resp, err := t.next.RoundTrip(req)
+	c.wire += time.Since(start)
 	return resp, err
 }
 

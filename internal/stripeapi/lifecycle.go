@@ -46,7 +46,7 @@ type refundList struct {
 
 func refundResult(r *refund, rec *call) service.Result {
 	res := service.Result{ObjectID: r.ID, Status: r.Status, Amount: r.Amount, Currency: r.Currency,
-		ParentID: r.PaymentIntent, Owner: r.Metadata.Caller, StripeRequestID: rec.requestID}
+		ParentID: r.PaymentIntent, Owner: r.Metadata.Caller, StripeRequestID: rec.requestID, StripeTime: rec.wire}
 	if r.FailureReason != "" {
 		res.Failure = &service.UpstreamError{Kind: service.UpstreamDeclined, Code: r.FailureReason, ObjectID: r.ID}
 	}
@@ -164,7 +164,7 @@ func (c *Client) postIntent(ctx context.Context, endpoint, key, path string, v *
 	}
 	res := c.intentResult(&pi.intent, rec, true)
 	res.Amount = pi.AmountReceived
-	res.StripeRequestID = rec.requestID
+	res.StripeRequestID, res.StripeTime = rec.requestID, rec.wire
 	return res, nil
 }
 
@@ -195,7 +195,7 @@ func (c *Client) CancelSubscription(ctx context.Context, key, id string, atPerio
 		return service.Result{}, emptyAnswer(rec)
 	}
 	res := c.subscriptionResult(&sub.subscription, rec)
-	res.StripeRequestID = rec.requestID
+	res.StripeRequestID, res.StripeTime = rec.requestID, rec.wire
 	return res, nil
 }
 

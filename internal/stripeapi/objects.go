@@ -119,6 +119,9 @@ func (c *Client) intentResult(pi *intent, rec *call, lookup bool) service.Result
 		Currency: pi.Currency,
 	}
 	res.ClientSecret, res.NextActionType, res.RedirectURL = pi.customerFields()
+	if rec != nil {
+		res.StripeTime = rec.wire
+	}
 	if lookup {
 		res.CancellationReason = pi.CancellationReason
 		res.Failure = c.paymentFailure(pi, rec)
@@ -131,6 +134,9 @@ func (c *Client) intentResult(pi *intent, rec *call, lookup bool) service.Result
 // zero amount; or only its id) the payment fields stay empty.
 func (c *Client) subscriptionResult(sub *subscription, rec *call) service.Result {
 	res := service.Result{ObjectID: sub.ID, Status: sub.Status, CancelAtPeriodEnd: sub.CancelAtPeriodEnd, Owner: sub.Metadata.Caller}
+	if rec != nil {
+		res.StripeTime = rec.wire
+	}
 	if sub.LatestInvoice == nil || sub.LatestInvoice.PaymentIntent == nil {
 		return res
 	}

@@ -182,3 +182,73 @@ func TestDeadlineTooNearForToken(t *testing.T) {
 		t.Errorf("requests at Stripe = %d, want 2", got)
 	}
 }
+
+// TestAdmitHoldsTheSlotForTheFirstCall: the slot Admit takes is the one the
+// drive's first call uses (with one slot, no deadlock), is given back once,
+// and a caller whose expected wait for a slot outlasts its deadline is
+// refused at once, with that wait as RetryAfter and nothing sent.
+func TestAdmitHoldsTheSlotForTheFirstCall(t *testing.T) {
+	t.Parallel()
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		n.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"id":"pi_1","object":"payment_intent","status":"succeeded","amount":100,"currency":"usd"}`))
+	}))
+	t.Cleanup(srv.Close)
+	c, err := New(Config{Key: "sk_test_x", URL: srv.URL, MaxInFlight: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, release, err := c.Admit(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inFlight, _, _ := c.Slots(); inFlight != 1 {
+		t.Fatalf("after Admit %d slots taken, want 1", inFlight)
+	}
+	if _, err := c.GetPaymentIntent(ctx, "pi_1"); err != nil { // the admitted slot, not a second one
+		t.Fatal(err)
+	}
+	release() // used already: nothing to give back
+	if inFlight, _, _ := c.Slots(); inFlight != 0 {
+		t.Fatalf("after the call and release %d slots taken, want 0", inFlight)
+	}
+	_, release, err = c.Admit(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	release()
+	if inFlight, _, _ := c.Slots(); inFlight != 0 {
+		t.Fatalf("after an unused admission's release %d slots taken, want 0", inFlight)
+	}
+
+	// The slot is taken and calls hold theirs for an hour: a caller with
+	// 30 s left cannot make it and is told so at once.
+	_, hold, err := c.Admit(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold()
+	c.holdMean.Store(int64(time.Hour))
+	dctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	refused := make(chan error, 1)
+	go func() { _, _, err := c.Admit(dctx); refused <- err }()
+	select {
+	case err := <-refused:
+		ue, ok := err.(*service.UpstreamError)
+		if !ok || ue.Kind != service.UpstreamRateLimited || ue.HTTPStatus != 0 || ue.RetryAfter != time.Hour {
+			t.Fatalf("err = %#v, want UpstreamRateLimited, nothing sent, RetryAfter 1h", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a caller who could not get a slot in time waited instead of being refused at once")
+	}
+	if got := n.Load(); got != 1 {
+		t.Errorf("requests at Stripe = %d, want 1", got)
+	}
+	if got := c.Pace().Refused; got != 1 {
+		t.Errorf("Refused = %d, want 1", got)
+	}
+}

@@ -106,6 +106,11 @@ type Client struct {
 	waited  atomic.Uint64 // calls that found every slot taken
 	pace    *pacer        // nil without Config.Rate
 	refused atomic.Uint64 // calls answered before sending: the caller's deadline was too near
+	// queued counts the callers waiting for a slot now, and holdMean is
+	// the running mean time a call holds one (ns): their product over
+	// MaxInFlight is how long a new caller would wait (takeSlot).
+	queued   atomic.Int64
+	holdMean atomic.Int64
 }
 
 // PaceStats is the state of a Client's pacing (Config.Rate), for metrics.
@@ -137,7 +142,10 @@ func (c *Client) Slots() (inFlight, limit int, waited uint64) {
 	return len(c.slots), cap(c.slots), c.waited.Load()
 }
 
-var _ service.Payments = (*Client)(nil)
+var (
+	_ service.Payments = (*Client)(nil)
+	_ service.Gate     = (*Client)(nil)
+)
 
 // New returns a Client for cfg.
 func New(cfg Config) (*Client, error) {
@@ -158,6 +166,7 @@ func New(cfg Config) (*Client, error) {
 	if transport == nil {
 		transport = newTransport(cfg.MaxIdleConnsPerHost)
 	}
+	transport = &timed{next: transport}
 	if cfg.Instrument != nil {
 		transport = cfg.Instrument(transport)
 	}
@@ -246,7 +255,7 @@ func (c *Client) createPaymentIntent(ctx context.Context, key string, p service.
 		return service.Result{}, emptyAnswer(call)
 	}
 	res := c.intentResult(&pi.intent, call, false)
-	res.StripeRequestID = call.requestID
+	res.StripeRequestID, res.StripeTime = call.requestID, call.wire
 	return res, nil
 }
 
@@ -319,7 +328,7 @@ func (c *Client) createSubscription(ctx context.Context, key string, p service.S
 		return service.Result{}, emptyAnswer(call)
 	}
 	res := c.subscriptionResult(&sub.subscription, call)
-	res.StripeRequestID = call.requestID
+	res.StripeRequestID, res.StripeTime = call.requestID, call.wire
 	return res, nil
 }
 
