@@ -72,6 +72,16 @@ type config struct {
 	// raises the health-check ceiling to ~35k and is the stricter measure of
 	// billingd's own cost.
 	LeanGHZ bool `json:"lean_ghz"`
+	// The slow-stripe scenario (slowstripe.go): the concurrencies, the
+	// extra slot counts tried at those above 256, how long each case runs,
+	// and how the simulator answers.
+	SlowConcurrency []int         `json:"slow_concurrency"`
+	SlowInFlight    []int         `json:"slow_inflight,omitempty"`
+	SlowDuration    time.Duration `json:"slow_duration_ns"`
+	SlowStripe      slowStripe    `json:"slow_stripe"`
+	// stripeURL, when set, is a simulator in benchrun's process that
+	// billingd is pointed at (--stripe-url) instead of its built-in one.
+	stripeURL string
 }
 
 // The scenarios, in the order a run measures them.
@@ -84,9 +94,17 @@ const (
 	scenReplay  = "replay" // Charge with one of -replay-ids pre-charged request_ids, round-robin
 	scenNew     = "new"    // Charge with a fresh UUID request_id ({{newUUID}}; {{.UUID}} with -lean-ghz)
 	scenMix     = "mix"    // new charges, one call in ten repeating the previous call's id while it is in flight
+	// scenOwnCPU is health, replay and new against a simulator outside
+	// billingd (owncpu.go); scenSlowStripe new charges against a slow one,
+	// from crowds of callers (slowstripe.go). Each runs on servers of its own.
+	scenOwnCPU     = "own-cpu"
+	scenSlowStripe = "slow-stripe"
 )
 
-var allScenarios = []string{scenHealth, scenReplay, scenNew, scenMix}
+var allScenarios = []string{scenHealth, scenReplay, scenNew, scenMix, scenOwnCPU, scenSlowStripe}
+
+// matrixScenarios are those runMatrix runs on the built-in simulator.
+var matrixScenarios = []string{scenHealth, scenReplay, scenNew, scenMix}
 
 // envFor names the environment variable of each flag; a flag on the command
 // line wins. BENCHFLAGS in the Makefile is the other way in.
@@ -103,7 +121,8 @@ var envFor = map[string]string{
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	c := config{}
-	var conc, scens, serverArgs string
+	var err0 error
+	var conc, scens, serverArgs, slowConc, slowSlots string
 	fs := flag.NewFlagSet("benchrun", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.DurationVar(&c.Duration, "duration", 6*time.Second, "how long each scenario runs at each concurrency")
@@ -126,8 +145,24 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.Keep, "keep", "", "keep the databases, raw ghz reports and server logs (last scenario's) in this directory")
 	fs.BoolVar(&c.CheckTargets, "check-targets", false, "also exit non-zero when a performance target (replay and new-charge ratios to health, p99, peak RSS) is missed")
 	fs.BoolVar(&c.LeanGHZ, "lean-ghz", false, "run ghz with its template functions off (new charges use {{.UUID}}): a cheaper client, a higher health ceiling, a stricter ratio")
+	fs.StringVar(&slowConc, "slow-concurrency", "256,2000", "slow-stripe: comma-separated caller counts (at 256 and below billingd gets a Stripe slot per caller; above, its default)")
+	fs.StringVar(&slowSlots, "slow-inflight", "", "slow-stripe: comma-separated --stripe-max-inflight values also tried at the caller counts above 256, to size it")
+	fs.DurationVar(&c.SlowDuration, "slow-duration", 15*time.Second, "slow-stripe: how long each case's callers keep calling")
+	c.SlowStripe = defaultSlowStripe
+	fs.DurationVar(&c.SlowStripe.Latency, "slow-latency", c.SlowStripe.Latency, "slow-stripe: the simulator's least answer time")
+	fs.DurationVar(&c.SlowStripe.Jitter, "slow-jitter", c.SlowStripe.Jitter, "slow-stripe: a uniform random extra of up to this")
+	fs.Float64Var(&c.SlowStripe.SlowShare, "slow-tail", c.SlowStripe.SlowShare, "slow-stripe: the share of answers that take -slow-tail-latency instead")
+	fs.DurationVar(&c.SlowStripe.SlowLatency, "slow-tail-latency", c.SlowStripe.SlowLatency, "slow-stripe: the answer time of the tail")
 	if err := flagenv.Parse(fs, args, envFor, getenv); err != nil {
 		return c, err
+	}
+	if c.SlowConcurrency, err0 = parseInts(slowConc); err0 != nil {
+		return c, fmt.Errorf("-slow-concurrency: %w", err0)
+	}
+	if slowSlots != "" {
+		if c.SlowInFlight, err0 = parseInts(slowSlots); err0 != nil {
+			return c, fmt.Errorf("-slow-inflight: %w", err0)
+		}
 	}
 	var err error
 	if c.Concurrency, err = parseInts(conc); err != nil {
@@ -246,18 +281,44 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		cfg.Runs, len(cfg.Scenarios), len(cfg.Concurrency), cfg.Duration)
 
 	var runErr error
+	inMatrix := false
+	for _, s := range matrixScenarios {
+		inMatrix = inMatrix || has(cfg.Scenarios, s)
+	}
 	for i := 1; i <= cfg.Runs && runErr == nil; i++ {
-		r, err := runMatrix(ctx, cfg, i, work, stdout)
-		res.Runs = append(res.Runs, r)
-		runErr = err
+		if inMatrix {
+			r, err := runMatrix(ctx, cfg, i, work, stdout)
+			res.Runs = append(res.Runs, r)
+			if runErr = err; err != nil {
+				break
+			}
+		}
+		if has(cfg.Scenarios, scenOwnCPU) {
+			r, err := runOwnCPU(ctx, cfg, i, work, stdout)
+			res.OwnCPU.Runs = append(res.OwnCPU.Runs, r)
+			if runErr = err; err != nil {
+				break
+			}
+		}
+		if has(cfg.Scenarios, scenSlowStripe) {
+			rs, err := runSlowStripe(ctx, cfg, i, work, stdout)
+			res.SlowStripe.Runs = append(res.SlowStripe.Runs, rs)
+			runErr = err
+		}
 	}
 	res.Finished = time.Now().UTC()
 	for _, r := range res.Runs {
 		fillRatios(r.Results)
 	}
 	res.Summary = summarize(res.Runs)
-	res.Targets = checkTargets(res.Summary)
-	res.Failures = failures(res.Runs)
+	for _, r := range res.OwnCPU.Runs {
+		fillRatios(r.Results)
+	}
+	res.OwnCPU.Summary = summarize(res.OwnCPU.Runs)
+	res.OwnCPU.fillCPU()
+	res.SlowStripe.Summary = summarizeSlow(res.SlowStripe.Runs)
+	res.Targets = checkTargets(res)
+	res.Failures = failures(append(append([]runResult(nil), res.Runs...), res.OwnCPU.Runs...))
 	if runErr != nil {
 		res.Failures = append(res.Failures, runErr.Error())
 	}
@@ -268,6 +329,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stdout, "Median of %d runs:\n", len(res.Runs))
 	}
 	printTable(stdout, res.Summary)
+	if len(res.OwnCPU.Summary) > 0 {
+		fmt.Fprintf(stdout, "\nown-cpu (simulator in benchrun's process): billingd µs of CPU per call: health %.0f, replay %.0f, new charge %.0f = %.2f × health\n",
+			res.OwnCPU.HealthUS, res.OwnCPU.ReplayUS, res.OwnCPU.ChargeUS, res.OwnCPU.ChargeRatio)
+		printTable(stdout, res.OwnCPU.Summary)
+	}
+	printSlowTable(stdout, res.SlowStripe.Summary)
 	printTargets(stdout, res.Targets)
 	if cfg.Out != "" {
 		if err := writeJSON(cfg.Out, res); err != nil {

@@ -105,8 +105,12 @@ func startOnce(ctx context.Context, cfg config, dir string, attempt int) (*serve
 		return nil, err
 	}
 	s.logFile = sink
-	args := append([]string{"serve", "--stripe-sim", "--listen", addr, "--db", s.db,
-		"--log-format", cfg.LogFormat, "--shutdown-grace", "5s"}, cfg.ServerArgs...)
+	stripe := []string{"--stripe-sim"}
+	if cfg.stripeURL != "" {
+		stripe = []string{"--stripe-url", cfg.stripeURL}
+	}
+	args := append(append([]string{"serve", "--listen", addr, "--db", s.db,
+		"--log-format", cfg.LogFormat, "--shutdown-grace", "5s"}, stripe...), cfg.ServerArgs...)
 	if cfg.Store != "" {
 		args = append(args, "--store", cfg.Store)
 	}
@@ -114,6 +118,9 @@ func startOnce(ctx context.Context, cfg config, dir string, attempt int) (*serve
 	// only by stop, so that it can close its database cleanly.
 	s.cmd = exec.Command(cfg.Bin, args...)
 	s.cmd.Env = serverEnv()
+	if cfg.stripeURL != "" {
+		s.cmd.Env = append(s.cmd.Env, "STRIPE_SECRET_KEY="+benchStripeKey)
+	}
 	s.cmd.Stdout, s.cmd.Stderr = sink, sink
 	// Its own process group: a Ctrl-C at the terminal reaches benchrun, which
 	// then stops the server itself; should benchrun die, the kernel sends the
@@ -134,6 +141,10 @@ func startOnce(ctx context.Context, cfg config, dir string, attempt int) (*serve
 	}
 	return s, nil
 }
+
+// benchStripeKey is the key billingd is given for a simulator in
+// benchrun's process: a test key, as the simulator accepts any.
+const benchStripeKey = "sk_test_benchrun"
 
 // serverEnv is benchrun's environment without billingd's own settings
 // (BILLINGD_*, BILLING_AUTH_TOKENS, STRIPE_* secrets) and OpenTelemetry's

@@ -87,6 +87,11 @@ type Faults struct {
 	Latency time.Duration
 	// LatencyJitter adds a uniform random [0, LatencyJitter) to Latency.
 	LatencyJitter time.Duration
+	// SlowShare of requests, drawn at random, take SlowLatency instead of
+	// Latency and its jitter: the long tail of Stripe's answer times (a
+	// brownout, a slow bank), e.g. 0.02 at 2s.
+	SlowShare   float64
+	SlowLatency time.Duration
 	// Rate, when positive, is Stripe's rate limiter: authenticated requests
 	// of any method beyond Rate a second (by Config.Clock), with bursts of
 	// RateBurst (0: one second's worth, as Stripe counts operations per
@@ -194,6 +199,9 @@ func (s *Sim) nextFaultLocked(method, path string) Fault {
 
 // delayLocked draws the latency for one request.
 func (s *Sim) delayLocked() time.Duration {
+	if p := s.faults.SlowShare; p > 0 && s.jitterRNG.Float64() < p {
+		return s.faults.SlowLatency
+	}
 	d := s.faults.Latency
 	if j := s.faults.LatencyJitter; j > 0 {
 		d += time.Duration(s.jitterRNG.Int64N(int64(j)))
