@@ -11,8 +11,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -234,7 +232,7 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 // startSim serves the built-in Stripe simulator on a loopback port.
 // With webhookURL set, it posts signed events there.
 func startSim(cfg serveConfig, webhookURL string) (url string, stop func(), err error) {
-	faults, err := parseFaults(cfg.SimFaults)
+	faults, err := simFaults(cfg.SimFaults)
 	if err != nil {
 		return "", nil, err
 	}
@@ -247,63 +245,6 @@ func startSim(cfg serveConfig, webhookURL string) (url string, stop func(), err 
 	hs := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = hs.Serve(lis) }()
 	return "http://" + lis.Addr().String(), func() { _ = hs.Close(); sim.Close() }, nil
-}
-
-// parseFaults reads "name=value,…" into simulator fault rates.
-func parseFaults(s string) (stripesim.Faults, error) {
-	var f stripesim.Faults
-	if s == "" {
-		return f, nil
-	}
-	for _, kv := range strings.Split(s, ",") {
-		name, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if !ok {
-			return f, fmt.Errorf("--stripe-sim-faults: %q is not name=value", kv)
-		}
-		switch name {
-		case "rate":
-			r, err := strconv.ParseFloat(val, 64)
-			if err != nil || r < 0 || math.IsInf(r, 0) || math.IsNaN(r) {
-				return f, errors.New("--stripe-sim-faults: rate must be requests a second, 0 or more")
-			}
-			f.Rate = r
-			continue
-		case "rate_burst":
-			n, err := strconv.Atoi(val)
-			if err != nil || n < 0 {
-				return f, errors.New("--stripe-sim-faults: rate_burst must be a whole number, 0 or more")
-			}
-			f.RateBurst = n
-			continue
-		}
-		if name == "latency" {
-			d, err := time.ParseDuration(val)
-			if err != nil {
-				return f, fmt.Errorf("--stripe-sim-faults: latency: %w", err)
-			}
-			f.Latency = d
-			continue
-		}
-		p, err := strconv.ParseFloat(val, 64)
-		if err != nil || p < 0 || p > 1 {
-			return f, fmt.Errorf("--stripe-sim-faults: %s must be a rate from 0 to 1", name)
-		}
-		switch name {
-		case "rate_limit":
-			f.RateLimit = p
-		case "unavailable":
-			f.Unavailable = p
-		case "drop_before":
-			f.DropBeforeProcessing = p
-		case "drop_after":
-			f.DropAfterProcessing = p
-		case "server_error":
-			f.ServerErrorAfterProcessing = p
-		default:
-			return f, errors.New("--stripe-sim-faults: unknown fault " + strconv.Quote(name))
-		}
-	}
-	return f, nil
 }
 
 // webhookListener is the --webhook-listen socket, bound before anything
