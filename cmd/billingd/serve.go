@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -267,11 +265,7 @@ func listenWebhooks(cfg *serveConfig) (*webhookListener, error) {
 		return &webhookListener{}, nil
 	}
 	if cfg.webhookSecret == "" {
-		b := make([]byte, 24)
-		if _, err := rand.Read(b); err != nil {
-			return nil, fmt.Errorf("webhook secret: %w", err)
-		}
-		cfg.webhookSecret = "whsec_" + hex.EncodeToString(b)
+		cfg.webhookSecret = server.NewWebhookSecret()
 	}
 	lis, err := net.Listen("tcp", cfg.WebhookListen)
 	if err != nil {
