@@ -1,5 +1,6 @@
 // Package server is billingd's gRPC adapter: listener options, the interceptor
-// chain, health, reflection, graceful shutdown, and proto ⇄ service types.
+// chain, health, reflection, graceful shutdown, proto ⇄ service types, and
+// the background work that runs beside it.
 package server
 
 import (

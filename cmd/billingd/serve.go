@@ -9,7 +9,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/billingd/billingd/interceptors"
@@ -104,14 +103,12 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	if err != nil {
 		return err
 	}
-	bg, err := startBackground(cfg, svc, db, hooks, log)
+	bg, err := srv.StartBackground(backgroundConfig(cfg, db, hooks), db)
 	if err != nil {
 		return err
 	}
-	defer bg.cancel()
-	// Health follows the store: NOT_SERVING while records cannot be written.
-	bg.goRun(func(ctx context.Context) { srv.FollowStore(ctx, db, storeProbeInterval) }, bg.ctx)
-	obs.watch(db, bg.reconciler)
+	defer bg.Stop()
+	obs.watch(db, bg.Reconciler())
 	obs.watchServer(srv)
 	stopMetrics, err := obs.serveMetrics(cfg.MetricsListen, log)
 	if err != nil {
@@ -132,7 +129,7 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	began := time.Now()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
-	bg.cancel() // no new reconciler drives, sweeps or webhooks
+	bg.Stop() // no new reconciler drives, sweeps or webhooks
 	srv.Shutdown(sctx)
 	// Drives whose callers left keep running on server-owned contexts: give
 	// them the rest of the grace period, then close the database.
@@ -142,19 +139,14 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 		left = cut.Drives
 		log.Warn("in-flight Stripe calls cut off at shutdown; their records stay PENDING and are re-driven later", "drives", left)
 	}
-	bg.wait()
+	bg.Wait()
 	log.Info("stopped", "drained", left == 0, "left_pending", left, "took", time.Since(began).Round(time.Millisecond).String())
 	return nil
 }
 
-// storeProbeInterval is how often serve pings the record store for health.
-const storeProbeInterval = time.Second
-
 // store is the record store serve runs on, bbolt or PostgreSQL.
 type store interface {
-	service.Store
-	server.AdminStore
-	server.Pinger
+	server.BackgroundStore
 	Close() error
 }
 
@@ -274,71 +266,14 @@ func listenWebhooks(cfg *serveConfig) (*webhookListener, error) {
 	return &webhookListener{lis: lis, url: "http://" + lis.Addr().String() + server.WebhookPath}, nil
 }
 
-// background runs the reconciler, the sweeper, the webhook endpoint and the
-// admin socket; cancel stops them taking new work, wait waits for them.
-type background struct {
-	reconciler *service.Reconciler
-	ctx        context.Context // ends with cancel
-	cancel     context.CancelFunc
-	wg         sync.WaitGroup
-	stops      []func()
-}
-
-func (b *background) wait() {
-	b.wg.Wait()
-	for _, stop := range b.stops {
-		stop()
-	}
-}
-
-func (b *background) goRun(run func(context.Context), ctx context.Context) {
-	b.wg.Add(1)
-	go func() { defer b.wg.Done(); run(ctx) }()
-}
-
-// startBackground starts recovery: the reconciler makes its first pass at
-// once (startup recovery), the sweeper enforces --retention, webhooks settle
-// records, and the admin socket serves `billingd ops` while the database is
-// locked by this process.
-func startBackground(cfg serveConfig, svc *service.Service, db *openedStore, hooks *webhookListener, log *slog.Logger) (*background, error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	b := &background{ctx: ctx, cancel: cancel}
-	if db.adminPath != "" {
-		stopAdmin, err := server.ServeAdmin(server.AdminSocketPath(db.adminPath), db, log)
-		if err != nil {
-			cancel()
-			return nil, err
-		}
-		b.stops = append(b.stops, stopAdmin)
-	}
-
-	rc := service.DefaultReconcilerConfig()
-	rc.Interval = cfg.ReconcileInterval
-	rec := service.NewReconciler(svc, db, service.WithReconcilerConfig(rc), service.WithLogger(log))
-	b.goRun(rec.Run, ctx)
-	b.reconciler = rec
-
-	sc := service.DefaultSweeperConfig()
-	sc.Retention = cfg.Retention
-	sc.TombstoneRetention = cfg.TombstoneRetention
-	b.goRun(service.NewSweeper(db, nil, sc, log).Run, ctx)
-
-	if hooks.lis != nil {
-		hs := &http.Server{
-			Handler:           server.NewWebhookHandler(cfg.webhookSecret, service.NewWebhooks(svc, db), log),
-			ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout:       30 * time.Second,
-		}
-		go func() { _ = hs.Serve(hooks.lis) }()
-		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
-			<-ctx.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = hs.Shutdown(sctx)
-		}()
-		log.Info("webhooks listening", "addr", hooks.lis.Addr().String(), "path", server.WebhookPath)
-	}
-	return b, nil
+// backgroundConfig is server.DefaultBackgroundConfig with the recovery,
+// retention and webhook flags, and the admin socket of a bbolt file.
+func backgroundConfig(cfg serveConfig, db *openedStore, hooks *webhookListener) server.BackgroundConfig {
+	c := server.DefaultBackgroundConfig()
+	c.Reconciler.Interval = cfg.ReconcileInterval
+	c.Sweeper.Retention = cfg.Retention
+	c.Sweeper.TombstoneRetention = cfg.TombstoneRetention
+	c.AdminPath = db.adminPath
+	c.Webhooks, c.WebhookSecret = hooks.lis, cfg.webhookSecret // no listener: no webhooks
+	return c
 }
