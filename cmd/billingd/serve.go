@@ -36,19 +36,11 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// An open server on a network address is refused before it listens.
-	if srvCfg.CheckListener(cfg.Listen) != nil {
-		return openRefused(cfg.Listen)
-	}
-	// Listen first: a port in use fails fast, before the database is touched.
-	lis, err := net.Listen("tcp", cfg.Listen)
+	lis, err := listen(cfg.Listen, srvCfg)
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
 	defer lis.Close()
-	if srvCfg.CheckListener(lis.Addr().String()) != nil {
-		return openRefused(lis.Addr().String())
-	}
 
 	obs, err := newObservability(ctx, cfg, log)
 	if err != nil {
@@ -69,30 +61,18 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	}
 	defer hooks.close()
 
-	stripeURL, key := cfg.StripeURL, cfg.stripeKey
-	mode := "stripe"
-	if cfg.StripeSim {
-		url, stop, err := startSim(cfg, hooks.url)
-		if err != nil {
-			return err
-		}
-		defer stop()
-		stripeURL, key, mode = url, simKey, "simulator"
-		log.Info("stripe simulator", "url", url)
-	} else if stripeURL != "" {
-		mode = stripeURL
+	stripe, err := startStripe(cfg, hooks.url, log)
+	if err != nil {
+		return err
 	}
-	payments, err := stripeapi.New(obs.stripe(stripeapi.Config{Key: key, URL: stripeURL, MaxInFlight: cfg.StripeInFlight, Rate: cfg.stripeRate}))
+	defer stripe.stop()
+	payments, err := stripeapi.New(obs.stripe(stripeapi.Config{Key: stripe.key, URL: stripe.url, MaxInFlight: cfg.StripeInFlight, Rate: cfg.stripeRate}))
 	if err != nil {
 		return fmt.Errorf("stripe client: %w", err)
 	}
 	obs.watchStripe(payments)
 
-	svcCfg := service.DefaultConfig()
-	svcCfg.SearchLag = cfg.SearchLag
-	svcCfg.Retention = cfg.Retention
-	svcCfg.AllowForeignObjects = cfg.AllowForeign
-	svc := service.New(db, payments, append(obs.serviceOptions(), service.WithConfig(svcCfg))...)
+	svc := service.New(db, payments, append(obs.serviceOptions(), service.WithConfig(serviceConfig(cfg)))...)
 	srvCfg.Tracing = obs.tracing
 	if cfg.MetricsListen != "" {
 		// The per-RPC gRPC metrics cost about 3 % of a replay's CPU: only
@@ -117,7 +97,7 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	defer stopMetrics()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
-	log.Info("billingd serving", "listen", lis.Addr().String(), "db", db.describe, "stripe", mode, "stripe_mode", stripeMode(key),
+	log.Info("billingd serving", "listen", lis.Addr().String(), "db", db.describe, "stripe", stripe.mode, "stripe_mode", stripeMode(stripe.key),
 		"callers", cfg.tokens.Len(), "tls", tlsMode(srvCfg), "rate_limit", cfg.RateLimit)
 
 	select {
@@ -125,9 +105,35 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
 	}
-	log.Info("shutting down", "grace", cfg.ShutdownGrace.String())
+	shutdown(cfg.ShutdownGrace, log, srv, svc, bg)
+	return nil
+}
+
+// listen binds --listen. An open server on a network address is refused
+// before it listens, and again by the address it got (a wildcard host).
+func listen(addr string, srvCfg server.Config) (net.Listener, error) {
+	if srvCfg.CheckListener(addr) != nil {
+		return nil, openRefused(addr)
+	}
+	// Listen first: a port in use fails fast, before the database is touched.
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	if srvCfg.CheckListener(lis.Addr().String()) != nil {
+		_ = lis.Close()
+		return nil, openRefused(lis.Addr().String())
+	}
+	return lis, nil
+}
+
+// shutdown drains in order: no new background work; health NOT_SERVING,
+// watches ended and gRPC stopped within the grace; then the drives whose
+// callers left get the rest of it, and what they leave is logged.
+func shutdown(grace time.Duration, log *slog.Logger, srv *server.Server, svc *service.Service, bg *server.Background) {
+	log.Info("shutting down", "grace", grace.String())
 	began := time.Now()
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	bg.Stop() // no new reconciler drives, sweeps or webhooks
 	srv.Shutdown(sctx)
@@ -141,7 +147,6 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	}
 	bg.Wait()
 	log.Info("stopped", "drained", left == 0, "left_pending", left, "took", time.Since(began).Round(time.Millisecond).String())
-	return nil
 }
 
 // store is the record store serve runs on, bbolt or PostgreSQL.
@@ -174,6 +179,16 @@ func openStore(ctx context.Context, cfg serveConfig, obs *observability) (*opene
 		return nil, fmt.Errorf("open store %s: %w", redactedStore(cfg.Store), err)
 	}
 	return &openedStore{store: pg, describe: redactedStore(cfg.Store) + " (lease holder " + pg.Owner() + ")"}, nil
+}
+
+// serviceConfig is service.DefaultConfig with the recovery, retention and
+// foreign-object flags.
+func serviceConfig(cfg serveConfig) service.Config {
+	c := service.DefaultConfig()
+	c.SearchLag = cfg.SearchLag
+	c.Retention = cfg.Retention
+	c.AllowForeignObjects = cfg.AllowForeign
+	return c
 }
 
 // serverConfig is server.DefaultConfig with the caller, TLS and rate-limit flags.
@@ -217,6 +232,32 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, nil))
 	}
 	return slog.New(slog.NewJSONHandler(w, nil))
+}
+
+// stripeTarget is the Stripe API serve calls: Stripe itself, --stripe-url
+// or the built-in simulator.
+type stripeTarget struct {
+	url, key string
+	mode     string // for the log: "stripe", the --stripe-url, or "simulator"
+	stop     func()
+}
+
+// startStripe starts the built-in simulator with --stripe-sim, posting its
+// webhooks to webhookURL if set; otherwise the target is --stripe-url or Stripe.
+func startStripe(cfg serveConfig, webhookURL string, log *slog.Logger) (stripeTarget, error) {
+	t := stripeTarget{url: cfg.StripeURL, key: cfg.stripeKey, mode: "stripe", stop: func() {}}
+	switch {
+	case cfg.StripeSim:
+		url, stop, err := startSim(cfg, webhookURL)
+		if err != nil {
+			return t, err
+		}
+		t.url, t.key, t.mode, t.stop = url, simKey, "simulator", stop
+		log.Info("stripe simulator", "url", url)
+	case t.url != "":
+		t.mode = t.url
+	}
+	return t, nil
 }
 
 // startSim serves the built-in Stripe simulator on a loopback port.
