@@ -1,5 +1,6 @@
 // Package server is billingd's gRPC adapter: listener options, the interceptor
-// chain, health, reflection, graceful shutdown, and proto ⇄ service types.
+// chain, health, reflection, graceful shutdown, proto ⇄ service types, and
+// the background work that runs beside it.
 package server
 
 import (
@@ -127,7 +128,8 @@ const (
 	plaintextTokenWarning    = "caller tokens travel in plaintext: serve TLS (--tls-cert, --tls-key) unless a proxy on this host terminates it"
 )
 
-// New assembles the gRPC server and its interceptor chain, in one place.
+// New assembles the gRPC server: its interceptor chain (chain), limits,
+// credentials, and the services it registers.
 func New(cfg Config, svc *service.Service, log *slog.Logger) (*Server, error) {
 	validator, err := protovalidate.New()
 	if err != nil {
@@ -136,92 +138,7 @@ func New(cfg Config, svc *service.Service, log *slog.Logger) (*Server, error) {
 	b := &billing{svc: svc}
 	s := &Server{cfg: cfg, log: log, svc: svc}
 	s.store.up.Store(true)
-	observe := func(ctx context.Context, method string, err error, st *status.Status) {
-		logInternalCause(ctx, method, err, st)
-		if service.ReasonOf(err) == service.ReasonStorageUnavailable {
-			s.StoreFailed(err)
-		}
-	}
-	logger := logging.WithLogOnEvents(logging.FinishCall)
-	recoverer := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
-		// Never log the panic value itself: it may hold request data or secrets.
-		log.ErrorContext(ctx, "panic in handler recovered")
-		return status.Error(codes.Internal, "internal error")
-	})
-	// The order, outermost first:
-	//  1. call fields: a place inner layers (auth, the handler) leave the
-	//     caller, request_id, replayed, attempts and Stripe request id for the
-	//     log line.
-	//  2. logging: sees every call's final code, refusals included (start and
-	//     finish only: payload events would carry card data).
-	//  3. metrics, right inside logging, so refusals count too.
-	//  4. recovery: a panic anywhere below, auth included, becomes INTERNAL.
-	//  5. auth: nothing below runs for a stranger (health and, by default,
-	//     reflection exempt).
-	//  6. rate limit (unary): needs the caller; before validation, so an
-	//     over-budget caller costs no validation, no record, no Stripe call.
-	//  7. ErrorStatus: errors become statuses once, next to the handler;
-	//     then ReplayHeader, the refusal of unknown fields on calls that move
-	//     money, and protovalidate.
-	fieldsUnary, fieldsStream := interceptors.CollectCallFields()
-	unary := []grpc.UnaryServerInterceptor{
-		fieldsUnary,
-		logging.UnaryServerInterceptor(slogAdapter(log), logger),
-	}
-	stream := []grpc.StreamServerInterceptor{
-		fieldsStream,
-		logging.StreamServerInterceptor(slogAdapter(log), logger),
-	}
-	if cfg.Metrics != nil {
-		unary = append(unary, cfg.Metrics.GRPC.UnaryServerInterceptor())
-		stream = append(stream, cfg.Metrics.GRPC.StreamServerInterceptor())
-	}
-	unary = append(unary, recovery.UnaryServerInterceptor(recoverer))
-	stream = append(stream, recovery.StreamServerInterceptor(recoverer))
-	if cfg.Open() {
-		log.Warn(openModeWarning)
-	} else {
-		var opts []interceptors.AuthOption
-		if mutualTLS(cfg.TLS) {
-			opts = append(opts, interceptors.WithClientCertCallers())
-		}
-		if cfg.TLS == nil {
-			log.Warn(plaintextTokenWarning)
-		}
-		authFn := interceptors.Authenticate(cfg.Tokens, opts...)
-		needsAuth := selector.MatchFunc(func(_ context.Context, c grpcmw.CallMeta) bool {
-			switch c.Service {
-			case healthService:
-				return false
-			case reflectionService, reflectionServiceV1alpha:
-				return cfg.AuthReflection
-			}
-			return true
-		})
-		unary = append(unary, selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(authFn), needsAuth))
-		stream = append(stream, selector.StreamServerInterceptor(auth.StreamServerInterceptor(authFn), needsAuth))
-	}
-	if cfg.RateLimit.Rate > 0 {
-		replay := cfg.ReplayRateLimit
-		if replay.Rate <= 0 {
-			replay = interceptors.Budget{Rate: replayBudgetFactor * cfg.RateLimit.Rate, Burst: replayBudgetFactor * max(cfg.RateLimit.Burst, 1)}
-		}
-		limit := interceptors.RateLimit(cfg.RateLimit, interceptors.WithReplayBudget(replay, b.answeredFromRecord))
-		billingOnly := selector.MatchFunc(func(_ context.Context, c grpcmw.CallMeta) bool { return c.Service == billingServiceName })
-		unary = append(unary, selector.UnaryServerInterceptor(limit, billingOnly))
-	}
-	unary = append(unary,
-		interceptors.ErrorStatus(interceptors.WithStatusObserver(observe)),
-		interceptors.ReplayHeader(),
-		interceptors.RejectUnknownFields(movesMoney),
-		interceptors.Validate(validator),
-	)
-	unary = append(unary, cfg.ExtraInterceptors...)
-	stream = append(stream,
-		interceptors.ErrorStatusStream(interceptors.WithStatusObserver(observe)),
-		interceptors.ValidateStream(validator),
-	)
-
+	unary, stream := s.chain(b, validator)
 	opts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
@@ -252,6 +169,116 @@ func New(cfg Config, svc *service.Service, log *slog.Logger) (*Server, error) {
 	}
 	s.grpc, s.health = gs, hs
 	return s, nil
+}
+
+// chain returns the unary and stream interceptors, outermost first:
+//
+//  1. call fields: a place inner layers (auth, the handler) leave the
+//     caller, request_id, replayed, attempts and Stripe request id for the
+//     log line.
+//  2. logging: sees every call's final code, refusals included (start and
+//     finish only: payload events would carry card data).
+//  3. metrics (with Config.Metrics), right inside logging, so refusals
+//     count too.
+//  4. recovery: a panic anywhere below, auth included, becomes INTERNAL.
+//  5. auth (unless Config.Open): nothing below runs for a stranger (health
+//     and, by default, reflection exempt).
+//  6. rate limit (unary, BillingService, with Config.RateLimit): needs the
+//     caller; before validation, so an over-budget caller costs no
+//     validation, no record, no Stripe call.
+//  7. ErrorStatus: errors become statuses once, next to the handler.
+//  8. ReplayHeader (unary).
+//  9. the refusal of unknown fields on calls that move money (unary).
+//  10. protovalidate.
+//  11. Config.ExtraInterceptors (unary).
+func (s *Server) chain(b *billing, validator protovalidate.Validator) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+	cfg, log := s.cfg, s.log
+	observe := func(ctx context.Context, method string, err error, st *status.Status) {
+		logInternalCause(ctx, method, err, st)
+		if service.ReasonOf(err) == service.ReasonStorageUnavailable {
+			s.StoreFailed(err)
+		}
+	}
+	logger := logging.WithLogOnEvents(logging.FinishCall)
+	recoverer := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		// Never log the panic value itself: it may hold request data or secrets.
+		log.ErrorContext(ctx, "panic in handler recovered")
+		return status.Error(codes.Internal, "internal error")
+	})
+	fieldsUnary, fieldsStream := interceptors.CollectCallFields()
+	unary := []grpc.UnaryServerInterceptor{
+		fieldsUnary,
+		logging.UnaryServerInterceptor(slogAdapter(log), logger),
+	}
+	stream := []grpc.StreamServerInterceptor{
+		fieldsStream,
+		logging.StreamServerInterceptor(slogAdapter(log), logger),
+	}
+	if cfg.Metrics != nil {
+		unary = append(unary, cfg.Metrics.GRPC.UnaryServerInterceptor())
+		stream = append(stream, cfg.Metrics.GRPC.StreamServerInterceptor())
+	}
+	unary = append(unary, recovery.UnaryServerInterceptor(recoverer))
+	stream = append(stream, recovery.StreamServerInterceptor(recoverer))
+	if cfg.Open() {
+		log.Warn(openModeWarning)
+	} else {
+		authUnary, authStream := authInterceptors(cfg, log)
+		unary = append(unary, authUnary)
+		stream = append(stream, authStream)
+	}
+	if cfg.RateLimit.Rate > 0 {
+		unary = append(unary, rateLimitInterceptor(cfg, b))
+	}
+	unary = append(unary,
+		interceptors.ErrorStatus(interceptors.WithStatusObserver(observe)),
+		interceptors.ReplayHeader(),
+		interceptors.RejectUnknownFields(movesMoney),
+		interceptors.Validate(validator),
+	)
+	unary = append(unary, cfg.ExtraInterceptors...)
+	stream = append(stream,
+		interceptors.ErrorStatusStream(interceptors.WithStatusObserver(observe)),
+		interceptors.ValidateStream(validator),
+	)
+	return unary, stream
+}
+
+// authInterceptors authenticate every call but health's (and, unless
+// Config.AuthReflection, reflection's) by token or client certificate; it
+// warns when tokens travel without TLS.
+func authInterceptors(cfg Config, log *slog.Logger) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
+	var opts []interceptors.AuthOption
+	if mutualTLS(cfg.TLS) {
+		opts = append(opts, interceptors.WithClientCertCallers())
+	}
+	if cfg.TLS == nil {
+		log.Warn(plaintextTokenWarning)
+	}
+	authFn := interceptors.Authenticate(cfg.Tokens, opts...)
+	needsAuth := selector.MatchFunc(func(_ context.Context, c grpcmw.CallMeta) bool {
+		switch c.Service {
+		case healthService:
+			return false
+		case reflectionService, reflectionServiceV1alpha:
+			return cfg.AuthReflection
+		}
+		return true
+	})
+	return selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(authFn), needsAuth),
+		selector.StreamServerInterceptor(auth.StreamServerInterceptor(authFn), needsAuth)
+}
+
+// rateLimitInterceptor limits each caller's BillingService calls to
+// Config.RateLimit, with the replay budget behind it.
+func rateLimitInterceptor(cfg Config, b *billing) grpc.UnaryServerInterceptor {
+	replay := cfg.ReplayRateLimit
+	if replay.Rate <= 0 {
+		replay = interceptors.Budget{Rate: replayBudgetFactor * cfg.RateLimit.Rate, Burst: replayBudgetFactor * max(cfg.RateLimit.Burst, 1)}
+	}
+	limit := interceptors.RateLimit(cfg.RateLimit, interceptors.WithReplayBudget(replay, b.answeredFromRecord))
+	billingOnly := selector.MatchFunc(func(_ context.Context, c grpcmw.CallMeta) bool { return c.Service == billingServiceName })
+	return selector.UnaryServerInterceptor(limit, billingOnly)
 }
 
 // Serve accepts connections on lis until Shutdown. An open server (see

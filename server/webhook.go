@@ -1,6 +1,8 @@
 package server
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -20,6 +22,15 @@ const WebhookPath = "/stripe/webhook"
 // maxWebhookBody bounds an event. Stripe's events carry one object; the
 // largest billingd cares about is a PaymentIntent, a few KiB.
 const maxWebhookBody = 256 << 10
+
+// NewWebhookSecret returns a random endpoint secret in Stripe's whsec_
+// form, for a sender billingd runs itself (the built-in simulator): the
+// sender signs with it and the handler verifies with it.
+func NewWebhookSecret() string {
+	b := make([]byte, 24)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+	return "whsec_" + hex.EncodeToString(b)
+}
 
 // NewWebhookHandler returns the handler for Stripe's webhook endpoint at
 // WebhookPath. Every event's Stripe-Signature is verified with the endpoint

@@ -211,3 +211,31 @@ func TestWebhookSignatureAndDuplicates(t *testing.T) {
 		t.Errorf("record = %v %+v", got.State, got.Err)
 	}
 }
+
+// A generated secret is Stripe's whsec_ form, new every time, and verifies
+// what is signed with it alone.
+func TestNewWebhookSecret(t *testing.T) {
+	t.Parallel()
+	secret, other := server.NewWebhookSecret(), server.NewWebhookSecret()
+	if !strings.HasPrefix(secret, "whsec_") || len(secret) != len("whsec_")+48 || secret == other {
+		t.Fatalf("secrets %q, %q: want two different whsec_ and 48 hex digits", secret, other)
+	}
+	payload := []byte(`{"id":"evt_1","object":"event","type":"ping.test","data":{"object":{}}}`)
+	hh := server.NewWebhookHandler(secret, nil, slog.New(slog.DiscardHandler))
+	tests := []struct {
+		name, signer string
+		want         int
+	}{
+		{"signed with it", secret, http.StatusOK},
+		{"signed with another", other, http.StatusBadRequest},
+	}
+	for _, tt := range tests {
+		req := httptest.NewRequest(http.MethodPost, server.WebhookPath, bytes.NewReader(payload))
+		req.Header.Set("Stripe-Signature", stripesim.SignWebhook(payload, tt.signer, time.Now()))
+		w := httptest.NewRecorder()
+		hh.ServeHTTP(w, req)
+		if got := w.Code; got != tt.want {
+			t.Errorf("%s: status %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}

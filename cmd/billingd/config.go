@@ -17,6 +17,7 @@ import (
 	"github.com/billingd/billingd/interceptors"
 	"github.com/billingd/billingd/internal/flagenv"
 	"github.com/billingd/billingd/internal/stripeapi"
+	"github.com/billingd/billingd/internal/stripesim"
 	"github.com/billingd/billingd/internal/telemetry"
 	"github.com/billingd/billingd/server"
 	"github.com/billingd/billingd/storage/postgres"
@@ -211,7 +212,7 @@ func resolveStripeRate(c serveConfig) (rate.Limit, error) {
 		if !c.StripeSim {
 			return stripeapi.DefaultRate(c.stripeKey), nil
 		}
-		faults, err := parseFaults(c.SimFaults)
+		faults, err := simFaults(c.SimFaults)
 		if err != nil {
 			return 0, err
 		}
@@ -223,6 +224,15 @@ func resolveStripeRate(c serveConfig) (rate.Limit, error) {
 		}
 		return rate.Limit(r), nil
 	}
+}
+
+// simFaults reads --stripe-sim-faults.
+func simFaults(spec string) (stripesim.Faults, error) {
+	f, err := stripesim.ParseFaults(spec)
+	if err != nil {
+		return f, fmt.Errorf("--stripe-sim-faults: %w", err)
+	}
+	return f, nil
 }
 
 // stripeKey reads the secret key from the file or STRIPE_SECRET_KEY. Errors

@@ -178,6 +178,7 @@ func TestParseServe(t *testing.T) {
 		{name: "empty key file", args: []string{"--stripe-key-file", os.DevNull}, wantErr: "empty"},
 		{name: "missing key file", args: []string{"--stripe-key-file", "/nonexistent/key"}, wantErr: "read --stripe-key-file"},
 		{name: "sim and url", args: []string{"--stripe-sim", "--stripe-url", "http://x"}, wantErr: "exclusive"},
+		{name: "bad fault spec", args: []string{"--stripe-sim", "--stripe-sim-faults", "bogus=0.1"}, wantErr: "--stripe-sim-faults: unknown fault \"bogus\""},
 		{name: "faults without sim", args: []string{"--stripe-sim-faults", "unavailable=0.1"}, env: map[string]string{"STRIPE_SECRET_KEY": "sk_test_x"}, wantErr: "needs --stripe-sim"},
 		{name: "bad env value", env: map[string]string{"BILLINGD_SHUTDOWN_GRACE": "soon"}, wantErr: "BILLINGD_SHUTDOWN_GRACE"},
 		{name: "no stripe call allowed", args: []string{"--stripe-sim", "--stripe-max-inflight", "0"}, wantErr: "--stripe-max-inflight"},
@@ -260,26 +261,6 @@ func TestVersion(t *testing.T) {
 	}
 	if !strings.HasPrefix(stdout.String(), "billingd ") || !strings.Contains(stdout.String(), "commit") {
 		t.Errorf("version = %q", stdout.String())
-	}
-}
-
-func TestParseFaults(t *testing.T) {
-	t.Parallel()
-	f, err := parseFaults("unavailable=0.1,drop_after=0.02,server_error=0.01,rate_limit=0.03,drop_before=0.04,latency=5ms")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if f.Unavailable != 0.1 || f.DropAfterProcessing != 0.02 || f.ServerErrorAfterProcessing != 0.01 ||
-		f.RateLimit != 0.03 || f.DropBeforeProcessing != 0.04 || f.Latency != 5*time.Millisecond {
-		t.Errorf("got %+v", f)
-	}
-	if f, err := parseFaults("rate=50,rate_burst=10"); err != nil || f.Rate != 50 || f.RateBurst != 10 {
-		t.Errorf("parseFaults(rate=50,rate_burst=10) = %+v, %v", f, err)
-	}
-	for _, bad := range []string{"unavailable", "unavailable=2", "bogus=0.1", "latency=fast", "rate=-1", "rate=fast", "rate_burst=1.5"} {
-		if _, err := parseFaults(bad); err == nil {
-			t.Errorf("parseFaults(%q) accepted", bad)
-		}
 	}
 }
 

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -11,9 +9,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/billingd/billingd/interceptors"
@@ -41,19 +36,11 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// An open server on a network address is refused before it listens.
-	if srvCfg.CheckListener(cfg.Listen) != nil {
-		return openRefused(cfg.Listen)
-	}
-	// Listen first: a port in use fails fast, before the database is touched.
-	lis, err := net.Listen("tcp", cfg.Listen)
+	lis, err := listen(cfg.Listen, srvCfg)
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
 	defer lis.Close()
-	if srvCfg.CheckListener(lis.Addr().String()) != nil {
-		return openRefused(lis.Addr().String())
-	}
 
 	obs, err := newObservability(ctx, cfg, log)
 	if err != nil {
@@ -74,30 +61,18 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	}
 	defer hooks.close()
 
-	stripeURL, key := cfg.StripeURL, cfg.stripeKey
-	mode := "stripe"
-	if cfg.StripeSim {
-		url, stop, err := startSim(cfg, hooks.url)
-		if err != nil {
-			return err
-		}
-		defer stop()
-		stripeURL, key, mode = url, simKey, "simulator"
-		log.Info("stripe simulator", "url", url)
-	} else if stripeURL != "" {
-		mode = stripeURL
+	stripe, err := startStripe(cfg, hooks.url, log)
+	if err != nil {
+		return err
 	}
-	payments, err := stripeapi.New(obs.stripe(stripeapi.Config{Key: key, URL: stripeURL, MaxInFlight: cfg.StripeInFlight, Rate: cfg.stripeRate}))
+	defer stripe.stop()
+	payments, err := stripeapi.New(obs.stripe(stripeapi.Config{Key: stripe.key, URL: stripe.url, MaxInFlight: cfg.StripeInFlight, Rate: cfg.stripeRate}))
 	if err != nil {
 		return fmt.Errorf("stripe client: %w", err)
 	}
 	obs.watchStripe(payments)
 
-	svcCfg := service.DefaultConfig()
-	svcCfg.SearchLag = cfg.SearchLag
-	svcCfg.Retention = cfg.Retention
-	svcCfg.AllowForeignObjects = cfg.AllowForeign
-	svc := service.New(db, payments, append(obs.serviceOptions(), service.WithConfig(svcCfg))...)
+	svc := service.New(db, payments, append(obs.serviceOptions(), service.WithConfig(serviceConfig(cfg)))...)
 	srvCfg.Tracing = obs.tracing
 	if cfg.MetricsListen != "" {
 		// The per-RPC gRPC metrics cost about 3 % of a replay's CPU: only
@@ -108,14 +83,12 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	if err != nil {
 		return err
 	}
-	bg, err := startBackground(cfg, svc, db, hooks, log)
+	bg, err := srv.StartBackground(backgroundConfig(cfg, db, hooks), db)
 	if err != nil {
 		return err
 	}
-	defer bg.cancel()
-	// Health follows the store: NOT_SERVING while records cannot be written.
-	bg.goRun(func(ctx context.Context) { srv.FollowStore(ctx, db, storeProbeInterval) }, bg.ctx)
-	obs.watch(db, bg.reconciler)
+	defer bg.Stop()
+	obs.watch(db, bg.Reconciler())
 	obs.watchServer(srv)
 	stopMetrics, err := obs.serveMetrics(cfg.MetricsListen, log)
 	if err != nil {
@@ -124,7 +97,7 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	defer stopMetrics()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
-	log.Info("billingd serving", "listen", lis.Addr().String(), "db", db.describe, "stripe", mode, "stripe_mode", stripeMode(key),
+	log.Info("billingd serving", "listen", lis.Addr().String(), "db", db.describe, "stripe", stripe.mode, "stripe_mode", stripeMode(stripe.key),
 		"callers", cfg.tokens.Len(), "tls", tlsMode(srvCfg), "rate_limit", cfg.RateLimit)
 
 	select {
@@ -132,11 +105,37 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
 	}
-	log.Info("shutting down", "grace", cfg.ShutdownGrace.String())
+	shutdown(cfg.ShutdownGrace, log, srv, svc, bg)
+	return nil
+}
+
+// listen binds --listen. An open server on a network address is refused
+// before it listens, and again by the address it got (a wildcard host).
+func listen(addr string, srvCfg server.Config) (net.Listener, error) {
+	if srvCfg.CheckListener(addr) != nil {
+		return nil, openRefused(addr)
+	}
+	// Listen first: a port in use fails fast, before the database is touched.
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	if srvCfg.CheckListener(lis.Addr().String()) != nil {
+		_ = lis.Close()
+		return nil, openRefused(lis.Addr().String())
+	}
+	return lis, nil
+}
+
+// shutdown drains in order: no new background work; health NOT_SERVING,
+// watches ended and gRPC stopped within the grace; then the drives whose
+// callers left get the rest of it, and what they leave is logged.
+func shutdown(grace time.Duration, log *slog.Logger, srv *server.Server, svc *service.Service, bg *server.Background) {
+	log.Info("shutting down", "grace", grace.String())
 	began := time.Now()
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	bg.cancel() // no new reconciler drives, sweeps or webhooks
+	bg.Stop() // no new reconciler drives, sweeps or webhooks
 	srv.Shutdown(sctx)
 	// Drives whose callers left keep running on server-owned contexts: give
 	// them the rest of the grace period, then close the database.
@@ -146,19 +145,13 @@ func serve(ctx context.Context, cfg serveConfig, logw io.Writer) error {
 		left = cut.Drives
 		log.Warn("in-flight Stripe calls cut off at shutdown; their records stay PENDING and are re-driven later", "drives", left)
 	}
-	bg.wait()
+	bg.Wait()
 	log.Info("stopped", "drained", left == 0, "left_pending", left, "took", time.Since(began).Round(time.Millisecond).String())
-	return nil
 }
-
-// storeProbeInterval is how often serve pings the record store for health.
-const storeProbeInterval = time.Second
 
 // store is the record store serve runs on, bbolt or PostgreSQL.
 type store interface {
-	service.Store
-	server.AdminStore
-	server.Pinger
+	server.BackgroundStore
 	Close() error
 }
 
@@ -186,6 +179,16 @@ func openStore(ctx context.Context, cfg serveConfig, obs *observability) (*opene
 		return nil, fmt.Errorf("open store %s: %w", redactedStore(cfg.Store), err)
 	}
 	return &openedStore{store: pg, describe: redactedStore(cfg.Store) + " (lease holder " + pg.Owner() + ")"}, nil
+}
+
+// serviceConfig is service.DefaultConfig with the recovery, retention and
+// foreign-object flags.
+func serviceConfig(cfg serveConfig) service.Config {
+	c := service.DefaultConfig()
+	c.SearchLag = cfg.SearchLag
+	c.Retention = cfg.Retention
+	c.AllowForeignObjects = cfg.AllowForeign
+	return c
 }
 
 // serverConfig is server.DefaultConfig with the caller, TLS and rate-limit flags.
@@ -231,10 +234,36 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, nil))
 }
 
+// stripeTarget is the Stripe API serve calls: Stripe itself, --stripe-url
+// or the built-in simulator.
+type stripeTarget struct {
+	url, key string
+	mode     string // for the log: "stripe", the --stripe-url, or "simulator"
+	stop     func()
+}
+
+// startStripe starts the built-in simulator with --stripe-sim, posting its
+// webhooks to webhookURL if set; otherwise the target is --stripe-url or Stripe.
+func startStripe(cfg serveConfig, webhookURL string, log *slog.Logger) (stripeTarget, error) {
+	t := stripeTarget{url: cfg.StripeURL, key: cfg.stripeKey, mode: "stripe", stop: func() {}}
+	switch {
+	case cfg.StripeSim:
+		url, stop, err := startSim(cfg, webhookURL)
+		if err != nil {
+			return t, err
+		}
+		t.url, t.key, t.mode, t.stop = url, simKey, "simulator", stop
+		log.Info("stripe simulator", "url", url)
+	case t.url != "":
+		t.mode = t.url
+	}
+	return t, nil
+}
+
 // startSim serves the built-in Stripe simulator on a loopback port.
 // With webhookURL set, it posts signed events there.
 func startSim(cfg serveConfig, webhookURL string) (url string, stop func(), err error) {
-	faults, err := parseFaults(cfg.SimFaults)
+	faults, err := simFaults(cfg.SimFaults)
 	if err != nil {
 		return "", nil, err
 	}
@@ -247,63 +276,6 @@ func startSim(cfg serveConfig, webhookURL string) (url string, stop func(), err 
 	hs := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = hs.Serve(lis) }()
 	return "http://" + lis.Addr().String(), func() { _ = hs.Close(); sim.Close() }, nil
-}
-
-// parseFaults reads "name=value,…" into simulator fault rates.
-func parseFaults(s string) (stripesim.Faults, error) {
-	var f stripesim.Faults
-	if s == "" {
-		return f, nil
-	}
-	for _, kv := range strings.Split(s, ",") {
-		name, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if !ok {
-			return f, fmt.Errorf("--stripe-sim-faults: %q is not name=value", kv)
-		}
-		switch name {
-		case "rate":
-			r, err := strconv.ParseFloat(val, 64)
-			if err != nil || r < 0 || math.IsInf(r, 0) || math.IsNaN(r) {
-				return f, errors.New("--stripe-sim-faults: rate must be requests a second, 0 or more")
-			}
-			f.Rate = r
-			continue
-		case "rate_burst":
-			n, err := strconv.Atoi(val)
-			if err != nil || n < 0 {
-				return f, errors.New("--stripe-sim-faults: rate_burst must be a whole number, 0 or more")
-			}
-			f.RateBurst = n
-			continue
-		}
-		if name == "latency" {
-			d, err := time.ParseDuration(val)
-			if err != nil {
-				return f, fmt.Errorf("--stripe-sim-faults: latency: %w", err)
-			}
-			f.Latency = d
-			continue
-		}
-		p, err := strconv.ParseFloat(val, 64)
-		if err != nil || p < 0 || p > 1 {
-			return f, fmt.Errorf("--stripe-sim-faults: %s must be a rate from 0 to 1", name)
-		}
-		switch name {
-		case "rate_limit":
-			f.RateLimit = p
-		case "unavailable":
-			f.Unavailable = p
-		case "drop_before":
-			f.DropBeforeProcessing = p
-		case "drop_after":
-			f.DropAfterProcessing = p
-		case "server_error":
-			f.ServerErrorAfterProcessing = p
-		default:
-			return f, errors.New("--stripe-sim-faults: unknown fault " + strconv.Quote(name))
-		}
-	}
-	return f, nil
 }
 
 // webhookListener is the --webhook-listen socket, bound before anything
@@ -326,11 +298,7 @@ func listenWebhooks(cfg *serveConfig) (*webhookListener, error) {
 		return &webhookListener{}, nil
 	}
 	if cfg.webhookSecret == "" {
-		b := make([]byte, 24)
-		if _, err := rand.Read(b); err != nil {
-			return nil, fmt.Errorf("webhook secret: %w", err)
-		}
-		cfg.webhookSecret = "whsec_" + hex.EncodeToString(b)
+		cfg.webhookSecret = server.NewWebhookSecret()
 	}
 	lis, err := net.Listen("tcp", cfg.WebhookListen)
 	if err != nil {
@@ -339,71 +307,14 @@ func listenWebhooks(cfg *serveConfig) (*webhookListener, error) {
 	return &webhookListener{lis: lis, url: "http://" + lis.Addr().String() + server.WebhookPath}, nil
 }
 
-// background runs the reconciler, the sweeper, the webhook endpoint and the
-// admin socket; cancel stops them taking new work, wait waits for them.
-type background struct {
-	reconciler *service.Reconciler
-	ctx        context.Context // ends with cancel
-	cancel     context.CancelFunc
-	wg         sync.WaitGroup
-	stops      []func()
-}
-
-func (b *background) wait() {
-	b.wg.Wait()
-	for _, stop := range b.stops {
-		stop()
-	}
-}
-
-func (b *background) goRun(run func(context.Context), ctx context.Context) {
-	b.wg.Add(1)
-	go func() { defer b.wg.Done(); run(ctx) }()
-}
-
-// startBackground starts recovery: the reconciler makes its first pass at
-// once (startup recovery), the sweeper enforces --retention, webhooks settle
-// records, and the admin socket serves `billingd ops` while the database is
-// locked by this process.
-func startBackground(cfg serveConfig, svc *service.Service, db *openedStore, hooks *webhookListener, log *slog.Logger) (*background, error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	b := &background{ctx: ctx, cancel: cancel}
-	if db.adminPath != "" {
-		stopAdmin, err := server.ServeAdmin(server.AdminSocketPath(db.adminPath), db, log)
-		if err != nil {
-			cancel()
-			return nil, err
-		}
-		b.stops = append(b.stops, stopAdmin)
-	}
-
-	rc := service.DefaultReconcilerConfig()
-	rc.Interval = cfg.ReconcileInterval
-	rec := service.NewReconciler(svc, db, service.WithReconcilerConfig(rc), service.WithLogger(log))
-	b.goRun(rec.Run, ctx)
-	b.reconciler = rec
-
-	sc := service.DefaultSweeperConfig()
-	sc.Retention = cfg.Retention
-	sc.TombstoneRetention = cfg.TombstoneRetention
-	b.goRun(service.NewSweeper(db, nil, sc, log).Run, ctx)
-
-	if hooks.lis != nil {
-		hs := &http.Server{
-			Handler:           server.NewWebhookHandler(cfg.webhookSecret, service.NewWebhooks(svc, db), log),
-			ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout:       30 * time.Second,
-		}
-		go func() { _ = hs.Serve(hooks.lis) }()
-		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
-			<-ctx.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = hs.Shutdown(sctx)
-		}()
-		log.Info("webhooks listening", "addr", hooks.lis.Addr().String(), "path", server.WebhookPath)
-	}
-	return b, nil
+// backgroundConfig is server.DefaultBackgroundConfig with the recovery,
+// retention and webhook flags, and the admin socket of a bbolt file.
+func backgroundConfig(cfg serveConfig, db *openedStore, hooks *webhookListener) server.BackgroundConfig {
+	c := server.DefaultBackgroundConfig()
+	c.Reconciler.Interval = cfg.ReconcileInterval
+	c.Sweeper.Retention = cfg.Retention
+	c.Sweeper.TombstoneRetention = cfg.TombstoneRetention
+	c.AdminPath = db.adminPath
+	c.Webhooks, c.WebhookSecret = hooks.lis, cfg.webhookSecret // no listener: no webhooks
+	return c
 }

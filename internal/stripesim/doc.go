@@ -227,7 +227,8 @@
 // rate limiting, 503s, dropped connections before or after processing and
 // 500s after processing; see Fault for exactly what each leaves behind.
 // Latency is spent while the idempotency key is held; a client that gives
-// up during it does not stop the request from executing.
+// up during it does not stop the request from executing. ParseFaults reads
+// Faults from a "name=value,…" spec such as "unavailable=0.05,latency=20ms".
 //
 // Note for clients: Go's http.Transport itself resends a POST carrying an
 // Idempotency-Key header when a reused keep-alive connection is closed

@@ -2,7 +2,10 @@ package stripesim
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -99,6 +102,74 @@ type Faults struct {
 	// FaultRateLimit. Counted in Stats.Faults[FaultRateLimit].
 	Rate      float64
 	RateBurst int
+}
+
+// ParseFaults reads a fault spec, "name=value,…", the form billingd's
+// --stripe-sim-faults takes. The names are the fields of Faults:
+// rate_limit, unavailable, drop_before, drop_after and server_error are
+// probabilities from 0 to 1, latency a duration, rate requests a second and
+// rate_burst a whole number. An empty spec is no faults.
+func ParseFaults(spec string) (Faults, error) {
+	var f Faults
+	if spec == "" {
+		return f, nil
+	}
+	for _, kv := range strings.Split(spec, ",") {
+		name, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok {
+			return f, fmt.Errorf("%q is not name=value", kv)
+		}
+		if err := f.set(name, val); err != nil {
+			return f, err
+		}
+	}
+	return f, nil
+}
+
+// set parses the value of one fault spec entry into the field it names.
+func (f *Faults) set(name, val string) error {
+	switch name {
+	case "rate":
+		r, err := strconv.ParseFloat(val, 64)
+		if err != nil || r < 0 || math.IsInf(r, 0) || math.IsNaN(r) {
+			return errors.New("rate must be requests a second, 0 or more")
+		}
+		f.Rate = r
+		return nil
+	case "rate_burst":
+		n, err := strconv.Atoi(val)
+		if err != nil || n < 0 {
+			return errors.New("rate_burst must be a whole number, 0 or more")
+		}
+		f.RateBurst = n
+		return nil
+	case "latency":
+		d, err := time.ParseDuration(val)
+		if err != nil {
+			return fmt.Errorf("latency: %w", err)
+		}
+		f.Latency = d
+		return nil
+	}
+	p, err := strconv.ParseFloat(val, 64)
+	if err != nil || p < 0 || p > 1 {
+		return fmt.Errorf("%s must be a rate from 0 to 1", name)
+	}
+	switch name {
+	case "rate_limit":
+		f.RateLimit = p
+	case "unavailable":
+		f.Unavailable = p
+	case "drop_before":
+		f.DropBeforeProcessing = p
+	case "drop_after":
+		f.DropAfterProcessing = p
+	case "server_error":
+		f.ServerErrorAfterProcessing = p
+	default:
+		return errors.New("unknown fault " + strconv.Quote(name))
+	}
+	return nil
 }
 
 // limiter is the token bucket of f.Rate, nil without one.

@@ -189,3 +189,36 @@ func TestRateLimitAboveRate(t *testing.T) {
 		t.Errorf("PaymentIntents = %d, want 2: a 429 processes nothing", n)
 	}
 }
+
+func TestParseFaults(t *testing.T) {
+	t.Parallel()
+	for spec, want := range map[string]stripesim.Faults{
+		"": {},
+		"unavailable=0.1,drop_after=0.02,server_error=0.01,rate_limit=0.03,drop_before=0.04,latency=5ms": {
+			Unavailable: 0.1, DropAfterProcessing: 0.02, ServerErrorAfterProcessing: 0.01,
+			RateLimit: 0.03, DropBeforeProcessing: 0.04, Latency: 5 * time.Millisecond,
+		},
+		"rate=50, rate_burst=10": {Rate: 50, RateBurst: 10},
+	} {
+		if got, err := stripesim.ParseFaults(spec); err != nil || got != want {
+			t.Errorf("ParseFaults(%q) = %+v, %v; want %+v", spec, got, err, want)
+		}
+	}
+}
+
+func TestParseFaultsRefuses(t *testing.T) {
+	t.Parallel()
+	for spec, want := range map[string]string{
+		"unavailable":    `"unavailable" is not name=value`,
+		"unavailable=2":  "unavailable must be a rate from 0 to 1",
+		"bogus=0.1":      `unknown fault "bogus"`,
+		"latency=fast":   `latency: time: invalid duration "fast"`,
+		"rate=-1":        "rate must be requests a second, 0 or more",
+		"rate=fast":      "rate must be requests a second, 0 or more",
+		"rate_burst=1.5": "rate_burst must be a whole number, 0 or more",
+	} {
+		if _, err := stripesim.ParseFaults(spec); err == nil || err.Error() != want {
+			t.Errorf("ParseFaults(%q) error = %v, want %q", spec, err, want)
+		}
+	}
+}

@@ -214,6 +214,7 @@ type exchange struct {
 	subEnd  *bool // cancel_at_period_end of a subscription update, nil if absent
 	list    listRequest
 	invalid *failure
+	early   *failure // prepare's answer to a request that goes no further
 
 	// Decided in the first critical section.
 	reqID     string
@@ -268,21 +269,33 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.idemKey = "" // Stripe ignores idempotency keys on GET
 	}
 	x.route, x.pathID = matchRoute(r.Method, r.URL.Path)
-	early := s.prepare(w, x, r)
+	x.early = s.prepare(w, x, r)
+	s.decide(x)
+	finished := false
+	defer func() {
+		if !finished && x.executing {
+			s.abandon(x)
+		}
+	}()
+	sleep(r.Context(), x.delay)
+	out := s.assemble(x)
+	s.finish(x, &out)
+	finished = true
+	s.send(w, x, out)
+}
 
+// decide is the first critical section: the request's id, latency and
+// time; then, for a request prepare let through, its fault and, for a
+// POST under the idempotency layer that no fault stops first, that layer
+// and the plan of its execution.
+func (s *Sim) decide(x *exchange) {
 	s.mu.Lock()
 	x.reqID = randomID(s.ids, "req_", shortID)
 	x.delay = s.delayLocked()
 	x.now = s.clock.Now()
 	s.applyDueLocked(x.now)
-	if early == nil {
-		x.fault = s.nextFaultLocked(x.method, x.path)
-		if s.limit != nil && !s.limit.AllowN(x.now, 1) {
-			x.fault = FaultRateLimit // Stripe's limiter comes first
-		}
-		if x.fault != FaultNone {
-			s.stats.Faults[x.fault]++
-		}
+	if x.early == nil {
+		x.fault = s.drawFaultLocked(x)
 		if !x.fault.beforeProcessing() && x.route.idempotent() {
 			s.admitLocked(x, x.now)
 			if x.fail == nil && x.replay == nil {
@@ -293,89 +306,116 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.mu.Unlock()
+}
 
-	finished := false
-	defer func() {
-		if !finished && x.executing {
-			s.mu.Lock()
-			s.stats.InFlight--
-			if x.claim != nil {
-				s.releaseLocked(x.claim)
-			}
-			s.mu.Unlock()
-		}
-	}()
+// drawFaultLocked picks and counts the request's fault: Stripe's rate
+// limiter comes first, over a scripted or random one (still drawn, which
+// keeps the random sequence independent of the limiter).
+func (s *Sim) drawFaultLocked(x *exchange) Fault {
+	f := s.nextFaultLocked(x.method, x.path)
+	if s.limit != nil && !s.limit.AllowN(x.now, 1) {
+		f = FaultRateLimit
+	}
+	if f != FaultNone {
+		s.stats.Faults[f]++
+	}
+	return f
+}
 
-	sleep(r.Context(), x.delay)
+// abandon undoes the admission of an executing request that never finished
+// (a panic): it is no longer in flight and its key is released.
+func (s *Sim) abandon(x *exchange) {
+	s.mu.Lock()
+	s.stats.InFlight--
+	if x.claim != nil {
+		s.releaseLocked(x.claim)
+	}
+	s.mu.Unlock()
+}
 
-	var (
-		resp response
-		made created
-		drop = x.fault == FaultDropBefore || x.fault == FaultDropAfter
-	)
+// outcome is how a request ends.
+type outcome struct {
+	resp response
+	made created // the objects an executed create made
+	drop bool    // hang up instead of answering
+	// A GET's answer when it failed or lists objects; their bodies are
+	// encoded after the lock is released.
+	getFail *failure
+	lst     *listing
+}
+
+// assemble builds, without the lock, the answer decided so far: prepare's,
+// a fault's, a replay, an executed failure, or a create's new objects.
+func (s *Sim) assemble(x *exchange) outcome {
+	out := outcome{drop: x.fault == FaultDropBefore || x.fault == FaultDropAfter}
 	switch {
-	case early != nil:
-		resp, drop = early.response(), false
+	case x.early != nil:
+		out.resp, out.drop = x.early.response(), false
 	case x.fault.beforeProcessing():
 		if f := faultFailure(x.fault); f != nil {
-			resp = f.response()
+			out.resp = f.response()
 		}
 	case x.replay != nil:
-		resp = *x.replay
+		out.resp = *x.replay
 	case x.fail != nil:
-		resp = x.fail.response()
+		out.resp = x.fail.response()
 	case x.executing:
-		resp, made = s.build(x)
+		out.resp, out.made = s.build(x)
 	}
+	return out
+}
+
+// finish is the second critical section: reads and changes of existing
+// objects, the commit of new ones and their events, a fault that strikes
+// after processing, the answer cached under the key, and the request count.
+func (s *Sim) finish(x *exchange, out *outcome) {
 	var serverErr response
 	if x.fault == FaultServerError {
 		serverErr = serverError().response()
 	}
-
-	var (
-		lst     *listing
-		getFail *failure
-	)
 	s.mu.Lock()
 	s.applyDueLocked(s.clock.Now())
-	if early == nil && !x.fault.beforeProcessing() && !x.route.idempotent() {
-		resp, getFail, lst = s.readLocked(x)
+	if x.early == nil && !x.fault.beforeProcessing() && !x.route.idempotent() {
+		out.resp, out.getFail, out.lst = s.readLocked(x)
 	}
 	if x.executing && x.fail == nil && x.route.mutates() {
-		resp = s.mutateLocked(x)
+		out.resp = s.mutateLocked(x)
 	}
-	s.commitLocked(made, x.now)
-	s.emitLocked(made, x.now)
+	s.commitLocked(out.made, x.now)
+	s.emitLocked(out.made, x.now)
 	if x.fault == FaultServerError {
-		resp, getFail, lst = serverErr, nil, nil
+		out.resp, out.getFail, out.lst = serverErr, nil, nil
 	}
-	if getFail != nil {
-		resp.status = getFail.status
+	if out.getFail != nil {
+		out.resp.status = out.getFail.status
 	}
 	if x.executing {
 		s.stats.InFlight--
 		if x.claim != nil {
-			resp.requestID = x.reqID
-			s.completeLocked(x.claim, resp)
+			out.resp.requestID = x.reqID
+			s.completeLocked(x.claim, out.resp)
 		}
 	}
-	status := resp.status
-	if drop {
+	status := out.resp.status
+	if out.drop {
 		status = 0
 	}
 	s.stats.Requests[RequestKey{Method: x.method, Path: x.route.pattern(), Status: status}]++
-	finished = true
 	s.mu.Unlock()
+}
 
-	if drop {
+// send hangs up or writes the answer, encoding a GET's failure or listing.
+func (s *Sim) send(w http.ResponseWriter, x *exchange, out outcome) {
+	if out.drop {
 		hangUp(w)
 		return
 	}
+	resp := out.resp
 	switch {
-	case getFail != nil:
-		resp = getFail.response()
-	case lst != nil:
-		resp.body = lst.encode()
+	case out.getFail != nil:
+		resp = out.getFail.response()
+	case out.lst != nil:
+		resp.body = out.lst.encode()
 	}
 	s.write(w, x, resp)
 }
