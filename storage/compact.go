@@ -7,10 +7,9 @@ import (
 	storagev1 "github.com/billingd/billingd/gen/billingd/storage/v1"
 )
 
-// Since layout 4 a value in records leaves out what bbolt can recompute
-// exactly from the record's key: caller and request_id are its name (pos
-// without the time), and billingd derives stripe_key and request_key from
-// them. That is ~150 of a charge's ~300 bytes, so a smaller file, fewer pages
+// A value in records leaves out what bbolt can recompute exactly from the
+// record's key: caller and request_id are its name (pos without the time),
+// and billingd derives stripe_key and request_key from them. That is ~150 of a charge's ~300 bytes, so a smaller file, fewer pages
 // per commit and less of the mmap touched. Each field is left out only when
 // it equals the derivation below, and storagev1.Record.implied says which
 // were, so the decoded record is always the one written, whatever the

@@ -38,19 +38,19 @@ import (
 // right edge of records and open, pages the other writes of the same group
 // commit share; settling touches no random page at all. The sweeper walks
 // records from the oldest claim (Sweep), so final records need no index of
-// their own: layout 4 kept one (final, by update time) that was 15 % of the
-// file and one more right edge to rewrite in every settling commit. Keyed by
-// (caller, request_id), records put every claim and every settle on a random
+// their own: one by update time would be ~15 % of the file and one more
+// right edge to rewrite in every settling commit. Keyed by (caller,
+// request_id), records would put every claim and every settle on a random
 // page of the largest bucket: more pages per fsync, and a working set (and
 // mmap RSS) as large as the file. lookupKey is billingd's request key as
-// service.RequestKey computes it today, so for every record billingd writes
-// the one reqkeys entry serves both lookups; it is defined here, not called,
+// service.RequestKey computes it, so for every record billingd writes the
+// one reqkeys entry serves both lookups; it is defined here, not called,
 // because a stored layout must not change when the service's key does.
 // A lookup key's value is only the claim time: the key is the hash of the
 // name, so whoever looks it up by (caller, request_id) has the rest of pos,
 // and GetByRequestKey finds the one record of that time whose name hashes to
 // it. That is 8 bytes of value instead of ~50 in the bucket whose pages are
-// random (layouts 3 to 5 stored pos, which still reads).
+// random.
 //
 // A swept record leaves a tombstone, keyed by the raw 32-byte hash its
 // lookup key encodes, written in the sweep's transaction; a claim looks for
@@ -71,27 +71,19 @@ var (
 	bucketTombTs  = []byte("tombts")
 
 	metaLayout = []byte("layout")
-
-	// bucketFinalV4 is layout 4's index of final records, dropped by Open.
-	bucketFinalV4 = []byte("final")
 )
 
-// layoutVersion names the bucket layout above. A future change to the
-// buckets or index keys bumps it so that Open can migrate or refuse a file
-// instead of misreading it. Version 1 had no reqkeys and events buckets;
-// version 2 keyed records by caller 0x00 request_id. Open migrates both.
-// Version 4 writes compact record values (compact.go) and reads the full
-// values of version 3 as well, so Open only bumps a version 3 file; the bump
-// keeps a version 3 binary from misreading the compact values. Version 5
-// drops version 4's final index: Open deletes that bucket (the records
-// themselves are unchanged). Version 6 writes the claim time alone under a
-// lookup key; pos written there by versions 3 to 5 reads as before, so Open
-// only bumps the version, which keeps a version 5 binary from taking a time
-// for a missing record. Version 7 adds tombstones and tombts: Open creates
-// them in an older file, and the bump keeps a version 6 binary, which would
-// claim a tombstoned request_id anew, from opening the file. A read-only
-// open reads versions 3 to 7 (an older file simply has no tombstones).
-const layoutVersion byte = 7
+// layoutVersion names the layout above: the buckets, their keys and their
+// values (compact.go, tombstones.go). Open writes it into a new file and
+// opens only a file that carries it. A change to the layout bumps it, so that
+// Open can migrate or refuse a file instead of misreading it.
+const layoutVersion byte = 8
+
+// oldLayoutHelp is what the error of Open and OpenReadOnly tells the
+// operator to do with a file of an older layout.
+const oldLayoutHelp = "a development build before billingd v0.1.0 wrote this file: " +
+	"let that build settle its open records, then move the file aside and start with a new one " +
+	"(billingd v0.1.0 and later keep the files they write readable)"
 
 // allBuckets is every bucket of the current layout.
 var allBuckets = [][]byte{bucketRecords, bucketOpen, bucketCounts, bucketMeta, bucketReqKeys, bucketEvents, bucketEventTs,
@@ -138,7 +130,7 @@ const maxRecordKey = bolt.MaxKeySize - 2*tsLen
 
 // recordKey names a record: caller names never contain 0x00, so the first
 // 0x00 separates the two parts and no two (caller, request_id) pairs share
-// it. It was the records key in layout 2; now it is the tail of pos.
+// it. It is the tail of pos.
 func recordKey(caller, requestID string) []byte {
 	k := make([]byte, 0, len(caller)+1+len(requestID))
 	k = append(k, caller...)
@@ -152,8 +144,8 @@ func posKey(createdUnixNano int64, name []byte) []byte {
 }
 
 // lookupKey is the reqkeys entry every record has: "rk1_" and the unpadded
-// base64url SHA-256 of caller 0x00 request_id (service.RequestKey's value
-// when layout 3 was defined; a test keeps the two equal).
+// base64url SHA-256 of caller 0x00 request_id (service.RequestKey's value;
+// a test keeps the two equal).
 func lookupKey(caller, requestID string) []byte {
 	k := lookupKeyOf(caller, requestID)
 	return k[:]
@@ -203,24 +195,21 @@ func derive(prefix, caller, requestID, step string) (k derivedKey) {
 }
 
 // findPos returns the records key of the record named name (caller 0x00
-// request_id) in tx, or nil. lookup is lookupKey of the same pair.
+// request_id) in tx, or nil. lookup is lookupKey of the same pair, whose
+// value is the record's claim time. Any other value there is pos of another
+// record, whose hand-made request key equals this lookup key.
 func findPos(tx *bolt.Tx, name, lookup []byte) []byte {
 	v := tx.Bucket(bucketReqKeys).Get(lookup)
-	switch {
-	case len(v) == tsLen: // a claim time: only ever written under the name's own lookup key
-		return append(append(make([]byte, 0, tsLen+len(name)), v...), name...)
-	case len(v) > tsLen && bytes.Equal(v[tsLen:], name):
-		// pos (layouts 3 to 5, or a request key equal to this lookup key).
-		// An entry is this record's only if pos names it: a hand-made
-		// request key could equal another record's lookup key.
-		return v
+	if len(v) != tsLen {
+		return nil
 	}
-	return nil
+	return append(append(make([]byte, 0, tsLen+len(name)), v...), name...)
 }
 
 // lookupTarget returns the records key (and value) a reqkeys entry holding v
-// points at, in tx: v itself when it is pos, or the record claimed at time v
-// whose name hashes to requestKey. nil if there is none.
+// points at, in tx: v itself when it is pos (a request key's entry), or the
+// record claimed at time v whose name hashes to requestKey (a lookup key's).
+// nil if there is none.
 func lookupTarget(tx *bolt.Tx, requestKey string, v []byte) (pos, val []byte) {
 	recs := tx.Bucket(bucketRecords)
 	if len(v) != tsLen {
@@ -278,84 +267,23 @@ func validate(rec *service.Record) error {
 	return nil
 }
 
-// createBuckets prepares a new file and checks the layout of an existing one.
+// createBuckets prepares a new file and checks the layout of an existing
+// one. It checks first: a refused file is left as it was.
 func createBuckets(tx *bolt.Tx) error {
+	fresh, err := checkVersion(tx)
+	if err != nil {
+		return err
+	}
 	for _, name := range allBuckets {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
 	}
-	meta := tx.Bucket(bucketMeta)
-	switch v := meta.Get(metaLayout); {
-	case v == nil:
-		if k, _ := tx.Bucket(bucketRecords).Cursor().First(); k != nil {
-			return fmt.Errorf("%w: records without a layout version", ErrCorrupt)
-		}
-		return meta.Put(metaLayout, []byte{layoutVersion})
-	case len(v) == 1 && (v[0] == 1 || v[0] == 2):
-		if err := migrateRecords(tx); err != nil {
-			return fmt.Errorf("migrate layout %d: %w", v[0], err)
-		}
-		return meta.Put(metaLayout, []byte{layoutVersion})
-	case len(v) == 1 && v[0] >= 3 && v[0] < layoutVersion:
-		if err := dropFinalIndex(tx); err != nil {
-			return fmt.Errorf("migrate layout %d: %w", v[0], err)
-		}
-		return meta.Put(metaLayout, []byte{layoutVersion})
-	case len(v) != 1 || v[0] != layoutVersion:
-		return fmt.Errorf("%w: layout version %v, want %d", ErrCorrupt, v, layoutVersion)
-	}
-	return nil
-}
-
-// migrateRecords moves a layout 1 or 2 file's records (keyed by caller 0x00
-// request_id) to their claim-ordered keys and rebuilds every index from
-// them, in the one transaction that also bumps the version: a crash leaves
-// the old layout whole.
-func migrateRecords(tx *bolt.Tx) error {
-	type kv struct{ name, val []byte }
-	var all []kv
-	err := tx.Bucket(bucketRecords).ForEach(func(k, v []byte) error {
-		all = append(all, kv{bytes.Clone(k), bytes.Clone(v)})
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if err := dropFinalIndex(tx); err != nil {
-		return err
-	}
-	for _, name := range [][]byte{bucketRecords, bucketOpen, bucketCounts, bucketReqKeys} {
-		if err := tx.DeleteBucket(name); err != nil {
-			return fmt.Errorf("drop %s: %w", name, err)
-		}
-		if _, err := tx.CreateBucket(name); err != nil {
-			return fmt.Errorf("create %s: %w", name, err)
-		}
-	}
-	setFill(tx)
-	for _, r := range all {
-		m, err := decodeProto(r.val)
-		if err != nil {
-			return fmt.Errorf("record %q: %w", r.name, err)
-		}
-		if !bytes.Equal(r.name, recordKey(m.Caller, m.RequestId)) {
-			return fmt.Errorf("%w: record %q holds %q/%q", ErrCorrupt, r.name, m.Caller, m.RequestId)
-		}
-		if err := writeRecord(tx, posKey(m.CreateUnixNano, r.name), nil, m, r.val); err != nil {
-			return fmt.Errorf("record %q: %w", r.name, err)
-		}
-	}
-	return nil
-}
-
-// dropFinalIndex deletes layout 4's final index, if the file has one.
-func dropFinalIndex(tx *bolt.Tx) error {
-	if tx.Bucket(bucketFinalV4) == nil {
+	if !fresh {
 		return nil
 	}
-	if err := tx.DeleteBucket(bucketFinalV4); err != nil {
-		return fmt.Errorf("drop %s: %w", bucketFinalV4, err)
+	if err := tx.Bucket(bucketMeta).Put(metaLayout, []byte{layoutVersion}); err != nil {
+		return fmt.Errorf("put layout version: %w", err)
 	}
 	return nil
 }
@@ -363,17 +291,33 @@ func dropFinalIndex(tx *bolt.Tx) error {
 // checkLayout is createBuckets for a read-only file: it may not create
 // anything, and a file the server never initialised simply reads as empty.
 func checkLayout(tx *bolt.Tx) error {
-	meta := tx.Bucket(bucketMeta)
-	if meta == nil {
-		return nil
+	_, err := checkVersion(tx)
+	return err
+}
+
+// checkVersion refuses a file whose layout is not layoutVersion. fresh says
+// the file has no layout yet: no version and no records.
+func checkVersion(tx *bolt.Tx) (fresh bool, err error) {
+	var v []byte
+	if meta := tx.Bucket(bucketMeta); meta != nil {
+		v = meta.Get(metaLayout)
 	}
-	switch v := meta.Get(metaLayout); {
-	case len(v) == 1 && (v[0] == 1 || v[0] == 2):
-		return fmt.Errorf("%w: layout version %d: open it read-write once (billingd serve) to migrate it to %d", ErrOldLayout, v[0], layoutVersion)
-	case v != nil && (len(v) != 1 || v[0] < 3 || v[0] > layoutVersion):
-		return fmt.Errorf("%w: layout version %v, want %d", ErrCorrupt, v, layoutVersion)
+	switch {
+	case v == nil:
+		if recs := tx.Bucket(bucketRecords); recs != nil {
+			if k, _ := recs.Cursor().First(); k != nil {
+				return false, fmt.Errorf("%w: records without a layout version: %s", ErrOldLayout, oldLayoutHelp)
+			}
+		}
+		return true, nil
+	case len(v) == 1 && v[0] == layoutVersion:
+		return false, nil
+	case len(v) == 1 && v[0] < layoutVersion:
+		return false, fmt.Errorf("%w: layout %d, this billingd reads layout %d: %s", ErrOldLayout, v[0], layoutVersion, oldLayoutHelp)
+	case len(v) == 1:
+		return false, fmt.Errorf("%w: layout %d is newer than this billingd's (%d): run a newer billingd", ErrCorrupt, v[0], layoutVersion)
 	}
-	return nil
+	return false, fmt.Errorf("%w: layout version %x, want %d", ErrCorrupt, v, layoutVersion)
 }
 
 // writeRecord stores val under key, replacing old (nil: none), and moves the
@@ -454,12 +398,6 @@ func dropRequestKey(b *bolt.Bucket, rk string, key []byte) error {
 	return nil
 }
 
-// isLookupOf says whether v, the value under the lookup key of key's name,
-// points at key: its claim time, or (layouts 3 to 5) key itself.
-func isLookupOf(v, key []byte) bool {
-	return bytes.Equal(v, key[:tsLen]) || bytes.Equal(v, key)
-}
-
 // deleteRecord removes the record old stored under key, with its index entry.
 func deleteRecord(tx *bolt.Tx, key []byte, old *storagev1.Record) error {
 	if err := unindex(tx, key, old); err != nil {
@@ -478,7 +416,8 @@ func unindex(tx *bolt.Tx, key []byte, old *storagev1.Record) error {
 		}
 	}
 	b := tx.Bucket(bucketReqKeys)
-	if lk := lookupKey(old.Caller, old.RequestId); isLookupOf(b.Get(lk), key) {
+	// The lookup entry is this record's if it holds its claim time.
+	if lk := lookupKey(old.Caller, old.RequestId); bytes.Equal(b.Get(lk), key[:tsLen]) {
 		if err := b.Delete(lk); err != nil {
 			return fmt.Errorf("delete reqkeys lookup: %w", err)
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,7 +15,6 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	storagev1 "github.com/billingd/billingd/gen/billingd/storage/v1"
 	"github.com/billingd/billingd/service"
 )
 
@@ -65,7 +65,7 @@ func TestIndexesMirrorRecords(t *testing.T) {
 			case 1: // a new state
 				rec.State = states[rng.IntN(len(states))]
 				rec.Updated = now
-			case 2: // a new request key (a hand-made or migrated record)
+			case 2: // a new request key (a hand-made record)
 				rec.RequestKey = fmt.Sprintf("rk_%s_%d", id, i)
 			case 3: // no request key at all
 				rec.RequestKey = ""
@@ -180,18 +180,8 @@ func checkIndexes(t *testing.T, db *DB, want map[string]service.Record) {
 			return nil
 		})
 		diffMaps(t, "open index", gotIdx, wantIdx)
-		if tx.Bucket(bucketFinalV4) != nil {
-			t.Error("the file still has layout 4's final index")
-		}
 		gotReq := map[string]string{}
 		_ = tx.Bucket(bucketReqKeys).ForEach(func(k, v []byte) error {
-			// Layouts 3 to 5 kept the whole pos under a lookup key; it
-			// still reads, so it counts as the claim time it starts with.
-			if name := v[min(len(v), tsLen):]; len(v) > tsLen {
-				if i := bytes.IndexByte(name, 0); i > 0 && string(lookupKey(string(name[:i]), string(name[i+1:]))) == string(k) {
-					v = v[:tsLen]
-				}
-			}
 			gotReq[string(k)] = string(v)
 			return nil
 		})
@@ -234,124 +224,112 @@ func diffMaps(t *testing.T, what string, got, want map[string]string) {
 	}
 }
 
-// TestMigrateToLayout3 builds files of layouts 1 and 2 by hand (records keyed
-// by caller 0x00 request_id; layout 1 without reqkeys), opens them, and
-// checks that every record is found by request_id and by request key, the
-// open ones are listed, the counts hold, and the buckets match layout 3. A
-// read-only open refuses the old file instead of misreading it. A layout 3
-// file (full record values) is read as it is, read-only too, and Open only
-// bumps its version: records written after that are compact and both kinds
-// read alike.
-func TestMigrateOldLayouts(t *testing.T) {
-	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
-	var recs []service.Record
-	for i := range 40 {
-		id := fmt.Sprintf("old-%02d", i)
-		r := service.Record{
-			Caller: []string{"acme", "globex"}[i%2], RequestID: id, Method: service.MethodCharge,
-			Fingerprint: []byte("fp"), StripeKey: "bd1_" + id,
-			State:   []service.State{service.StatePending, service.StateSucceeded, service.StateFailed, service.StateIndeterminate}[i%4],
-			Created: t0.Add(time.Duration(40-i) * time.Minute), Updated: t0.Add(time.Hour),
-		}
-		r.RequestKey = service.RequestKey(r.Caller, id)
-		recs = append(recs, r)
+// TestOpenRefusesOlderLayouts builds files of every older layout version (and
+// one with records but no version) with bolt directly: Open and OpenReadOnly
+// refuse each with ErrOldLayout and an error that says what to do, and leave
+// the file byte for byte as it was. A newer or malformed version is refused
+// as ErrCorrupt. A file of the current layout opens, and opens again.
+func TestOpenRefusesOlderLayouts(t *testing.T) {
+	t.Parallel()
+	type file struct {
+		name    string
+		version []byte // nil: no layout version
+		want    error
 	}
-	for _, version := range []byte{1, 2, 3, 4, 5} {
-		t.Run(fmt.Sprintf("layout %d", version), func(t *testing.T) {
+	var files []file
+	for v := byte(1); v < layoutVersion; v++ {
+		files = append(files, file{fmt.Sprintf("layout %d", v), []byte{v}, ErrOldLayout})
+	}
+	files = append(files,
+		file{"records without a layout version", nil, ErrOldLayout},
+		file{"newer layout", []byte{layoutVersion + 1}, ErrCorrupt},
+		file{"malformed layout version", []byte{layoutVersion, 0}, ErrCorrupt},
+	)
+	for _, tt := range files {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			path := filepath.Join(t.TempDir(), "billingd.db")
-			writeOldLayout(t, path, version, recs)
+			writeLayout(t, path, tt.version)
+			before := readFile(t, path)
 
-			ro, err := OpenReadOnly(path)
-			switch {
-			case version < 3 && !errors.Is(err, ErrOldLayout):
-				t.Errorf("OpenReadOnly of layout %d = %v, want ErrOldLayout", version, err)
-			case version >= 3 && err != nil:
-				t.Errorf("OpenReadOnly of layout %d: %v", version, err)
-			case version >= 3:
-				if got, found, err := ro.Get(context.Background(), recs[0].Caller, recs[0].RequestID); err != nil || !found || got.StripeKey != recs[0].StripeKey {
-					t.Errorf("read-only Get of a layout %d record = %+v, %v, %v", version, got, found, err)
+			db, err := Open(path, WithLockTimeout(5*time.Second))
+			if err == nil {
+				db.Close()
+			}
+			if !errors.Is(err, tt.want) {
+				t.Errorf("Open = %v, want %v", err, tt.want)
+			}
+			if tt.want == ErrOldLayout {
+				for _, says := range []string{path, "development build before billingd v0.1.0", "settle its open records", "move the file aside"} {
+					if err == nil || !strings.Contains(err.Error(), says) {
+						t.Errorf("Open = %v, want an error that says %q", err, says)
+					}
 				}
+			}
+			ro, err := OpenReadOnly(path, WithLockTimeout(5*time.Second))
+			if err == nil {
 				ro.Close()
 			}
-			db, err := Open(path)
-			if err != nil {
-				t.Fatal(err)
+			if !errors.Is(err, tt.want) {
+				t.Errorf("OpenReadOnly = %v, want %v", err, tt.want)
 			}
-			defer db.Close()
-			ctx := context.Background()
-			want := map[string]service.Record{}
-			open := 0
-			for _, r := range recs {
-				got, found, err := db.Get(ctx, r.Caller, r.RequestID)
-				if err != nil || !found || got.State != r.State || !got.Created.Equal(r.Created) {
-					t.Errorf("Get %s/%s = %+v, %v, %v", r.Caller, r.RequestID, got, found, err)
-				}
-				byKey, found, err := db.GetByRequestKey(ctx, r.RequestKey)
-				if err != nil || !found || byKey.RequestID != r.RequestID {
-					t.Errorf("GetByRequestKey %s = %+v, %v, %v", r.RequestKey, byKey, found, err)
-				}
-				want[r.RequestID] = r
-				if !r.State.Final() {
-					open++
-				}
-			}
-			listed, err := db.ListOpen(ctx, 0)
-			if err != nil || len(listed) != open {
-				t.Fatalf("ListOpen = %d records, %v; want %d", len(listed), err, open)
-			}
-			for i := 1; i < len(listed); i++ {
-				if listed[i].Created.Before(listed[i-1].Created) {
-					t.Errorf("ListOpen out of claim order at %d", i)
-				}
-			}
-			checkIndexes(t, db, want)
-
-			// A record written now is compact and lives beside the old ones.
-			fresh := service.Record{Caller: "acme", RequestID: "new-1", Method: service.MethodCharge,
-				Fingerprint: []byte("fp"), StripeKey: service.StripeKey("acme", "new-1", "create_payment_intent"),
-				RequestKey: service.RequestKey("acme", "new-1"), State: service.StatePending, Attempts: 1,
-				Created: t0.Add(2 * time.Hour), Updated: t0.Add(2 * time.Hour)}
-			if _, created, err := db.Claim(ctx, fresh); err != nil || !created {
-				t.Fatalf("Claim after migration: %v, %v", created, err)
-			}
-			want[fresh.RequestID] = fresh
-			checkIndexes(t, db, want)
-
-			// Sweeping removes old entries (pos or time) and new alike.
-			n, err := db.Sweep(ctx, t0.Add(1000*time.Hour), t0.Add(1000*time.Hour), 100)
-			if err != nil || n != len(recs)-open {
-				t.Errorf("Sweep of every final record = %d, %v; want %d", n, err, len(recs)-open)
-			}
-			for id, r := range want {
-				if r.State.Final() {
-					delete(want, id)
-				}
-			}
-			checkIndexes(t, db, want)
-			err = db.bolt.View(func(tx *bolt.Tx) error {
-				if v := tx.Bucket(bucketMeta).Get(metaLayout); !bytes.Equal(v, []byte{layoutVersion}) {
-					t.Errorf("layout after Open = %v, want %d", v, layoutVersion)
-				}
-				pos := findPos(tx, recordKey("acme", "new-1"), lookupKey("acme", "new-1"))
-				m, err := decodeProto(tx.Bucket(bucketRecords).Get(pos))
-				if err != nil {
-					return err
-				}
-				if m.Implied != impliedAll {
-					t.Errorf("a record written after migration has implied %#x, want %#x", m.Implied, impliedAll)
-				}
-				return nil
-			})
-			if err != nil {
-				t.Fatal(err)
+			if after := readFile(t, path); !bytes.Equal(after, before) {
+				t.Error("a refused open changed the file")
 			}
 		})
 	}
+
+	t.Run("current layout", func(t *testing.T) {
+		t.Parallel()
+		path := filepath.Join(t.TempDir(), "billingd.db")
+		ctx := context.Background()
+		t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+		rec := service.Record{Caller: "acme", RequestID: "r1", Method: service.MethodCharge, Fingerprint: []byte("fp"),
+			StripeKey: service.StripeKey("acme", "r1", "create_payment_intent"), RequestKey: service.RequestKey("acme", "r1"),
+			State: service.StatePending, Attempts: 1, Created: t0, Updated: t0}
+		db, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, created, err := db.Claim(ctx, rec); err != nil || !created {
+			t.Fatalf("Claim = %v, %v", created, err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		bdb, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = bdb.View(func(tx *bolt.Tx) error {
+			if v := tx.Bucket(bucketMeta).Get(metaLayout); !bytes.Equal(v, []byte{layoutVersion}) {
+				t.Errorf("layout of a new file = %v, want %d", v, layoutVersion)
+			}
+			return nil
+		})
+		bdb.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, open := range []func(string, ...Option) (*DB, error){OpenReadOnly, Open} {
+			db, err := open(path)
+			if err != nil {
+				t.Fatalf("reopen: %v", err)
+			}
+			got, found, err := db.Get(ctx, "acme", "r1")
+			if err != nil || !found || got.StripeKey != rec.StripeKey || !got.Created.Equal(t0) {
+				t.Errorf("Get after reopen = %+v, %v, %v", got, found, err)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
 }
 
-// writeOldLayout writes recs as layouts 1 to 5 stored them: up to 4 with a
-// final index beside the open one, and from 3 with pos under lookup keys.
-func writeOldLayout(t *testing.T, path string, version byte, recs []service.Record) {
+// writeLayout writes a bbolt file with one record under layout version
+// version (nil: none), as a build of another layout would have left it.
+func writeLayout(t *testing.T, path string, version []byte) {
 	t.Helper()
 	bdb, err := bolt.Open(path, 0o600, nil)
 	if err != nil {
@@ -359,73 +337,36 @@ func writeOldLayout(t *testing.T, path string, version byte, recs []service.Reco
 	}
 	defer bdb.Close()
 	err = bdb.Update(func(tx *bolt.Tx) error {
-		for _, name := range append(allBuckets, bucketFinalV4) {
-			if version == 1 && (bytes.Equal(name, bucketReqKeys) || bytes.Equal(name, bucketEvents) || bytes.Equal(name, bucketEventTs)) {
-				continue
-			}
-			if version == 5 && bytes.Equal(name, bucketFinalV4) {
-				continue
-			}
-			if _, err := tx.CreateBucket(name); err != nil {
-				return err
-			}
+		recs, err := tx.CreateBucket(bucketRecords)
+		if err != nil {
+			return err
 		}
-		index := func(m *storagev1.Record, key []byte) error {
-			if service.State(m.State).Final() {
-				return tx.Bucket(bucketFinalV4).Put(indexKey(m.UpdateUnixNano, key), []byte{byte(m.State)})
-			}
-			return tx.Bucket(bucketOpen).Put(indexKey(m.CreateUnixNano, key), []byte{byte(m.State)})
+		v, err := EncodeRecord(service.Record{Caller: "acme", RequestID: "old-1", Method: service.MethodCharge,
+			State: service.StateSucceeded, Attempts: 1})
+		if err != nil {
+			return err
 		}
-		counts := map[byte]uint64{}
-		for i := range recs {
-			r := &recs[i]
-			name := recordKey(r.Caller, r.RequestID)
-			m := toProto(r)
-			val, err := encodeProto(m)
-			if version >= 4 { // compact values
-				val, err = encodeStored(m)
-			}
-			if err != nil {
-				return err
-			}
-			if version >= 3 { // claim-ordered, and counted and in reqkeys as now
-				pos := posKey(m.CreateUnixNano, name)
-				if err := writeRecord(tx, pos, nil, m, val); err != nil {
-					return err
-				}
-				if err := tx.Bucket(bucketReqKeys).Put(lookupKey(r.Caller, r.RequestID), pos); err != nil {
-					return err
-				}
-				if version <= 4 && service.State(m.State).Final() {
-					if err := index(m, pos); err != nil {
-						return err
-					}
-				}
-				continue
-			}
-			if err := tx.Bucket(bucketRecords).Put(name, val); err != nil {
-				return err
-			}
-			if err := index(m, name); err != nil {
-				return err
-			}
-			if version == 2 {
-				if err := tx.Bucket(bucketReqKeys).Put([]byte(r.RequestKey), name); err != nil {
-					return err
-				}
-			}
-			counts[byte(m.State)]++
+		if err := recs.Put(recordKey("acme", "old-1"), v); err != nil {
+			return err
 		}
-		for s, n := range counts {
-			if err := tx.Bucket(bucketCounts).Put([]byte{s}, binary.BigEndian.AppendUint64(nil, n)); err != nil {
-				return err
-			}
+		meta, err := tx.CreateBucket(bucketMeta)
+		if err != nil || version == nil {
+			return err
 		}
-		return tx.Bucket(bucketMeta).Put(metaLayout, []byte{version})
+		return meta.Put(metaLayout, version)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // TestLookupKeyIsTheRequestKey: while the two agree, each record needs one

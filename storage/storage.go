@@ -36,8 +36,9 @@ var (
 	// ErrCorrupt means a stored value or the file layout is not one this
 	// version understands.
 	ErrCorrupt = codec.ErrCorrupt
-	// ErrOldLayout: a read-only open found a file of an older layout, which
-	// only a read-write open migrates.
+	// ErrOldLayout means the file has an older layout than this version
+	// reads. Open and OpenReadOnly refuse it and leave it as it is; the
+	// error says what to do with it.
 	ErrOldLayout = errors.New("storage: older file layout")
 )
 

@@ -50,7 +50,7 @@ func decodeTombstone(v []byte) (service.Tombstone, error) {
 // getTombstone reads the tombstone of hash (a nameHash) in tx.
 func getTombstone(tx *bolt.Tx, hash []byte) (service.Tombstone, bool, error) {
 	b := tx.Bucket(bucketTombs)
-	if b == nil { // a read-only file of an older layout
+	if b == nil { // a file the server never initialised, open read-only
 		return service.Tombstone{}, false, nil
 	}
 	v := b.Get(hash)

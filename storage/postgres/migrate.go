@@ -15,11 +15,17 @@ import (
 )
 
 // The schema is a sequence of migrations, migrations/NNNN_name.sql, applied
-// in version order; schema_migrations records which ones a database has.
-// Never edit a released migration: add the next one.
+// in version order; schema_migrations records which ones a database has, by
+// version and name. Never edit a released migration: add the next one.
 //
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
+
+// oldSchemaHelp is what Open's error tells the operator to do with a schema
+// made by other migrations.
+const oldSchemaHelp = "a development build before billingd v0.1.0 made this schema: " +
+	"let that build settle its open records, then give billingd a new database or schema " +
+	"(billingd v0.1.0 and later keep the schemas they make readable)"
 
 type migration struct {
 	version int
@@ -58,7 +64,9 @@ func migrations() ([]migration, error) {
 // migrate brings the schema up to date in one transaction, under a
 // transaction-scoped advisory lock named after the schema: replicas starting
 // together queue on the lock, the first applies what is missing and the
-// others find it done. A failed migration rolls back whole.
+// others find it done. A failed migration rolls back whole, and so does a
+// refusal: a schema newer than this binary's, or one whose recorded
+// migrations are not this binary's.
 func migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	all, err := migrations()
 	if err != nil {
@@ -75,9 +83,25 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) error {
 			applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
 			return fmt.Errorf("create schema_migrations: %w", err)
 		}
-		var current int
-		if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		rows, err := tx.Query(ctx, `SELECT version, name FROM schema_migrations ORDER BY version`)
+		if err != nil {
 			return fmt.Errorf("read schema version: %w", err)
+		}
+		applied, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (migration, error) {
+			var m migration
+			err := r.Scan(&m.version, &m.name)
+			return m, err
+		})
+		if err != nil {
+			return fmt.Errorf("read schema version: %w", err)
+		}
+		current := 0
+		for _, a := range applied {
+			if a.version >= 1 && a.version <= len(all) && a.name != all[a.version-1].name {
+				return fmt.Errorf("%w: migration %d is %q in the database, %q here: %s",
+					ErrSchemaUnknown, a.version, a.name, all[a.version-1].name, oldSchemaHelp)
+			}
+			current = max(current, a.version)
 		}
 		if current > len(all) {
 			return fmt.Errorf("%w: version %d, this binary knows up to %d", ErrSchemaTooNew, current, len(all))

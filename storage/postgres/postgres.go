@@ -31,6 +31,11 @@ var (
 	// ErrSchemaTooNew means a newer billingd migrated the database past the
 	// versions this binary knows: it refuses to write what it may misread.
 	ErrSchemaTooNew = errors.New("postgres: database schema is newer than this billingd")
+	// ErrSchemaUnknown means schema_migrations lists, under a version this
+	// binary has, a migration other than its own: the schema was made by
+	// other migrations, which this binary does not read. Open refuses it and
+	// changes nothing; the error says what to do with it.
+	ErrSchemaUnknown = errors.New("postgres: database schema was made by migrations this billingd does not have")
 )
 
 // Defaults for the options.

@@ -81,7 +81,7 @@ func TestMigrateConcurrently(t *testing.T) {
 	}
 	// Each migration once, in order.
 	versions := query[int](t, dsn, `SELECT version FROM schema_migrations ORDER BY version`)
-	want := []int{1, 2, 3} // every migration, once, in order
+	want := []int{1} // every migration, once, in order
 	if !slices.Equal(versions, want) {
 		t.Errorf("schema_migrations = %v, want %v", versions, want)
 	}
@@ -101,6 +101,56 @@ func TestSchemaTooNew(t *testing.T) {
 	}
 }
 
+// A database whose schema_migrations lists other migrations under this
+// binary's versions (a development build's before v0.1.0) is refused with
+// an error that says what to do, and left as it was.
+func TestSchemaFromOtherMigrations(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		applied []string // schema_migrations names, versions 1, 2, ...
+	}{
+		{"first migration only", []string{"records"}},
+		{"more migrations than this binary has", []string{"records", "followed_states", "tombstones"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dsn := pgtest.DSN(t)
+			execSQL(t, dsn, `CREATE TABLE schema_migrations (
+				version    integer PRIMARY KEY,
+				name       text NOT NULL,
+				applied_at timestamptz NOT NULL DEFAULT now());
+				CREATE TABLE records (caller text, request_id text, data bytea);
+				INSERT INTO records VALUES ('acme', 'r1', '\x01')`)
+			for i, name := range tt.applied {
+				query[int](t, dsn, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2) RETURNING version`, i+1, name)
+			}
+			s, err := postgres.Open(context.Background(), dsn)
+			if err == nil {
+				s.Close()
+			}
+			if !errors.Is(err, postgres.ErrSchemaUnknown) {
+				t.Fatalf("Open = %v, want ErrSchemaUnknown", err)
+			}
+			for _, says := range []string{"development build before billingd v0.1.0", "settle its open records", "new database or schema"} {
+				if !strings.Contains(err.Error(), says) {
+					t.Errorf("Open = %v, want an error that says %q", err, says)
+				}
+			}
+			if got := query[string](t, dsn, `SELECT name FROM schema_migrations ORDER BY version`); !slices.Equal(got, tt.applied) {
+				t.Errorf("schema_migrations after the refusal = %v, want %v", got, tt.applied)
+			}
+			if got := query[int](t, dsn, `SELECT count(*)::int FROM pg_tables WHERE schemaname = current_schema() AND tablename IN ('events', 'tombstones')`); got[0] != 0 {
+				t.Errorf("the refused Open created %d tables", got[0])
+			}
+			if got := query[int](t, dsn, `SELECT count(*)::int FROM records`); got[0] != 1 {
+				t.Errorf("records after the refusal: %d rows, want 1", got[0])
+			}
+		})
+	}
+}
+
 // A DSN that cannot connect fails Open without leaking its password.
 func TestOpenFailsWithoutPassword(t *testing.T) {
 	t.Parallel()
@@ -112,6 +162,20 @@ func TestOpenFailsWithoutPassword(t *testing.T) {
 	}
 	if got := err.Error(); strings.Contains(got, "s3cr3t-pw") {
 		t.Errorf("error leaks the password: %s", got)
+	}
+}
+
+func execSQL(t *testing.T, dsn, sql string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -74,7 +74,7 @@ func validKey(caller, requestID string) bool {
 	return caller != "" && strings.IndexByte(caller, 0) < 0 && strings.IndexByte(requestID, 0) < 0
 }
 
-// claimSQL calls billingd_claim (migration 0003): the insert and both
+// claimSQL calls billingd_claim (migrations/0001_schema.sql): the insert and both
 // tombstone checks are one statement, one transaction.
 const claimSQL = `SELECT created, t_state, t_swept_ns, t_fingerprint, t_object_id
 FROM billingd_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`

@@ -59,7 +59,7 @@ type Record struct {
 	// store can recompute them exactly: bit 0 caller and request_id (they are
 	// the record's key), bit 1 stripe_key, bit 2 request_key (each set only
 	// when the field equals the derivation storage/ defines). 0 in every record
-	// written before layout 4 and in every record PostgreSQL stores.
+	// PostgreSQL stores.
 	Implied       uint32 `protobuf:"varint,15,opt,name=implied,proto3" json:"implied,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

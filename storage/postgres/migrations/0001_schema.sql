@@ -1,3 +1,45 @@
+-- billingd's schema: records, webhook event ids and tombstones. Applied
+-- once, in one transaction, by the first replica that starts on an empty
+-- database.
+
+-- One row per (caller, request_id). data is the record in billingd's stored
+-- encoding (storage.EncodeRecord: a format byte and the storagev1.Record
+-- protobuf), the same bytes bbolt stores; the other columns index it. Times
+-- are unix nanoseconds, as in the record. COLLATE "C": keys sort bytewise,
+-- as in bbolt, whatever the database's locale.
+CREATE TABLE records (
+    caller      text COLLATE "C" NOT NULL,
+    request_id  text COLLATE "C" NOT NULL,
+    -- service.State: PENDING 1, SUCCEEDED 2, FAILED 3, INDETERMINATE 4, and
+    -- the followed states REQUIRES_ACTION 5, PROCESSING 6, AUTHORIZED 7.
+    state       smallint NOT NULL CHECK (state BETWEEN 1 AND 7),
+    created_ns  bigint NOT NULL,
+    updated_ns  bigint NOT NULL,
+    request_key text COLLATE "C",
+    -- The replica (store handle) driving the record, '' for none, and until
+    -- when; lease times are the database's clock, so replicas' clocks may
+    -- disagree. Only open records hold leases.
+    lease_owner text NOT NULL DEFAULT '',
+    lease_until timestamptz NOT NULL DEFAULT '-infinity',
+    data        bytea NOT NULL,
+    PRIMARY KEY (caller, request_id)
+);
+
+-- The reconciler lists open records oldest claim first; the sweeper deletes
+-- final ones oldest update first. Each index holds only its own states: open
+-- is every state but SUCCEEDED and FAILED.
+CREATE INDEX records_open ON records (created_ns, caller, request_id) WHERE state NOT IN (2, 3);
+CREATE INDEX records_final ON records (updated_ns, caller, request_id) WHERE state IN (2, 3);
+-- Webhooks find a record by the request key in the Stripe object's metadata.
+CREATE INDEX records_request_key ON records (request_key) WHERE request_key IS NOT NULL;
+
+-- Stripe event ids already handled: a redelivered webhook is handled once.
+CREATE TABLE events (
+    id      text COLLATE "C" PRIMARY KEY,
+    seen_ns bigint NOT NULL
+);
+CREATE INDEX events_seen ON events (seen_ns, id);
+
 -- Tombstones of swept records. The sweep that deletes a final record leaves
 -- its tombstone in the same transaction; a claim of a request_id with a
 -- tombstone and no record is refused (REQUEST_ID_EXPIRED) until the
