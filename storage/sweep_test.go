@@ -28,7 +28,7 @@ func TestSweepKeepsFileSizeBounded(t *testing.T) {
 	cfg.TombstoneRetention = time.Hour
 	sw := service.NewSweeper(db, clock, cfg, nil)
 
-	const n, cycles, workers = 1000, 5, 16
+	const n, cycles, workers = 1000, 8, 16
 	params := bytes.Repeat([]byte{'p'}, 2048) // 2 MiB of records per cycle
 	var sizes []int64
 	for c := range cycles {
@@ -79,8 +79,14 @@ func TestSweepKeepsFileSizeBounded(t *testing.T) {
 	if sizes[0] < int64(n*len(params)) {
 		t.Fatalf("first cycle left a %d-byte file: the load is too small to show anything", sizes[0])
 	}
-	if last, first := sizes[len(sizes)-1], sizes[0]; last > first*3/2 {
-		t.Errorf("file grew from %d to %d bytes over %d cycles", first, last, cycles)
+	// bbolt grows its file by doubling, and which freed pages a commit can
+	// reuse depends on the read transactions open when it lands (scheduling),
+	// so the file may take one more doubling after the first cycle. Without
+	// reuse it would hold everything written: cycles times the first
+	// cycle's records, several doublings more.
+	written := int64(cycles * n * len(params))
+	if last := sizes[len(sizes)-1]; last >= written || last > sizes[0]*2 {
+		t.Errorf("file grew from %d to %d bytes over %d cycles writing %d bytes of records: swept pages are not reused", sizes[0], last, cycles, written)
 	}
 	if _, found, _ := db.Get(ctx, "c", "stuck"); !found {
 		t.Error("the PENDING record was swept")
