@@ -160,6 +160,11 @@ func Open(path string, opts ...Option) (*DB, error) {
 		Timeout:      o.lockTimeout,
 		NoSync:       false,
 		FreelistType: bolt.FreelistMapType,
+		// The free page list is not written: every commit would rewrite
+		// it whole (a page or more, sorted, as the sweeper frees pages),
+		// and Open rebuilds it by walking the file instead, as etcd does.
+		// Durability is unchanged: the freelist is derived data.
+		NoFreelistSync: true,
 	})
 	if err != nil {
 		return nil, openError(path, o, err)
@@ -241,7 +246,7 @@ var ErrNoRoom = errors.New("storage: filesystem nearly full")
 // on the next write, which fails closed and marks the store down. After a
 // failed commit (disk full, a file size limit, an I/O error) only a write
 // shows that writes work again, so Ping then commits an empty write
-// transaction, which still writes a freelist page and the meta page and
+// transaction, which still writes the meta page and
 // fsyncs. On a full disk that write alone succeeds (it reuses pages bbolt
 // freed) while new records cannot be written, so Ping first wants
 // MinHeadroom free on the filesystem. A size limit on the file
