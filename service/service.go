@@ -239,6 +239,7 @@ func (s *Service) do(ctx context.Context, caller, requestID string, method Metho
 
 	c, owner := s.own(key, fp)
 	joined := !owner
+	answerBy, bounded := s.answerBy(ctx, joined)
 	if joined && !bytes.Equal(c.fingerprint, fp) {
 		s.observe(method, EventFingerprintConflict)
 		return Outcome{}, reusedError()
@@ -266,8 +267,8 @@ func (s *Service) do(ctx context.Context, caller, requestID string, method Metho
 	// original whose record another replica is driving gets the same answer
 	// from its drive, which waits only as long.)
 	var giveUp <-chan time.Time
-	if wait, bounded := s.answerWithin(ctx, joined); bounded {
-		timer := time.NewTimer(wait)
+	if bounded {
+		timer := time.NewTimer(time.Until(answerBy))
 		defer timer.Stop()
 		giveUp = timer.C
 	}
@@ -313,20 +314,21 @@ func (s *Service) coalesceWait(ctx context.Context) time.Duration {
 	return wait
 }
 
-// answerWithin is how long a call waits for its drive before it answers
-// REQUEST_IN_PROGRESS: a duplicate, coalesceWait; the original, until just
-// before its deadline (a twentieth of the time left, 5 ms to 1 s, for the
-// answer to reach it), or for ever without one.
-func (s *Service) answerWithin(ctx context.Context, joined bool) (time.Duration, bool) {
+// answerBy is when a call, arriving now, stops waiting for its drive and
+// answers REQUEST_IN_PROGRESS: a duplicate after coalesceWait; the original
+// just before its deadline (a twentieth of the time it has, 5 ms to 1 s,
+// for the answer to reach it, whatever it spends waiting for admission),
+// or never without one.
+func (s *Service) answerBy(ctx context.Context, joined bool) (time.Time, bool) {
+	now := time.Now()
 	if joined {
-		return s.coalesceWait(ctx), true
+		return now.Add(s.coalesceWait(ctx)), true
 	}
 	dl, ok := ctx.Deadline()
 	if !ok {
-		return 0, false
+		return time.Time{}, false
 	}
-	left := time.Until(dl)
-	return left - min(max(left/20, 5*time.Millisecond), time.Second), true
+	return dl.Add(-min(max(dl.Sub(now)/20, 5*time.Millisecond), time.Second)), true
 }
 
 // admit waits, on the caller's goroutine and before anything is written, for
