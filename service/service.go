@@ -245,17 +245,9 @@ func (s *Service) do(ctx context.Context, caller, requestID string, method Metho
 		return Outcome{}, reusedError()
 	}
 	if owner {
-		dctx, release, err := s.admit(ctx)
-		if err != nil {
-			s.disown(key, c, err)
+		if err := s.startDrive(ctx, key, c, caller, requestID, method, params, fp); err != nil {
 			return Outcome{}, err
 		}
-		rec := s.newRecord(caller, requestID, method, params, fp)
-		wait := s.coalesceWait(ctx)
-		s.work.start(func() {
-			defer release()
-			s.run(dctx, key, c, func(ctx context.Context) (Result, bool, error) { return s.resolve(ctx, rec, wait) })
-		})
 	} else {
 		s.observe(method, EventCoalescedWait)
 	}
@@ -312,6 +304,26 @@ func (s *Service) coalesceWait(ctx context.Context) time.Duration {
 		wait = min(wait, time.Until(dl)*9/10)
 	}
 	return wait
+}
+
+// startDrive admits the owner of c (see admit) and starts the drive of its
+// new record on a worker. A function of its own, like loadFinal, to keep
+// the Record off do's frame.
+//
+//go:noinline
+func (s *Service) startDrive(ctx context.Context, key string, c *call, caller, requestID string, method Method, params, fp []byte) error {
+	dctx, release, err := s.admit(ctx)
+	if err != nil {
+		s.disown(key, c, err)
+		return err
+	}
+	rec := s.newRecord(caller, requestID, method, params, fp)
+	wait := s.coalesceWait(ctx)
+	s.work.start(func() {
+		defer release()
+		s.run(dctx, key, c, func(ctx context.Context) (Result, bool, error) { return s.resolve(ctx, rec, wait) })
+	})
+	return nil
 }
 
 // answerBy is when a call, arriving now, stops waiting for its drive and
@@ -385,12 +397,9 @@ func (s *Service) replayFinal(ctx context.Context, caller, requestID string, met
 		cached = false // its record may be swept by now: ask the store
 	}
 	if !cached {
-		stored, found, gerr := s.records.Get(ctx, caller, requestID)
-		if gerr != nil || !found || !stored.State.Final() {
+		if f = s.loadFinal(ctx, key, caller, requestID); f == nil {
 			return Outcome{}, false, nil
 		}
-		f = finalOf(&stored)
-		s.finals.put(key, f)
 	}
 	if !bytes.Equal(f.fingerprint, fp) {
 		s.observe(method, EventFingerprintConflict)
@@ -400,9 +409,25 @@ func (s *Service) replayFinal(ctx context.Context, caller, requestID string, met
 	if f.state == StateFailed {
 		return Outcome{Replayed: true}, true, f.err
 	}
-	res := f.result
-	res.Attempts = f.attempts
-	return Outcome{Result: res, Replayed: true}, true, nil
+	out = Outcome{Result: f.result, Replayed: true}
+	out.Result.Attempts = f.attempts
+	return out, true, nil
+}
+
+// loadFinal reads the record of key from the store and caches it if it is
+// final; nil when it is missing, open or unreadable. It is a function of its
+// own so that replayFinal's frame stays small: the Record it reads is large,
+// and a larger frame would grow the stack of every replaying goroutine.
+//
+//go:noinline
+func (s *Service) loadFinal(ctx context.Context, key, caller, requestID string) *final {
+	stored, found, err := s.records.Get(ctx, caller, requestID)
+	if err != nil || !found || !stored.State.Final() {
+		return nil
+	}
+	f := finalOf(&stored)
+	s.finals.put(key, f)
+	return f
 }
 
 func (s *Service) newRecord(caller, requestID string, method Method, params, fp []byte) Record {
