@@ -19,6 +19,7 @@ tools: ## Build the pinned developer tools (tools/go.mod) into the Go build cach
 	$(TOOL) -n stripe-mock >/dev/null
 	$(TOOL) -n grpcurl >/dev/null
 	$(TOOL) -n ghz >/dev/null
+	$(TOOL) -n benchstat >/dev/null
 
 .PHONY: generate
 generate: ## Regenerate gen/ from proto/ with buf and local plugins.
@@ -99,5 +100,5 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 10s; a count such as 100000x
 	done
 
 .PHONY: bench
-bench: build ## Load-test billingd serve --stripe-sim with ghz (~4 min); writes bench/results.json. Short: BENCHFLAGS="-runs 1 -duration 3s".
+bench: build ## Load-test billingd (~14 min): the ghz matrix on the built-in simulator, own-cpu and slow-stripe; writes bench/results.json. Short: BENCHFLAGS="-runs 1 -duration 3s -slow-duration 6s".
 	$(GO) run ./internal/benchrun -bin bin/billingd $(BENCHFLAGS)
