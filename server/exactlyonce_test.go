@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -946,5 +947,38 @@ func TestCrowdWaitingForAStripeSlot(t *testing.T) {
 	}
 	if pis := h.intentsFor(caller, "slot-crowd"); len(pis) != 1 {
 		t.Errorf("after the retry %d PaymentIntents, want 1", len(pis))
+	}
+}
+
+// TestLogLineCarriesStripeTime: the log line of the call that made the
+// Stripe request says how long Stripe took on the wire (stripe_ms), so that
+// billingd's own share of the caller's latency can be read request by
+// request; a replay, which made none, has none.
+func TestLogLineCarriesStripeTime(t *testing.T) {
+	t.Parallel()
+	var logs lockedBuffer
+	h := newHarness(t, harnessOpts{log: &logs})
+	h.sim.SetFaults(stripesim.Faults{Latency: 30 * time.Millisecond})
+	for range 2 {
+		if _, err := h.client.Charge(h.ctx(), visa("timed")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var lines []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err == nil && m["request_id"] == "timed" {
+			lines = append(lines, m)
+		}
+	}
+	if len(lines) != 2 {
+		t.Fatalf("%d log lines for the request, want 2:\n%s", len(lines), logs.String())
+	}
+	first, replay := lines[0], lines[1]
+	if ms, ok := first["stripe_ms"].(float64); !ok || ms < 30 || first["replayed"] != false {
+		t.Errorf("the charging call's line: stripe_ms %v, replayed %v; want ≥ 30 (the simulator's latency), false", first["stripe_ms"], first["replayed"])
+	}
+	if _, ok := replay["stripe_ms"]; ok || replay["replayed"] != true {
+		t.Errorf("the replay's line: %v; want replayed and no stripe_ms", replay)
 	}
 }

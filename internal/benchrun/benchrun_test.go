@@ -7,6 +7,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"google.golang.org/grpc/codes"
 )
 
 // TestMixData renders the mix array as ghz does (element n % 10 for request
@@ -271,5 +273,73 @@ func TestMergeSlices(t *testing.T) {
 	}
 	if one := merge([]slice{a}); one.RPS != 90 || one.P99 != 1 {
 		t.Errorf("one slice: %+v, want it as ghz reported it", one)
+	}
+}
+
+// Added latency is computed call by call against the Stripe time billingd
+// logged for the same request_id, over the calls that made their own
+// Stripe call after the warm-up; every answer counts in the codes, and one
+// past the caller's deadline is counted as such.
+func TestSlowStripeAddedLatency(t *testing.T) {
+	t.Parallel()
+	const window = 15 * time.Second // warm-up: the first 2 s
+	ms := func(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }
+	deadline := 10 * time.Second
+	calls := []callRecord{
+		{id: "a", start: 3 * time.Second, latency: ms(310), code: codes.OK, object: "pi_a", deadline: deadline},
+		{id: "b", start: 3 * time.Second, latency: ms(305), code: codes.OK, object: "pi_b", deadline: deadline},
+		{id: "a", start: 3100 * time.Millisecond, latency: ms(200), code: codes.OK, object: "pi_a", dup: true, deadline: deadline},
+		{id: "d", start: 500 * time.Millisecond, latency: ms(900), code: codes.OK, object: "pi_d", deadline: deadline},
+		{id: "e", start: 4 * time.Second, latency: ms(1), code: codes.Unavailable, reason: "UPSTREAM_RATE_LIMITED", deadline: deadline},
+		{id: "f", start: 5 * time.Second, latency: deadline + ms(1), code: codes.DeadlineExceeded, deadline: deadline},
+		{id: "g", start: 14900 * time.Millisecond, latency: ms(300), code: codes.OK, object: "pi_g", deadline: deadline}, // ends after the window
+	}
+	wire := map[string]float64{"a": 300, "b": 300, "d": 300, "g": 290}
+	res := slowResult{Codes: map[string]int{}}
+	summarizeCalls(&res, calls, window, wire)
+	if res.AddedCalls != 3 || res.AddedP50 != 10 || res.AddedMax != 10 || res.StripeP50 != 300 {
+		t.Errorf("added: %d calls, p50 %v, max %v, Stripe p50 %v; want 3 calls (a, b, g), p50 10, max 10, Stripe 300",
+			res.AddedCalls, res.AddedP50, res.AddedMax, res.StripeP50)
+	}
+	if res.Calls != 7 || res.OK != 5 || res.Codes["OK"] != 5 || res.Codes["Unavailable/UPSTREAM_RATE_LIMITED"] != 1 || res.PastDeadline != 1 {
+		t.Errorf("answers %+v", res)
+	}
+	if want := 4 / window.Seconds(); res.RPS != want { // a, b, the duplicate and d ended within the window
+		t.Errorf("RPS %v, want %v", res.RPS, want)
+	}
+}
+
+// The slow-stripe targets apply where they say: added latency only to a
+// crowd with a slot per caller and no duplicates, memory only to the large
+// crowd, the exactly-once count to every case.
+func TestSlowStripeTargets(t *testing.T) {
+	t.Parallel()
+	r := &results{SlowStripe: slowStripeResults{Summary: []slowResult{
+		{Case: slowCase{Concurrency: 256, MaxInFlight: 256}, Name: "c=256", AddedP50: 0.5, AddedP99: 7, PeakRSS: 80 * mib},
+		{Case: slowCase{Concurrency: 256, MaxInFlight: 256, DupEvery: 10}, Name: "c=256 dup", AddedP50: 9, AddedP99: 9},
+		{Case: slowCase{Concurrency: 2000}, Name: "c=2000", AddedP50: 7000, PeakRSS: 170 * mib, PastDeadline: 1, Lost: 1},
+	}}}
+	got := map[string]bool{}
+	for _, tg := range checkTargets(r) {
+		got[tg.Name] = tg.Pass
+	}
+	want := map[string]bool{
+		"added latency p50, ms at slow-stripe c=256 ≤":                          true,
+		"added latency p99, ms at slow-stripe c=256 ≤":                          false,
+		"peak RSS under a crowd waiting on Stripe, MiB at slow-stripe c=2000 ≤": false,
+		"answers past the caller's deadline at slow-stripe c=256 ≤":             true,
+		"answers past the caller's deadline at slow-stripe c=256 dup ≤":         true,
+		"answers past the caller's deadline at slow-stripe c=2000 ≤":            false,
+		"request_ids charged twice, or lost at slow-stripe c=256 ≤":             true,
+		"request_ids charged twice, or lost at slow-stripe c=256 dup ≤":         true,
+		"request_ids charged twice, or lost at slow-stripe c=2000 ≤":            false,
+	}
+	if len(got) != len(want) {
+		t.Errorf("targets %v, want %v", got, want)
+	}
+	for name, pass := range want {
+		if p, ok := got[name]; !ok || p != pass {
+			t.Errorf("%q: pass %v (present %v), want %v", name, p, ok, pass)
+		}
 	}
 }
