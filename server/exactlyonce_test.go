@@ -982,3 +982,35 @@ func TestLogLineCarriesStripeTime(t *testing.T) {
 		t.Errorf("the replay's line: %v; want replayed and no stripe_ms", replay)
 	}
 }
+
+// TestRepeatOfAnOpenRecordNeedsNoSlot: with every Stripe slot taken, the
+// repeat of a charge that waits for the customer (REQUIRES_ACTION) is still
+// answered at once from its record: only a request that may call Stripe
+// waits for a slot.
+func TestRepeatOfAnOpenRecordNeedsNoSlot(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{stripeSlots: 1})
+	req := &billingv1.ChargeRequest{RequestId: "slot-3ds", Amount: 2000, Currency: "usd", PaymentMethodId: "pm_card_authenticationRequired"}
+	first, err := h.client.Charge(h.ctx(), req)
+	if err != nil || first.GetStatus() != "requires_action" {
+		t.Fatalf("3-D Secure charge: %v, %v", first, err)
+	}
+	h.sim.SetFaults(stripesim.Faults{Latency: 3 * time.Second})
+	holder := make(chan error, 1)
+	go func() { _, err := h.client.Charge(h.ctx(), visa("slot-busy")); holder <- err }()
+	for deadline := time.Now().Add(10 * time.Second); h.sim.Stats().InFlight == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow charge never reached Stripe")
+		}
+	}
+
+	short, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	again, err := h.client.Charge(short, req)
+	if err != nil || again.GetPaymentIntentId() != first.GetPaymentIntentId() || again.GetStatus() != "requires_action" {
+		t.Errorf("the repeat with every slot taken: %v, %v; want the same PaymentIntent, requires_action", again, err)
+	}
+	if err := <-holder; err != nil {
+		t.Fatal(err)
+	}
+}

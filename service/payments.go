@@ -76,8 +76,11 @@ type Payments interface {
 // room: the first call made with it (or a context derived from it) uses it
 // instead of waiting again, and release gives it back if no call did.
 // Release is safe to call more than once, and after the room was used.
+// TryAdmit is Admit without the wait: ok=false, nothing taken, when there is
+// no room now.
 type Gate interface {
 	Admit(ctx context.Context) (withRoom context.Context, release func(), err error)
+	TryAdmit(ctx context.Context) (withRoom context.Context, release func(), ok bool)
 }
 
 // UpstreamKind classifies a failed Stripe call by what billingd must do next.

@@ -312,7 +312,7 @@ func (s *Service) coalesceWait(ctx context.Context) time.Duration {
 //
 //go:noinline
 func (s *Service) startDrive(ctx context.Context, key string, c *call, caller, requestID string, method Method, params, fp []byte) error {
-	dctx, release, err := s.admit(ctx)
+	dctx, release, err := s.admit(ctx, caller, requestID)
 	if err != nil {
 		s.disown(key, c, err)
 		return err
@@ -348,10 +348,20 @@ func (s *Service) answerBy(ctx context.Context, joined bool) (time.Time, bool) {
 // a caller waiting for room then costs one parked goroutine, and one whose
 // wait would outlast its deadline is refused at once, nothing claimed or
 // sent. The drive's context carries the room to its first Stripe call;
-// release gives it back if the drive made none.
-func (s *Service) admit(ctx context.Context) (context.Context, func(), error) {
+// release gives it back if the drive made none. When there is no room now
+// and the request already has a record (open: PENDING, INDETERMINATE or
+// followed), its drive starts without: it may be answered from the record
+// with no Stripe call at all, and a call it does make waits for its slot
+// then, as a background drive's does.
+func (s *Service) admit(ctx context.Context, caller, requestID string) (context.Context, func(), error) {
 	g, ok := s.payments.(Gate)
 	if !ok {
+		return ctx, func() {}, nil
+	}
+	if dctx, release, ok := g.TryAdmit(ctx); ok {
+		return dctx, release, nil
+	}
+	if _, found, err := s.records.Get(ctx, caller, requestID); err == nil && found {
 		return ctx, func() {}, nil
 	}
 	dctx, release, err := g.Admit(ctx)

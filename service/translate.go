@@ -57,10 +57,10 @@ func (s *Service) translate(err error, p any) (State, *Error) {
 			Metadata: md, RetryAfter: s.cfg.RetryAfter}
 	case UpstreamRateLimited:
 		if up.HTTPStatus == 0 {
-			// Held back by billingd's own pacing of Stripe calls: the
-			// wait would have outlasted the caller's deadline.
+			// Held back by billingd's own limits on Stripe calls (slots,
+			// pacing): the wait would have outlasted the caller's deadline.
 			return StatePending, &Error{Reason: ReasonUpstreamRateLimited,
-				Message:    "billingd is pacing its Stripe requests to Stripe's rate limit and could not send this one in time; retry with the same request_id",
+				Message:    "billingd has as many Stripe requests under way as it allows, or is pacing them to Stripe's rate limit, and could not send this one before the call's deadline; retry with the same request_id",
 				RetryAfter: max(s.cfg.RetryAfter, up.RetryAfter)}
 		}
 		return StatePending, &Error{Reason: ReasonUpstreamRateLimited, Message: "Stripe is rate limiting billingd; retry with the same request_id",

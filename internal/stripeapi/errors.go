@@ -88,6 +88,18 @@ func (c *Client) Admit(ctx context.Context) (context.Context, func(), error) {
 	return context.WithValue(ctx, roomKey{}, r), r.release, nil
 }
 
+// TryAdmit is service.Gate's Admit without the wait.
+func (c *Client) TryAdmit(ctx context.Context) (context.Context, func(), bool) {
+	select {
+	case c.slots <- struct{}{}:
+	default:
+		return nil, nil, false
+	}
+	r := &room{c: c}
+	r.held.Store(true)
+	return context.WithValue(ctx, roomKey{}, r), r.release, true
+}
+
 type roomKey struct{}
 
 // room is a slot Admit took for a drive: its first call takes it over.
