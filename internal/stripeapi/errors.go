@@ -83,9 +83,8 @@ func (c *Client) Admit(ctx context.Context) (context.Context, func(), error) {
 	if err := c.takeSlot(ctx, dl, bounded); err != nil {
 		return nil, nil, err
 	}
-	r := &room{c: c}
-	r.held.Store(true)
-	return context.WithValue(ctx, roomKey{}, r), r.release, nil
+	ctx, release := c.withRoom(ctx)
+	return ctx, release, nil
 }
 
 // TryAdmit is service.Gate's Admit without the wait.
@@ -95,9 +94,15 @@ func (c *Client) TryAdmit(ctx context.Context) (context.Context, func(), bool) {
 	default:
 		return nil, nil, false
 	}
+	ctx, release := c.withRoom(ctx)
+	return ctx, release, true
+}
+
+// withRoom hands the slot just taken to ctx's first call (begin).
+func (c *Client) withRoom(ctx context.Context) (context.Context, func()) {
 	r := &room{c: c}
 	r.held.Store(true)
-	return context.WithValue(ctx, roomKey{}, r), r.release, true
+	return context.WithValue(ctx, roomKey{}, r), r.release
 }
 
 type roomKey struct{}
@@ -141,10 +146,8 @@ func (c *Client) takeSlot(ctx context.Context, dl time.Time, bounded bool) error
 	var giveUp <-chan time.Time
 	if bounded {
 		wait := patience(dl, time.Now())
-		// Slots free up about every holdMean/MaxInFlight: a caller with
-		// ahead callers in front would wait about ahead times that. One
-		// who cannot make it is told at once, and when to come back.
-		expect := time.Duration(ahead * c.holdMean.Load() / int64(cap(c.slots)))
+		// One who cannot make it is told at once, and when to come back.
+		expect := c.expectedWait(ahead)
 		if wait <= 0 || expect > wait {
 			c.refused.Add(1)
 			return tooLate(expect)
@@ -160,8 +163,15 @@ func (c *Client) takeSlot(ctx context.Context, dl time.Time, bounded bool) error
 		return ctx.Err()
 	case <-giveUp:
 		c.refused.Add(1)
-		return tooLate(time.Duration(c.queued.Load() * c.holdMean.Load() / int64(cap(c.slots))))
+		return tooLate(c.expectedWait(c.queued.Load()))
 	}
+}
+
+// expectedWait is how long a caller with ahead callers in front of it (itself
+// included) would wait for a slot: slots free up about every
+// holdMean/MaxInFlight.
+func (c *Client) expectedWait(ahead int64) time.Duration {
+	return time.Duration(ahead * c.holdMean.Load() / int64(cap(c.slots)))
 }
 
 // recorder is the outermost RoundTripper: it sees the response stripe-go

@@ -164,7 +164,7 @@ func (c *Client) postIntent(ctx context.Context, endpoint, key, path string, v *
 	}
 	res := c.intentResult(&pi.intent, rec, true)
 	res.Amount = pi.AmountReceived
-	res.StripeRequestID, res.StripeTime = rec.requestID, rec.wire
+	res.StripeRequestID = rec.requestID
 	return res, nil
 }
 
@@ -195,7 +195,7 @@ func (c *Client) CancelSubscription(ctx context.Context, key, id string, atPerio
 		return service.Result{}, emptyAnswer(rec)
 	}
 	res := c.subscriptionResult(&sub.subscription, rec)
-	res.StripeRequestID, res.StripeTime = rec.requestID, rec.wire
+	res.StripeRequestID = rec.requestID
 	return res, nil
 }
 

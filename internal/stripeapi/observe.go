@@ -133,7 +133,7 @@ func (c *Client) GetPaymentIntent(ctx context.Context, id string) (service.Resul
 		return service.Result{}, emptyAnswer(rec)
 	}
 	res := c.intentResult(&pi.intent, rec, true)
-	res.StripeRequestID, res.StripeTime = rec.requestID, rec.wire
+	res.StripeRequestID = rec.requestID
 	res.Owner = pi.Metadata.Caller
 	return res, nil
 }
@@ -155,6 +155,6 @@ func (c *Client) GetSubscription(ctx context.Context, id string) (service.Result
 		return service.Result{}, emptyAnswer(rec)
 	}
 	res := c.subscriptionResult(&sub.subscription, rec)
-	res.StripeRequestID, res.StripeTime = rec.requestID, rec.wire
+	res.StripeRequestID = rec.requestID
 	return res, nil
 }

@@ -255,7 +255,7 @@ func (c *Client) createPaymentIntent(ctx context.Context, key string, p service.
 		return service.Result{}, emptyAnswer(call)
 	}
 	res := c.intentResult(&pi.intent, call, false)
-	res.StripeRequestID, res.StripeTime = call.requestID, call.wire
+	res.StripeRequestID = call.requestID
 	return res, nil
 }
 
@@ -328,7 +328,7 @@ func (c *Client) createSubscription(ctx context.Context, key string, p service.S
 		return service.Result{}, emptyAnswer(call)
 	}
 	res := c.subscriptionResult(&sub.subscription, call)
-	res.StripeRequestID, res.StripeTime = call.requestID, call.wire
+	res.StripeRequestID = call.requestID
 	return res, nil
 }
 
