@@ -232,7 +232,8 @@ func checkRequest(requestID string, metadata map[string]string, more ...FieldVio
 // waits for its outcome within the caller's own context.
 func (s *Service) do(ctx context.Context, caller, requestID string, method Method, params []byte) (Outcome, error) {
 	fp := Fingerprint(params)
-	if out, ok, err := s.replayFinal(ctx, caller, requestID, method, fp); ok {
+	out, ok, recorded, err := s.replayFinal(ctx, caller, requestID, method, fp)
+	if ok {
 		return out, err
 	}
 	key := inflightKey(caller, requestID)
@@ -245,7 +246,7 @@ func (s *Service) do(ctx context.Context, caller, requestID string, method Metho
 		return Outcome{}, reusedError()
 	}
 	if owner {
-		if err := s.startDrive(ctx, key, c, caller, requestID, method, params, fp); err != nil {
+		if err := s.startDrive(ctx, key, c, recorded, caller, requestID, method, params, fp); err != nil {
 			return Outcome{}, err
 		}
 	} else {
@@ -311,8 +312,8 @@ func (s *Service) coalesceWait(ctx context.Context) time.Duration {
 // the Record off do's frame.
 //
 //go:noinline
-func (s *Service) startDrive(ctx context.Context, key string, c *call, caller, requestID string, method Method, params, fp []byte) error {
-	dctx, release, err := s.admit(ctx, caller, requestID)
+func (s *Service) startDrive(ctx context.Context, key string, c *call, recorded bool, caller, requestID string, method Method, params, fp []byte) error {
+	dctx, release, err := s.admit(ctx, recorded)
 	if err != nil {
 		s.disown(key, c, err)
 		return err
@@ -349,11 +350,11 @@ func (s *Service) answerBy(ctx context.Context, joined bool) (time.Time, bool) {
 // wait would outlast its deadline is refused at once, nothing claimed or
 // sent. The drive's context carries the room to its first Stripe call;
 // release gives it back if the drive made none. When there is no room now
-// and the request already has a record (open: PENDING, INDETERMINATE or
-// followed), its drive starts without: it may be answered from the record
-// with no Stripe call at all, and a call it does make waits for its slot
-// then, as a background drive's does.
-func (s *Service) admit(ctx context.Context, caller, requestID string) (context.Context, func(), error) {
+// and the request is recorded already (open: PENDING, INDETERMINATE or
+// followed, as replayFinal found it), its drive starts without: it may be
+// answered from the record with no Stripe call at all, and a call it does
+// make waits for its slot then, as a background drive's does.
+func (s *Service) admit(ctx context.Context, recorded bool) (context.Context, func(), error) {
 	g, ok := s.payments.(Gate)
 	if !ok {
 		return ctx, func() {}, nil
@@ -361,7 +362,7 @@ func (s *Service) admit(ctx context.Context, caller, requestID string) (context.
 	if dctx, release, ok := g.TryAdmit(ctx); ok {
 		return dctx, release, nil
 	}
-	if _, found, err := s.records.Get(ctx, caller, requestID); err == nil && found {
+	if recorded {
 		return ctx, func() {}, nil
 	}
 	dctx, release, err := g.Admit(ctx)
@@ -400,44 +401,48 @@ func (s *Service) inProgress() *Error {
 // mostly such repeats, so this is billingd's hottest path. ok=false means the
 // record is missing, open or unreadable: the drive decides (and a read error
 // is found again there, failing closed).
-func (s *Service) replayFinal(ctx context.Context, caller, requestID string, method Method, fp []byte) (out Outcome, ok bool, err error) {
+//
+// recorded reports, with ok=false, that the store holds an open record of
+// the request.
+func (s *Service) replayFinal(ctx context.Context, caller, requestID string, method Method, fp []byte) (out Outcome, ok, recorded bool, err error) {
 	key := inflightKey(caller, requestID)
 	f, cached := s.finals.get(key)
 	if cached && s.cfg.Retention > 0 && s.clock.Now().Sub(f.updated) >= s.cfg.Retention {
 		cached = false // its record may be swept by now: ask the store
 	}
 	if !cached {
-		if f = s.loadFinal(ctx, key, caller, requestID); f == nil {
-			return Outcome{}, false, nil
+		if f, recorded = s.loadFinal(ctx, key, caller, requestID); f == nil {
+			return Outcome{}, false, recorded, nil
 		}
 	}
 	if !bytes.Equal(f.fingerprint, fp) {
 		s.observe(method, EventFingerprintConflict)
-		return Outcome{}, true, reusedError()
+		return Outcome{}, true, true, reusedError()
 	}
 	s.observe(method, EventReplay)
 	if f.state == StateFailed {
-		return Outcome{Replayed: true}, true, f.err
+		return Outcome{Replayed: true}, true, true, f.err
 	}
 	out = Outcome{Result: f.result, Replayed: true}
 	out.Result.Attempts = f.attempts
-	return out, true, nil
+	return out, true, true, nil
 }
 
 // loadFinal reads the record of key from the store and caches it if it is
-// final; nil when it is missing, open or unreadable. It is a function of its
+// final; nil when it is missing, open or unreadable, with found telling an
+// open record from the others. It is a function of its
 // own so that replayFinal's frame stays small: the Record it reads is large,
 // and a larger frame would grow the stack of every replaying goroutine.
 //
 //go:noinline
-func (s *Service) loadFinal(ctx context.Context, key, caller, requestID string) *final {
+func (s *Service) loadFinal(ctx context.Context, key, caller, requestID string) (f *final, found bool) {
 	stored, found, err := s.records.Get(ctx, caller, requestID)
 	if err != nil || !found || !stored.State.Final() {
-		return nil
+		return nil, err == nil && found
 	}
-	f := finalOf(&stored)
+	f = finalOf(&stored)
 	s.finals.put(key, f)
-	return f
+	return f, true
 }
 
 func (s *Service) newRecord(caller, requestID string, method Method, params, fp []byte) Record {
