@@ -197,13 +197,7 @@ func summarize(runs []runResult) []scenarioResult {
 		g := groups[k]
 		m := scenarioResult{Scenario: k.s, Concurrency: k.c, Runs: len(g),
 			StatusCodes: map[string]int{}, Errors: map[string]int{}}
-		pick := func(f func(scenarioResult) float64) float64 {
-			v := make([]float64, len(g))
-			for i, s := range g {
-				v[i] = f(s)
-			}
-			return median(v)
-		}
+		pick := func(f func(scenarioResult) float64) float64 { return medianOf(g, f) }
 		m.Count = uint64(pick(func(s scenarioResult) float64 { return float64(s.Count) }))
 		m.Seconds = pick(func(s scenarioResult) float64 { return s.Seconds })
 		m.RPS = pick(func(s scenarioResult) float64 { return s.RPS })
@@ -233,6 +227,15 @@ func summarize(runs []runResult) []scenarioResult {
 		out = append(out, m)
 	}
 	return out
+}
+
+// medianOf is the median of f over rows.
+func medianOf[T any](rows []T, f func(T) float64) float64 {
+	v := make([]float64, len(rows))
+	for i, r := range rows {
+		v[i] = f(r)
+	}
+	return median(v)
 }
 
 func median(v []float64) float64 {

@@ -570,13 +570,7 @@ func summarizeSlow(runs [][]slowResult) []slowResult {
 	var out []slowResult
 	for _, name := range order {
 		g := groups[name]
-		pick := func(f func(slowResult) float64) float64 {
-			v := make([]float64, len(g))
-			for i, r := range g {
-				v[i] = f(r)
-			}
-			return median(v)
-		}
+		pick := func(f func(slowResult) float64) float64 { return medianOf(g, f) }
 		m := slowResult{Case: g[0].Case, Name: name, Runs: len(g), Codes: map[string]int{}}
 		m.Seconds = pick(func(r slowResult) float64 { return r.Seconds })
 		m.RPS = pick(func(r slowResult) float64 { return r.RPS })
