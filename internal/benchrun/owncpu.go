@@ -23,23 +23,32 @@ const ownCPUConcurrency = 64
 // runOwnCPU runs health, replay and new charges in turns against an external
 // instant simulator and a fresh server.
 func runOwnCPU(ctx context.Context, cfg config, runNo int, work string, stdout io.Writer) (runResult, error) {
-	sim := stripesim.New(stripesim.Config{})
-	defer sim.Close()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	_, url, stop, err := serveSim(stripesim.Config{})
 	if err != nil {
 		return runResult{}, err
 	}
-	hs := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = hs.Serve(l) }()
-	defer hs.Close()
+	defer stop()
 
 	ocfg := cfg
-	ocfg.stripeURL = "http://" + l.Addr().String()
+	ocfg.stripeURL = url
 	ocfg.Scenarios = []string{scenHealth, scenReplay, scenNew}
 	ocfg.Concurrency = []int{ownCPUConcurrency}
 	ocfg.ServerArgs = append(append([]string(nil), cfg.ServerArgs...), "--stripe-rate", "off")
 	fmt.Fprintf(stdout, "\nown-cpu, run %d: the simulator in benchrun's process at %s\n", runNo, ocfg.stripeURL)
 	return runMatrix(ctx, ocfg, runNo, work+"/own-cpu", stdout)
+}
+
+// serveSim runs a simulator on a free loopback port in benchrun's process,
+// until stop.
+func serveSim(c stripesim.Config) (sim *stripesim.Sim, url string, stop func(), err error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	sim = stripesim.New(c)
+	hs := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = hs.Serve(l) }()
+	return sim, "http://" + l.Addr().String(), func() { _ = hs.Close(); sim.Close() }, nil
 }
 
 // ownCPURatio is billingd's CPU per new charge over its CPU per health check

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -162,25 +161,21 @@ func runSlowStripe(ctx context.Context, cfg config, runNo int, work string, stdo
 
 func runSlowCase(ctx context.Context, cfg config, sc slowCase, dir string) (slowResult, error) {
 	res := slowResult{Case: sc, Name: sc.name(), Codes: map[string]int{}}
-	sim := stripesim.New(stripesim.Config{Faults: stripesim.Faults{
+	sim, simURL, stop, err := serveSim(stripesim.Config{Faults: stripesim.Faults{
 		Latency: cfg.SlowStripe.Latency, LatencyJitter: cfg.SlowStripe.Jitter,
 		SlowShare: cfg.SlowStripe.SlowShare, SlowLatency: cfg.SlowStripe.SlowLatency,
 	}})
-	defer sim.Close()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return res, err
 	}
-	hs := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = hs.Serve(l) }()
-	defer hs.Close()
+	defer stop()
 
 	metricsAddr, err := freeAddr()
 	if err != nil {
 		return res, err
 	}
 	scfg := cfg
-	scfg.stripeURL = "http://" + l.Addr().String()
+	scfg.stripeURL = simURL
 	scfg.ServerArgs = append(slices.Clone(cfg.ServerArgs), "--stripe-rate", "off", "--metrics-listen", metricsAddr)
 	if sc.MaxInFlight > 0 {
 		scfg.ServerArgs = append(scfg.ServerArgs, "--stripe-max-inflight", strconv.Itoa(sc.MaxInFlight))
