@@ -218,14 +218,8 @@ func (db *DB) CountByState(ctx context.Context) (map[service.State]int, error) {
 // Each deleted record leaves its tombstone, stamped sweptAt, in the same
 // transaction.
 func (db *DB) Sweep(ctx context.Context, updatedBefore, sweptAt time.Time, limit int) (int, error) {
-	if err := db.checkWritable(); err != nil {
-		return 0, fmt.Errorf("sweep: %w", err)
-	}
-	if limit <= 0 {
-		return 0, fmt.Errorf("sweep: limit %d: must be positive", limit)
-	}
-	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("sweep: %w", err)
+	if err := db.checkSweep(ctx, "sweep", limit); err != nil {
+		return 0, err
 	}
 	if updatedBefore.IsZero() {
 		return 0, nil
@@ -331,4 +325,19 @@ func (db *DB) Scan(ctx context.Context, fn func(service.Record) bool) error {
 			return nil
 		}
 	}
+}
+
+// checkSweep is what Sweep and SweepTombstones (op) check before they start:
+// a writable store, a positive limit, a live context.
+func (db *DB) checkSweep(ctx context.Context, op string, limit int) error {
+	if err := db.checkWritable(); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if limit <= 0 {
+		return fmt.Errorf("%s: limit %d: must be positive", op, limit)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
 }

@@ -117,14 +117,8 @@ func (db *DB) GetTombstone(ctx context.Context, caller, requestID string) (servi
 // follows what it deletes, not how many tombstones are kept. A tombstone
 // written again by a later sweep outlives the batch entry of its first one.
 func (db *DB) SweepTombstones(ctx context.Context, sweptBefore time.Time, limit int) (int, error) {
-	if err := db.checkWritable(); err != nil {
-		return 0, fmt.Errorf("sweep tombstones: %w", err)
-	}
-	if limit <= 0 {
-		return 0, fmt.Errorf("sweep tombstones: limit %d: must be positive", limit)
-	}
-	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("sweep tombstones: %w", err)
+	if err := db.checkSweep(ctx, "sweep tombstones", limit); err != nil {
+		return 0, err
 	}
 	if sweptBefore.IsZero() {
 		return 0, nil
