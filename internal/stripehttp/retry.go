@@ -126,7 +126,7 @@ type retryTransport struct {
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
-	first, getBody, err := bodySource(req)
+	first, getBody, length, err := bodySource(req)
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +137,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 				return nil, err
 			}
 		}
-		resp, err := t.attempt(req, body)
+		resp, err := t.attempt(req, body, length)
 		if ctx.Err() != nil {
 			// The caller is gone: stop now. A response that made it back
 			// is still the truth about what Stripe did; return it.
@@ -165,37 +165,46 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// bodySource returns the body of the first attempt and how to get a fresh
-// copy for later ones: GetBody when the request has one (stripe-go sets it),
-// otherwise a buffer read once here. req is not modified.
-func bodySource(req *http.Request) (io.ReadCloser, func() (io.ReadCloser, error), error) {
+// bodySource returns the body of the first attempt, how to get a fresh copy
+// for later ones, and its length. A body of known length is sent as it is,
+// fresh copies from GetBody. One of unknown length (stripe-go's: a
+// ContentLength of 0 with a body) is read into memory here, once: a form is
+// small, and sent with its length it is one write with the headers instead
+// of chunks that net/http flushes one by one (headers, chunk, terminator).
+// req is not modified.
+func bodySource(req *http.Request) (io.ReadCloser, func() (io.ReadCloser, error), int64, error) {
 	if req.Body == nil || req.Body == http.NoBody {
-		return req.Body, nil, nil
+		return req.Body, nil, req.ContentLength, nil
 	}
-	if req.GetBody != nil {
-		return req.Body, req.GetBody, nil
+	if req.ContentLength > 0 && req.GetBody != nil {
+		return req.Body, req.GetBody, req.ContentLength, nil
 	}
 	b, err := io.ReadAll(req.Body)
 	req.Body.Close()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
+	if len(b) == 0 {
+		return http.NoBody, func() (io.ReadCloser, error) { return http.NoBody, nil }, 0, nil
+	}
+	// io.NopCloser of a *bytes.Reader is a body net/http knows is in
+	// memory, so it does not flush the headers before it.
 	fresh := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
 	first, _ := fresh()
-	return first, fresh, nil
+	return first, fresh, int64(len(b)), nil
 }
 
 // attempt sends one copy of req with body. With an attempt timeout, the
 // timeout's context lives until the returned body is closed.
-func (t *retryTransport) attempt(req *http.Request, body io.ReadCloser) (*http.Response, error) {
+func (t *retryTransport) attempt(req *http.Request, body io.ReadCloser, length int64) (*http.Response, error) {
 	if t.cfg.attemptTimeout <= 0 {
 		r := req.Clone(req.Context())
-		r.Body = body
+		r.Body, r.ContentLength = body, length
 		return t.next.RoundTrip(r)
 	}
 	ctx, cancel := context.WithTimeoutCause(req.Context(), t.cfg.attemptTimeout, errAttemptTimeout)
 	r := req.Clone(ctx)
-	r.Body = body
+	r.Body, r.ContentLength = body, length
 	resp, err := t.next.RoundTrip(r)
 	if err != nil {
 		if context.Cause(ctx) == errAttemptTimeout {

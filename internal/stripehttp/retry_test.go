@@ -54,6 +54,7 @@ func stall(w http.ResponseWriter, r *http.Request) {
 
 type seen struct {
 	method, key, body string
+	length            int64 // Content-Length; -1 when unknown (chunked)
 }
 
 // scripted is a server that answers attempt i with steps[i] (the last step
@@ -71,7 +72,7 @@ func newScripted(t *testing.T, steps ...step) *scripted {
 		b, _ := io.ReadAll(r.Body)
 		s.mu.Lock()
 		n := len(s.seen)
-		s.seen = append(s.seen, seen{r.Method, r.Header.Get("Idempotency-Key"), string(b)})
+		s.seen = append(s.seen, seen{r.Method, r.Header.Get("Idempotency-Key"), string(b), r.ContentLength})
 		s.mu.Unlock()
 		r.Body = io.NopCloser(bytes.NewReader(b))
 		steps[min(n, len(steps)-1)](w, r)
@@ -270,22 +271,43 @@ func TestRetryWithoutIdempotencyKey(t *testing.T) {
 // no GetBody and Retry must buffer it.
 type noGetBody struct{ io.Reader }
 
+// The three shapes of request body Retry gets: one net/http knows the
+// length of and can copy (GetBody), one it can do neither with, and
+// stripe-go's: ContentLength 0 with a body and GetBody, which net/http would
+// send chunked.
+const (
+	bodyWithGetBody = "with GetBody"
+	bodyUnsized     = "without GetBody"
+	bodyStripeGo    = "stripe-go's, length unknown"
+)
+
+// stripeGoBody is the body stripe-go's BackendImplementation.Do gives a
+// request made with http.NewRequest(method, path, nil).
+type stripeGoBody struct{ io.Reader }
+
+func (stripeGoBody) Close() error { return nil }
+
 func TestRetrySendsSameKeyAndBody(t *testing.T) {
 	t.Parallel()
 	const payload = "amount=2000&currency=usd&metadata[billingd_request_key]=abc"
-	for _, getBody := range []bool{true, false} {
-		name := map[bool]string{true: "with GetBody", false: "without GetBody"}[getBody]
-		t.Run(name, func(t *testing.T) {
+	for _, shape := range []string{bodyWithGetBody, bodyUnsized, bodyStripeGo} {
+		t.Run(shape, func(t *testing.T) {
 			t.Parallel()
 			srv := newScripted(t, reply(503, "{}"), hangUp(t), reply(409, `{"error":{"code":"idempotency_key_in_use"}}`), reply(200, "{}"))
 			client := &http.Client{Transport: stripehttp.Retry(noKeepAlive(), stripehttp.WithJitter(noWait))}
-			var body io.Reader = strings.NewReader(payload)
-			if !getBody {
-				body = noGetBody{body}
+			var req *http.Request
+			switch shape {
+			case bodyWithGetBody:
+				req, _ = http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(payload))
+			case bodyUnsized:
+				req, _ = http.NewRequest(http.MethodPost, srv.URL, noGetBody{strings.NewReader(payload)})
+			case bodyStripeGo:
+				req, _ = http.NewRequest(http.MethodPost, srv.URL, nil)
+				req.Body = stripeGoBody{strings.NewReader(payload)}
+				req.GetBody = func() (io.ReadCloser, error) { return stripeGoBody{strings.NewReader(payload)}, nil }
 			}
-			req, _ := http.NewRequest(http.MethodPost, srv.URL, body)
-			if got := req.GetBody != nil; got != getBody {
-				t.Fatalf("request has GetBody = %v, want %v", got, getBody)
+			if got, want := req.GetBody != nil, shape != bodyUnsized; got != want {
+				t.Fatalf("request has GetBody = %v, want %v", got, want)
 			}
 			req.Header.Set("Idempotency-Key", "bd1_same")
 			resp, err := client.Do(req)
@@ -303,6 +325,11 @@ func TestRetrySendsSameKeyAndBody(t *testing.T) {
 			for i, a := range got {
 				if a.key != "bd1_same" || a.body != payload || a.method != http.MethodPost {
 					t.Errorf("attempt %d sent %s key %q body %q, want POST key %q body %q", i+1, a.method, a.key, a.body, "bd1_same", payload)
+				}
+				// Sent with its length, the body goes out with the headers,
+				// not in chunks net/http flushes one by one.
+				if a.length != int64(len(payload)) {
+					t.Errorf("attempt %d sent Content-Length %d, want %d", i+1, a.length, len(payload))
 				}
 			}
 		})
