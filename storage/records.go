@@ -37,12 +37,9 @@ func (db *DB) Claim(ctx context.Context, rec service.Record) (service.Record, bo
 	if !o.created {
 		return o.existing, false, nil
 	}
-	m, err := decodeStored(o.name, o.val)
-	if err != nil {
-		return service.Record{}, false, fmt.Errorf("claim: %w", err)
-	}
-	stored := fromProto(m)
-	return stored, true, nil
+	// o.msg is what was written: the record as a read of it returns it,
+	// without decoding the value again.
+	return fromProto(o.msg), true, nil
 }
 
 // Put stores rec, replacing the record for (rec.Caller, rec.RequestID) or
