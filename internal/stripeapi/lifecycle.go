@@ -224,8 +224,7 @@ func (c *Client) call(ctx context.Context, endpoint, method, key, path string, v
 	if key != "" {
 		params.IdempotencyKey = stripe.String(key)
 	}
-	b := c.api.PaymentIntents.B
-	if err := b.CallRaw(method, path, c.api.PaymentIntents.Key, v, params, out); err != nil {
+	if err := callRaw(c.api.PaymentIntents.B, method, path, c.api.PaymentIntents.Key, v, params, out); err != nil {
 		return rec, c.classify(ctx, method, rec, err)
 	}
 	return rec, nil

@@ -4,6 +4,7 @@
 package stripeapi
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"maps"
@@ -248,7 +249,7 @@ func (c *Client) createPaymentIntent(ctx context.Context, key string, p service.
 	var pi createdIntent
 	pis := c.api.PaymentIntents
 	params := &stripe.Params{Context: reqCtx, IdempotencyKey: stripe.String(key)}
-	if err := pis.B.CallRaw(http.MethodPost, "/v1/payment_intents", pis.Key, paymentIntentForm(p), params, &pi); err != nil {
+	if err := callRaw(pis.B, http.MethodPost, "/v1/payment_intents", pis.Key, paymentIntentForm(p), params, &pi); err != nil {
 		return service.Result{}, c.classify(ctx, http.MethodPost, call, err)
 	}
 	if pi.ID == "" {
@@ -257,6 +258,32 @@ func (c *Client) createPaymentIntent(ctx context.Context, key string, p service.
 	res := c.intentResult(&pi.intent, call, false)
 	res.StripeRequestID = call.requestID
 	return res, nil
+}
+
+// callRaw is b.CallRaw without the wrapper CallRaw puts around v for
+// stripe-go's telemetry (off here, see New): that wrapper is a
+// json.Unmarshaler whose UnmarshalJSON calls json.Unmarshal again, so every
+// answer was validated and scanned twice more before it was decoded.
+// NewRequest and Do are what CallRaw calls, with the same body, errors and
+// retries.
+func callRaw(b stripe.Backend, method, path, key string, f *form.Values, params *stripe.Params, v stripe.LastResponseSetter) error {
+	bi, ok := b.(*stripe.BackendImplementation)
+	if !ok {
+		return b.CallRaw(method, path, key, f, params, v)
+	}
+	var body string
+	if f != nil && !f.Empty() {
+		body = f.Encode()
+		if method == http.MethodGet { // the payload goes in the URL
+			path += "?" + body
+			body = ""
+		}
+	}
+	req, err := bi.NewRequest(method, path, key, "application/x-www-form-urlencoded", params)
+	if err != nil {
+		return err
+	}
+	return bi.Do(req, bytes.NewBufferString(body), v)
 }
 
 // paymentIntentForm is the body of the PaymentIntent create: what
@@ -343,7 +370,7 @@ func (c *Client) findPaymentIntent(ctx context.Context, requestKey string) (serv
 	defer done()
 	pis := c.api.PaymentIntents
 	var page searchResult[intent]
-	if err := pis.B.CallRaw(http.MethodGet, "/v1/payment_intents/search", pis.Key, searchForm(requestKey, ""), &stripe.Params{Context: reqCtx}, &page); err != nil {
+	if err := callRaw(pis.B, http.MethodGet, "/v1/payment_intents/search", pis.Key, searchForm(requestKey, ""), &stripe.Params{Context: reqCtx}, &page); err != nil {
 		return service.Result{}, false, c.classify(ctx, http.MethodGet, call, err)
 	}
 	if len(page.Data) == 0 {
@@ -365,7 +392,7 @@ func (c *Client) findSubscription(ctx context.Context, requestKey string) (servi
 	var page searchResult[subscription]
 	// A search result's objects are under data.
 	query := searchForm(requestKey, "data."+subscriptionPaymentIntent)
-	if err := subs.B.CallRaw(http.MethodGet, "/v1/subscriptions/search", subs.Key, query, &stripe.Params{Context: reqCtx}, &page); err != nil {
+	if err := callRaw(subs.B, http.MethodGet, "/v1/subscriptions/search", subs.Key, query, &stripe.Params{Context: reqCtx}, &page); err != nil {
 		return service.Result{}, false, c.classify(ctx, http.MethodGet, call, err)
 	}
 	if len(page.Data) == 0 {
