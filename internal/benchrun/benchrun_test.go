@@ -343,3 +343,73 @@ func TestSlowStripeTargets(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnCPUFloor checks the floor own-cpu reports: health plus the median
+// Stripe client and store parts over the runs that measured them.
+func TestOwnCPUFloor(t *testing.T) {
+	t.Parallel()
+	o := ownCPUResults{
+		Summary: []scenarioResult{
+			{Scenario: scenHealth, Count: 1000, ServerCPU: 0.06},  // 60 µs
+			{Scenario: scenHealth2, Count: 1000, ServerCPU: 0.05}, // 50 µs: the ceiling new charges took turns with
+			{Scenario: scenNew, Count: 1000, ServerCPU: 0.3},      // 300 µs
+			{Scenario: scenReplay, Count: 1000, ServerCPU: 0.07},  // 70 µs
+		},
+		Runs: []runResult{
+			{Parts: &partsResult{StripeClientUS: 80, HTTPPostUS: 40, StoreUS: 60}},
+			{}, // a run that stopped before its parts
+			{Parts: &partsResult{StripeClientUS: 100, HTTPPostUS: 30, StoreUS: 70}},
+			{Parts: &partsResult{StripeClientUS: 90, HTTPPostUS: 35, StoreUS: 50}},
+		},
+	}
+	o.fillCPU()
+	if o.HealthUS != 50 || o.ChargeUS != 300 || o.ChargeRatio != 6 {
+		t.Errorf("health %v, charge %v, ratio %v; want 50, 300, 6", o.HealthUS, o.ChargeUS, o.ChargeRatio)
+	}
+	if o.StripeClientUS != 90 || o.HTTPPostUS != 35 || o.StoreUS != 60 {
+		t.Errorf("parts %v / %v / %v, want the medians 90 / 35 / 60", o.StripeClientUS, o.HTTPPostUS, o.StoreUS)
+	}
+	if o.FloorUS != 200 || o.FloorRatio != 4 {
+		t.Errorf("floor %v µs = %v × health, want 50+90+60 = 200 = 4", o.FloorUS, o.FloorRatio)
+	}
+	var none ownCPUResults
+	none.Summary = o.Summary
+	none.fillCPU()
+	if none.FloorUS != 0 || none.FloorRatio != 0 {
+		t.Errorf("no parts measured: floor %v, ratio %v; want none", none.FloorUS, none.FloorRatio)
+	}
+}
+
+func TestPartRefusesUnknownName(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	if err := partMain([]string{"gc", "http://127.0.0.1:1", t.TempDir()}, &out); err == nil || !strings.Contains(err.Error(), "unknown part") {
+		t.Errorf("part gc: %v, want unknown part", err)
+	}
+	if err := partMain([]string{"store"}, &out); err == nil {
+		t.Error("part with one argument succeeded")
+	}
+	if out.Len() != 0 {
+		t.Errorf("printed %q", out.String())
+	}
+}
+
+// TestStorePartWritesEachChargeOnce runs the store part's operation on a
+// real file: each call claims a new record and settles it, and a repeated
+// id is refused, so every operation measured is a claim that created.
+func TestStorePartWritesEachChargeOnce(t *testing.T) {
+	t.Parallel()
+	op, closeFn, err := partOp(partStore, "", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	for _, i := range []int{1, 2} {
+		if err := op(i); err != nil {
+			t.Fatalf("op(%d): %v", i, err)
+		}
+	}
+	if err := op(1); err == nil || !strings.Contains(err.Error(), "created false") {
+		t.Errorf("op(1) again: %v, want a claim that did not create", err)
+	}
+}

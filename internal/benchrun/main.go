@@ -29,6 +29,13 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(os.Args) > 1 && os.Args[1] == "part" { // own-cpu's parts (parts.go)
+		if err := partMain(os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "benchrun part:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return
@@ -330,8 +337,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	printTable(stdout, res.Summary)
 	if len(res.OwnCPU.Summary) > 0 {
+		o := res.OwnCPU
 		fmt.Fprintf(stdout, "\nown-cpu (simulator in benchrun's process): billingd µs of CPU per call: health %.0f, replay %.0f, new charge %.0f = %.2f × health\n",
-			res.OwnCPU.HealthUS, res.OwnCPU.ReplayUS, res.OwnCPU.ChargeUS, res.OwnCPU.ChargeRatio)
+			o.HealthUS, o.ReplayUS, o.ChargeUS, o.ChargeRatio)
+		if o.FloorUS > 0 {
+			fmt.Fprintf(stdout, "  its parts alone, µs of CPU per op: Stripe client %.0f (net/http alone %.0f), claim + settle %.0f; floor = health + client + writes = %.0f = %.2f × health\n",
+				o.StripeClientUS, o.HTTPPostUS, o.StoreUS, o.FloorUS, o.FloorRatio)
+		}
 		printTable(stdout, res.OwnCPU.Summary)
 	}
 	printSlowTable(stdout, res.SlowStripe.Summary)

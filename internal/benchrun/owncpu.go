@@ -15,7 +15,8 @@ import (
 // the matrix, but with the simulator answering at once from benchrun's
 // process instead of inside billingd, so that billingd's CPU per call (from
 // its /proc counters) is billingd's alone: what the matrix's new-charge
-// ratio splits into once Stripe's share is taken out.
+// ratio splits into once Stripe's share is taken out. Then the parts of a
+// new charge, each alone (parts.go): the floor under that CPU.
 
 // ownCPUConcurrency is the concurrency own-cpu measures at.
 const ownCPUConcurrency = 64
@@ -35,7 +36,12 @@ func runOwnCPU(ctx context.Context, cfg config, runNo int, work string, stdout i
 	ocfg.Concurrency = []int{ownCPUConcurrency}
 	ocfg.ServerArgs = append(append([]string(nil), cfg.ServerArgs...), "--stripe-rate", "off")
 	fmt.Fprintf(stdout, "\nown-cpu, run %d: the simulator in benchrun's process at %s\n", runNo, ocfg.stripeURL)
-	return runMatrix(ctx, ocfg, runNo, work+"/own-cpu", stdout)
+	r, err := runMatrix(ctx, ocfg, runNo, work+"/own-cpu", stdout)
+	if err != nil {
+		return r, err
+	}
+	r.Parts, err = runParts(ctx, url, work+"/own-cpu", stdout)
+	return r, err
 }
 
 // serveSim runs a simulator on a free loopback port in benchrun's process,

@@ -42,11 +42,32 @@ type ownCPUResults struct {
 	ReplayUS    float64          `json:"replay_cpu_us_per_call,omitempty"`
 	ChargeUS    float64          `json:"new_charge_cpu_us_per_call,omitempty"`
 	ChargeRatio float64          `json:"new_charge_cpu_ratio_to_health,omitempty"`
-	Runs        []runResult      `json:"runs,omitempty"`
+	// The parts of a new charge, each alone (medians over the runs), and
+	// the floor they make: health + Stripe client + claim and settle.
+	StripeClientUS float64     `json:"stripe_client_cpu_us_per_op,omitempty"`
+	HTTPPostUS     float64     `json:"http_post_cpu_us_per_op,omitempty"`
+	StoreUS        float64     `json:"store_claim_and_settle_cpu_us_per_op,omitempty"`
+	FloorUS        float64     `json:"new_charge_floor_cpu_us,omitempty"`
+	FloorRatio     float64     `json:"new_charge_floor_ratio_to_health,omitempty"`
+	Runs           []runResult `json:"runs,omitempty"`
 }
 
 func (o *ownCPUResults) fillCPU() {
 	o.HealthUS, o.ReplayUS, o.ChargeUS, o.ChargeRatio = ownCPURatio(o.Summary)
+	var parts []partsResult
+	for _, r := range o.Runs {
+		if r.Parts != nil {
+			parts = append(parts, *r.Parts)
+		}
+	}
+	if len(parts) == 0 || o.HealthUS == 0 {
+		return
+	}
+	o.StripeClientUS = medianOf(parts, func(p partsResult) float64 { return p.StripeClientUS })
+	o.HTTPPostUS = medianOf(parts, func(p partsResult) float64 { return p.HTTPPostUS })
+	o.StoreUS = medianOf(parts, func(p partsResult) float64 { return p.StoreUS })
+	o.FloorUS = o.HealthUS + o.StripeClientUS + o.StoreUS
+	o.FloorRatio = o.FloorUS / o.HealthUS
 }
 
 // slowStripeResults is the slow-stripe scenario: the median of each case
@@ -79,6 +100,8 @@ type runResult struct {
 	// Records is how many records the run created, checked against the
 	// database after the server stopped.
 	Records int `json:"records"`
+	// Parts is own-cpu's parts of a new charge, each alone (parts.go).
+	Parts *partsResult `json:"parts,omitempty"`
 }
 
 // scenarioResult is one scenario at one concurrency. Latencies are in
