@@ -195,15 +195,17 @@ func bodySource(req *http.Request) (io.ReadCloser, func() (io.ReadCloser, error)
 }
 
 // attempt sends one copy of req with body. With an attempt timeout, the
-// timeout's context lives until the returned body is closed.
+// timeout's context lives until the returned body is closed. The copy is
+// shallow (WithContext): it shares req's headers and URL, which no
+// RoundTripper may modify, and has a body of its own.
 func (t *retryTransport) attempt(req *http.Request, body io.ReadCloser, length int64) (*http.Response, error) {
 	if t.cfg.attemptTimeout <= 0 {
-		r := req.Clone(req.Context())
+		r := req.WithContext(req.Context())
 		r.Body, r.ContentLength = body, length
 		return t.next.RoundTrip(r)
 	}
 	ctx, cancel := context.WithTimeoutCause(req.Context(), t.cfg.attemptTimeout, errAttemptTimeout)
-	r := req.Clone(ctx)
+	r := req.WithContext(ctx)
 	r.Body, r.ContentLength = body, length
 	resp, err := t.next.RoundTrip(r)
 	if err != nil {
