@@ -483,12 +483,15 @@ func TestServerErrorOnDeclineReconcilesAsDecline(t *testing.T) {
 func TestCallerGoneChargeCompletes(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, harnessOpts{})
-	h.sim.SetFaults(stripesim.Faults{Latency: 400 * time.Millisecond})
+	h.sim.SetFaults(stripesim.Faults{Latency: 2 * time.Second})
 
 	// Stripe is slower than the caller's deadline: billingd answers before
 	// it, REQUEST_IN_PROGRESS with RetryInfo, rather than letting the call
-	// run into DEADLINE_EXCEEDED; the drive goes on.
-	short, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	// run into DEADLINE_EXCEEDED; the drive goes on. A second of deadline
+	// leaves the answer 50 ms to reach the caller (a twentieth): with 100
+	// ms and its 5 ms, a loaded machine running the race detector
+	// sometimes delivered it late.
+	short, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_, err := h.client.Charge(short, visa("impatient"))
 	st, ei := errInfo(t, err, codes.Unavailable)
