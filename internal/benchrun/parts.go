@@ -112,23 +112,8 @@ func partMain(args []string, stdout io.Writer) error {
 	}
 	defer closeFn()
 	// One untimed call per caller first: connections open, files grow.
-	var failed error
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for w := range ownCPUConcurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := op(-1 - w); err != nil {
-				mu.Lock()
-				failed = err
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if failed != nil {
-		return failed
+	if err := each(ownCPUConcurrency, func(w int) error { return op(-1 - w) }); err != nil {
+		return err
 	}
 	ops, used, err := closedLoop(ownCPUConcurrency, partDuration, op)
 	if err != nil {
@@ -140,31 +125,41 @@ func partMain(args []string, stdout io.Writer) error {
 // closedLoop calls op from c goroutines, each again as soon as it returns,
 // until d is up, and returns the calls made and the process's CPU meanwhile.
 func closedLoop(c int, d time.Duration, op func(i int) error) (int64, time.Duration, error) {
+	var n, next atomic.Int64
+	cpu0, start := processCPU(), time.Now()
+	err := each(c, func(int) error {
+		for time.Since(start) < d {
+			if err := op(int(next.Add(1))); err != nil {
+				return err
+			}
+			n.Add(1)
+		}
+		return nil
+	})
+	return n.Load(), processCPU() - cpu0, err
+}
+
+// each runs f(0) to f(c-1) on goroutines of their own and returns one of
+// their errors, if any.
+func each(c int, f func(w int) error) error {
 	var (
-		n      atomic.Int64
-		next   atomic.Int64
 		mu     sync.Mutex
 		failed error
 		wg     sync.WaitGroup
 	)
-	cpu0, start := processCPU(), time.Now()
-	for range c {
+	for w := range c {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for time.Since(start) < d {
-				if err := op(int(next.Add(1))); err != nil {
-					mu.Lock()
-					failed = err
-					mu.Unlock()
-					return
-				}
-				n.Add(1)
+			if err := f(w); err != nil {
+				mu.Lock()
+				failed = err
+				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
-	return n.Load(), processCPU() - cpu0, failed
+	return failed
 }
 
 // processCPU is this process's user and system CPU so far.
